@@ -1,0 +1,256 @@
+"""The moeaudio manifest: one JSON object per line, one :class:`Item` per audio/task pair.
+
+Why this shape: every stage (training collator, evaluator, analysis) reads the same jsonl, so a
+typo in a hand-edited or converted manifest must fail *here*, early, with the file and line and
+a fix, instead of as a KeyError deep in a dataloader worker hours into a run.
+
+Conventions
+-----------
+* ``audio`` is stored exactly as written. A relative path is relative to the manifest file's
+  directory (so a manifest + audio tree can be moved together); use :meth:`Item.resolve_audio`.
+* ``target`` is the reference output string (transcript, label text, or for ``mcq`` the text of
+  the correct choice).
+* ``choices``/``answer``: for multiple choice, ``choices`` lists the option texts (no ``A.``
+  prefixes) and ``answer`` is the letter (``"A"``, ``"B"``, ...) of the correct one.
+* ``domain`` defaults from the task (:data:`moeaudio.data.tasks.TASK_DOMAINS`), else ``mixed``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from moeaudio.data.tasks import CHOICE_LETTERS, TASK_DOMAINS
+from moeaudio.io_utils import atomic_write_text
+
+__all__ = [
+    "DOMAINS",
+    "Item",
+    "ManifestError",
+    "REQUIRED_KEYS",
+    "item_from_dict",
+    "manifest_relpath",
+    "read_manifest",
+    "validate_record",
+    "write_manifest",
+]
+
+DOMAINS: tuple[str, ...] = ("speech", "music", "sound", "mixed")
+REQUIRED_KEYS: tuple[str, ...] = ("id", "audio", "task", "target")
+_MAX_REPORTED_ERRORS = 20
+
+
+class ManifestError(ValueError):
+    """A manifest line is invalid. ``str(err)`` starts with ``<file>:<line>: ``.
+
+    ``errors`` holds every problem found (up to a cap) so a user can fix a file in one pass.
+    """
+
+    def __init__(self, message: str, errors: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or [message]
+
+
+@dataclass(kw_only=True)
+class Item:
+    """One training/eval example. Keyword-only so field additions never shift positional args."""
+
+    id: str
+    audio: str
+    duration: float | None = None
+    sample_rate: int | None = None
+    domain: str | None = None
+    task: str
+    instruction: str | None = None
+    target: str
+    choices: list[str] | None = None
+    answer: str | None = None
+    lang: str | None = None
+    speaker: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.domain is None:
+            self.domain = TASK_DOMAINS.get(self.task, "mixed")
+        self.audio = os.fspath(self.audio)
+
+    def resolve_audio(self, manifest_path: str | os.PathLike[str]) -> Path:
+        """Absolute-or-cwd-relative path to the audio: relative ``audio`` is joined to the manifest's dir."""
+        if os.path.isabs(self.audio):
+            return Path(self.audio)
+        return Path(os.path.normpath(os.path.join(os.path.dirname(os.fspath(manifest_path)), self.audio)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict without ``None``/empty-meta keys (they read back as the defaults)."""
+        d = asdict(self)
+        return {k: v for k, v in d.items() if v is not None and not (k == "meta" and not v)}
+
+
+VALID_KEYS: tuple[str, ...] = tuple(f.name for f in fields(Item))
+
+
+def manifest_relpath(audio_file: str | os.PathLike[str], manifest_dir: str | os.PathLike[str]) -> str:
+    """Path of ``audio_file`` relative to ``manifest_dir`` with ``/`` separators (portable manifests)."""
+    rel = os.path.relpath(os.path.abspath(audio_file), os.path.abspath(manifest_dir))
+    return rel.replace(os.sep, "/")
+
+
+def _type_name(v: Any) -> str:
+    return type(v).__name__
+
+
+def _check_str(rec: dict[str, Any], key: str, *, optional: bool, nonempty: bool = False) -> str | None:
+    if key not in rec or (optional and rec[key] is None):
+        return None
+    v = rec[key]
+    if not isinstance(v, str):
+        hint = f'; quote it, e.g. "{key}": "{v}"' if isinstance(v, (int, float)) else ""
+        return f"key '{key}' must be a string (got {_type_name(v)} {v!r}){hint}"
+    if nonempty and not v.strip():
+        return f"key '{key}' must be a non-empty string"
+    return None
+
+
+def validate_record(rec: Any) -> list[str]:
+    """Return human-readable problems with one decoded manifest line (empty list = valid).
+
+    Messages name the key, what is expected, and what was found, so the caller only has to
+    prefix ``file:line``.
+    """
+    if not isinstance(rec, dict):
+        return [f'each line must be a JSON object like {{"id": ..., "audio": ...}} (got {_type_name(rec)})']
+    errs: list[str] = []
+    for key in rec:
+        if key not in VALID_KEYS:
+            close = difflib.get_close_matches(str(key), VALID_KEYS, n=1, cutoff=0.5)
+            hint = f"did you mean '{close[0]}'?" if close else "put extra information under 'meta'."
+            errs.append(f"unknown key '{key}'; {hint} Valid keys: {', '.join(VALID_KEYS)}")
+    missing = [k for k in REQUIRED_KEYS if k not in rec]
+    for k in missing:
+        errs.append(f"missing required key '{k}'; every line needs {', '.join(REQUIRED_KEYS)}")
+    for key, nonempty in (("id", True), ("audio", True), ("task", True), ("target", False)):
+        if key in rec:
+            err = _check_str(rec, key, optional=False, nonempty=nonempty)
+            if err:
+                errs.append(err)
+    for key in ("instruction", "lang", "speaker", "answer"):
+        err = _check_str(rec, key, optional=True)
+        if err:
+            errs.append(err)
+    dom = rec.get("domain")
+    if dom is not None and dom not in DOMAINS:
+        close = difflib.get_close_matches(str(dom), DOMAINS, n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        errs.append(f"key 'domain' must be one of {', '.join(DOMAINS)} (got {dom!r}){hint}")
+    dur = rec.get("duration")
+    if dur is not None and (isinstance(dur, bool) or not isinstance(dur, (int, float)) or dur < 0):
+        errs.append(f"key 'duration' must be a non-negative number of seconds or null (got {dur!r})")
+    sr = rec.get("sample_rate")
+    if sr is not None and (isinstance(sr, bool) or not isinstance(sr, int) or sr <= 0):
+        errs.append(f"key 'sample_rate' must be a positive integer in Hz or null (got {sr!r})")
+    meta = rec.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        errs.append(f"key 'meta' must be a JSON object (got {_type_name(meta)})")
+    choices = rec.get("choices")
+    if choices is not None:
+        if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+            errs.append("key 'choices' must be a list of strings or null")
+            choices = None
+        elif not 2 <= len(choices) <= len(CHOICE_LETTERS):
+            errs.append(f"key 'choices' must have 2..{len(CHOICE_LETTERS)} entries (got {len(choices)})")
+            choices = None
+    ans = rec.get("answer")
+    if isinstance(ans, str) and choices:
+        letters = CHOICE_LETTERS[: len(choices)]
+        if ans not in letters:
+            if ans in choices:
+                errs.append(
+                    f"key 'answer' must be the letter of the correct choice; use '{letters[choices.index(ans)]}' "
+                    f"for {ans!r}"
+                )
+            else:
+                errs.append(
+                    f"key 'answer' must be one of the letters {', '.join(letters)} for {len(choices)} choices "
+                    f"(got {ans!r})"
+                )
+    elif isinstance(ans, str) and choices is None and "choices" not in rec:
+        errs.append("key 'answer' needs 'choices' (answer is the letter of the correct choice)")
+    return errs
+
+
+def item_from_dict(rec: dict[str, Any]) -> Item:
+    """Build an :class:`Item` from a validated record; raises ``ManifestError`` if invalid."""
+    errs = validate_record(rec)
+    if errs:
+        raise ManifestError("; ".join(errs), errs)
+    item = Item(**rec)
+    if item.meta is None:
+        item.meta = {}
+    if item.duration is not None:
+        item.duration = float(item.duration)
+    return item
+
+
+def read_manifest(path: str | os.PathLike[str]) -> list[Item]:
+    """Read and validate a manifest; raise :class:`ManifestError` listing ``file:line: problem``.
+
+    Blank lines are allowed (editors add them). Duplicate ids are errors because evaluators key
+    predictions by id. All lines are checked before raising so every problem is reported at once.
+    """
+    p = os.fspath(path)
+    items: list[Item] = []
+    errors: list[str] = []
+    seen: dict[str, int] = {}
+    with open(p, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                errors.append(
+                    f"{p}:{lineno}: invalid JSON ({e.msg} at column {e.colno}); each line must be one JSON object"
+                )
+                continue
+            problems = validate_record(rec)
+            if problems:
+                errors.extend(f"{p}:{lineno}: {msg}" for msg in problems)
+                continue
+            if rec["id"] in seen:
+                errors.append(
+                    f"{p}:{lineno}: key 'id' value {rec['id']!r} duplicates line {seen[rec['id']]}; ids must be unique"
+                )
+                continue
+            seen[rec["id"]] = lineno
+            items.append(item_from_dict(rec))
+    if errors:
+        shown = errors[:_MAX_REPORTED_ERRORS]
+        more = len(errors) - len(shown)
+        msg = "\n".join(shown) + (f"\n... and {more} more errors" if more else "")
+        raise ManifestError(msg, errors)
+    return items
+
+
+def write_manifest(path: str | os.PathLike[str], items: Iterable[Item]) -> Path:
+    """Validate ``items`` and write them as jsonl atomically (readers never see a partial file)."""
+    lines: list[str] = []
+    errors: list[str] = []
+    seen: set[str] = set()
+    for n, item in enumerate(items, start=1):
+        rec = item.to_dict()
+        problems = validate_record(rec)
+        if rec.get("id") in seen:
+            problems.append(f"duplicate id {rec['id']!r}")
+        seen.add(rec.get("id"))
+        if problems:
+            errors.extend(f"{os.fspath(path)}: item {n} (id {rec.get('id')!r}): {m}" for m in problems)
+            continue
+        lines.append(json.dumps(rec, ensure_ascii=False))
+    if errors:
+        raise ManifestError("\n".join(errors[:_MAX_REPORTED_ERRORS]), errors)
+    return atomic_write_text(path, "".join(line + "\n" for line in lines))
