@@ -154,7 +154,9 @@ class Recipe(_Section):
     def _check_consistency(self) -> Recipe:
         a = self.adapter
         if a.kind == "moe" and not 1 <= a.top_k <= a.num_experts:
-            raise ValueError(f"adapter.top_k={a.top_k} must be between 1 and adapter.num_experts={a.num_experts}")
+            raise ValueError(
+                f"adapter.top_k={a.top_k} must be between 1 and adapter.num_experts={a.num_experts}"
+            )
         if self.encoder.stack < 1:
             raise ValueError("encoder.stack must be >= 1")
         return self
@@ -180,7 +182,9 @@ def resolve_recipe_path(recipe: str | Path) -> Path:
         if candidate.exists():
             return candidate
     shipped = ", ".join(list_recipes()) or "none"
-    raise RecipeError(f"recipe '{recipe}' not found: give a YAML path or one of the shipped recipes ({shipped})")
+    raise RecipeError(
+        f"recipe '{recipe}' not found: give a YAML path or one of the shipped recipes ({shipped})"
+    )
 
 
 def list_recipes() -> list[str]:

@@ -1,0 +1,240 @@
+"""The audio LLM: encoder -> frame stacking -> adapter -> embeddings spliced into the LLM prompt.
+
+The adapter's outputs replace the audio placeholder tokens of the prompt one for one, so the
+LLM sees `<|im_start|>user\\n[audio tokens] instruction<|im_end|>\\n<|im_start|>assistant\\n`
+followed by the response, and the loss is next-token prediction on the response only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from moeaudio.config import Recipe
+from moeaudio.model.adapters import build_adapter
+from moeaudio.model.encoder import AudioEncoder, EncoderInputs, FrameStacker, build_encoder
+from moeaudio.model.llm import build_llm, build_tokenizer
+
+IGNORE = -100
+
+
+@dataclass
+class AudioBatch:
+    """One padded batch. Audio arrives either as encoder inputs or as cached encoder states."""
+
+    input_ids: torch.Tensor  # (batch, seq) with one placeholder id per audio token
+    attention_mask: torch.Tensor  # (batch, seq)
+    labels: torch.Tensor | None  # (batch, seq), IGNORE outside the response
+    frame_lengths: torch.Tensor  # (batch,) valid encoder frames
+    encoder_inputs: EncoderInputs | None = None
+    encoder_states: torch.Tensor | None = None  # (batch, frames, d_model) from the feature cache
+    meta: list[dict] = field(default_factory=list)
+
+    def to(self, device: torch.device | str) -> AudioBatch:
+        def move(t):
+            return t.to(device) if isinstance(t, torch.Tensor) else t
+
+        enc = self.encoder_inputs
+        if enc is not None:
+            enc = EncoderInputs(move(enc.values), move(enc.lengths), move(enc.sample_lengths))
+        return AudioBatch(
+            move(self.input_ids),
+            move(self.attention_mask),
+            move(self.labels),
+            move(self.frame_lengths),
+            enc,
+            move(self.encoder_states),
+            self.meta,
+        )
+
+
+class AudioLLM(nn.Module):
+    """Encoder + stacker + adapter + causal LM, with the aux losses of the adapter."""
+
+    def __init__(self, recipe: Recipe, encoder: AudioEncoder, llm: nn.Module, tokenizer):
+        super().__init__()
+        self.recipe = recipe
+        self.encoder = encoder
+        self.stacker = FrameStacker(encoder.d_model, recipe.encoder.stack, recipe.encoder.projection_dim)
+        d_llm = llm.get_input_embeddings().embedding_dim
+        self.adapter = build_adapter(recipe.adapter, self.stacker.out_dim, d_llm)
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.audio_token_id = tokenizer.convert_tokens_to_ids(recipe.llm.audio_placeholder)
+        self.apply_freezing()
+
+    # ------------------------------------------------------------------ set-up
+    def apply_freezing(self) -> None:
+        """Freeze flags per part. The encoder is also kept in eval mode when frozen (no dropout)."""
+        self.encoder.requires_grad_(not self.recipe.encoder.freeze)
+        self.adapter.requires_grad_(True)
+        if self.recipe.llm.lora_r > 0:
+            for name, p in self.llm.named_parameters():
+                p.requires_grad_("lora_" in name)
+        else:
+            self.llm.requires_grad_(not self.recipe.llm.freeze)
+
+    def train(self, mode: bool = True) -> AudioLLM:
+        super().train(mode)
+        if self.recipe.encoder.freeze:
+            self.encoder.eval()
+        return self
+
+    def num_audio_tokens(self, num_samples: int) -> int:
+        frames = self.encoder.output_length(num_samples)
+        return int(self.stacker.token_lengths(torch.tensor([frames]))[0])
+
+    # ------------------------------------------------------------------ forward
+    def encode_audio(self, batch: AudioBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Audio -> adapter outputs for every valid audio token, flattened in batch order."""
+        if batch.encoder_states is not None:
+            states = batch.encoder_states  # (batch, frames, d_model)
+        else:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.recipe.encoder.freeze):
+                states = self.encoder(batch.encoder_inputs)  # (batch, frames, d_model)
+        dtype = next(self.adapter.parameters()).dtype
+        tokens, token_lengths = self.stacker(states.to(dtype), batch.frame_lengths)  # (batch, tokens, d_in)
+        valid = torch.arange(tokens.shape[1], device=tokens.device)[None] < token_lengths[:, None].to(
+            tokens.device
+        )
+        out = self.adapter(tokens[valid])  # y: (valid_tokens, d_llm)
+        return out.y, out.losses
+
+    def embed(self, batch: AudioBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Token embeddings with the audio placeholders replaced by adapter outputs."""
+        audio, losses = self.encode_audio(batch)
+        embeds = self.llm.get_input_embeddings()(batch.input_ids)  # (batch, seq, d_llm)
+        slots = batch.input_ids == self.audio_token_id  # (batch, seq)
+        if int(slots.sum()) != audio.shape[0]:
+            raise ValueError(
+                f"prompt has {int(slots.sum())} audio placeholders but the audio gives {audio.shape[0]} tokens"
+            )
+        embeds = embeds.masked_scatter(slots[..., None], audio.to(embeds.dtype))
+        return embeds, losses
+
+    def forward(self, batch: AudioBatch) -> dict[str, torch.Tensor]:
+        """Loss = NTP on the response + sum(coef * aux loss). Returns every term for logging."""
+        embeds, losses = self.embed(batch)
+        shift_labels = batch.labels[:, 1:]  # (batch, seq-1): position t predicts token t+1
+        # Only positions that predict a response token need logits: with a ~50k vocabulary this
+        # is most of an LLM's forward cost on a small model.
+        keep = (shift_labels != IGNORE).any(0).nonzero().squeeze(1)  # (kept,)
+        out = self.llm(inputs_embeds=embeds, attention_mask=batch.attention_mask, logits_to_keep=keep)
+        logits = out.logits  # (batch, kept, vocab)
+        lm_loss = nn.functional.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]),
+            shift_labels[:, keep].reshape(-1),
+            ignore_index=IGNORE,
+        )
+        total = lm_loss + losses["total"] if "total" in losses else lm_loss  # coefficient-weighted aux terms
+        logged = {k: v.detach() for k, v in losses.items() if k != "total"}
+        return {"loss": total, "lm_loss": lm_loss, **logged}
+
+    @torch.no_grad()
+    def generate(self, batch: AudioBatch, max_new_tokens: int = 32, num_beams: int = 1) -> list[str]:
+        """Greedy (or beam) decoding from the prompt; batch must be left-padded (see Collator)."""
+        embeds, _ = self.embed(batch)
+        out = self.llm.generate(
+            inputs_embeds=embeds,
+            attention_mask=batch.attention_mask,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            do_sample=False,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
+def build_audio_llm(recipe: Recipe, encoder: AudioEncoder | None = None) -> AudioLLM:
+    """Everything from the recipe: encoder, tokenizer, LLM and adapter (seeded)."""
+    encoder = encoder or build_encoder(recipe.encoder, seed=recipe.train.seed)
+    tokenizer = build_tokenizer(recipe.llm)
+    llm = build_llm(recipe.llm, len(tokenizer), seed=recipe.train.seed)
+    torch.manual_seed(recipe.train.seed + 1)
+    return AudioLLM(recipe, encoder, llm, tokenizer)
+
+
+# ---------------------------------------------------------------------- batching
+
+
+@dataclass
+class Example:
+    """One item as the model sees it: audio (waveform or cached states) + instruction + target."""
+
+    instruction: str
+    target: str | None
+    wave: np.ndarray | None = None
+    states: torch.Tensor | None = None  # (frames, d_model)
+    meta: dict = field(default_factory=dict)
+
+
+class Collator:
+    """Examples -> AudioBatch: chat prompt with one placeholder per audio token, masked labels.
+
+    Training batches are right-padded; generation batches are left-padded so every row's
+    response starts at the same position.
+    """
+
+    def __init__(self, model: AudioLLM, for_generation: bool = False):
+        self.model = model
+        self.tok = model.tokenizer
+        self.placeholder = model.recipe.llm.audio_placeholder
+        self.for_generation = for_generation
+
+    def prompt_ids(self, instruction: str, n_audio: int) -> list[int]:
+        messages = [{"role": "user", "content": f"{self.placeholder}\n{instruction}"}]
+        kwargs = {"enable_thinking": False} if "enable_thinking" in (self.tok.chat_template or "") else {}
+        if self.tok.chat_template:
+            text = self.tok.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True, **kwargs
+            )
+        else:
+            text = f"{self.placeholder}\n{instruction}\n"
+        ids = self.tok(text, add_special_tokens=False).input_ids
+        at = ids.index(self.model.audio_token_id)
+        return ids[:at] + [self.model.audio_token_id] * n_audio + ids[at + 1 :]
+
+    def response_ids(self, target: str) -> list[int]:
+        return self.tok(target, add_special_tokens=False).input_ids + [self.tok.eos_token_id]
+
+    def __call__(self, examples: list[Example]) -> AudioBatch:
+        model = self.model
+        if examples[0].states is not None:
+            frame_lengths = torch.tensor([e.states.shape[0] for e in examples])
+            states = torch.zeros(len(examples), int(frame_lengths.max()), examples[0].states.shape[1])
+            for i, e in enumerate(examples):
+                states[i, : e.states.shape[0]] = e.states
+            enc_inputs = None
+        else:
+            enc_inputs = model.encoder.prepare([e.wave for e in examples])
+            frame_lengths, states = enc_inputs.lengths, None
+        n_audio = model.stacker.token_lengths(frame_lengths).tolist()
+        rows, label_rows = [], []
+        for e, n in zip(examples, n_audio, strict=True):
+            prompt = self.prompt_ids(e.instruction, n)
+            response = [] if self.for_generation or e.target is None else self.response_ids(e.target)
+            rows.append(prompt + response)
+            label_rows.append([IGNORE] * len(prompt) + response)
+        width = max(len(r) for r in rows)
+        pad = self.tok.pad_token_id
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (row, lab) in enumerate(zip(rows, label_rows, strict=True)):
+            span = slice(width - len(row), width) if self.for_generation else slice(0, len(row))
+            input_ids[i, span] = torch.tensor(row)
+            labels[i, span] = torch.tensor(lab)
+            attention[i, span] = 1
+        return AudioBatch(
+            input_ids,
+            attention,
+            None if self.for_generation else labels,
+            frame_lengths,
+            enc_inputs,
+            states,
+            [e.meta for e in examples],
+        )

@@ -1,0 +1,114 @@
+"""`moeaudio inspect`: the model a recipe describes, sized without training or downloading.
+
+The adapter is built on the meta device (no memory, so paper scale is free); encoder and LLM
+sizes come from their configs when those are available offline, else from the widths the
+recipe declares.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from moeaudio.config import Recipe
+
+
+def adapter_summary(recipe: Recipe) -> dict[str, Any]:
+    from moeaudio.model.adapters import build_adapter
+    from moeaudio.model.encoder import FrameStacker
+
+    with torch.device("meta"):
+        stacker = FrameStacker(recipe.encoder.d_model, recipe.encoder.stack, recipe.encoder.projection_dim)
+        adapter = build_adapter(recipe.adapter, stacker.out_dim, recipe.llm.hidden_size)
+    counts = adapter.param_counts()
+    frontend = sum(p.numel() for p in stacker.parameters())
+    return {
+        "adapter_kind": recipe.adapter.kind,
+        "adapter_in_dim": stacker.out_dim,
+        "adapter_out_dim": recipe.llm.hidden_size,
+        "adapter_params_total": counts["total"],
+        "adapter_params_active": counts["active"],
+        "adapter_params_breakdown": {k: v for k, v in counts.items() if k not in ("total", "active")},
+        "adapter_flops_per_audio_token": adapter.flops_per_token(),
+        "frontend_params": frontend,
+        "audio_tokens_per_second": recipe.encoder.frame_rate / recipe.encoder.stack,
+    }
+
+
+def encoder_param_count(recipe: Recipe) -> int | None:
+    """Encoder parameters from its config (no weights loaded); None when not available offline."""
+    from transformers import AutoConfig, WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    from moeaudio.model.encoder import TINY_WHISPER
+
+    cfg = recipe.encoder
+    try:
+        if cfg.name == "tiny" and cfg.family == "whisper":
+            config = WhisperConfig(
+                **{**TINY_WHISPER, **cfg.tiny}, pad_token_id=0, bos_token_id=0, eos_token_id=0
+            )
+        elif cfg.name == "whisper-tiny.en-offline":
+            from moeaudio.model.whisper_offline import offline_whisper_dir
+
+            config = WhisperConfig.from_pretrained(offline_whisper_dir())  # converts once, then cached
+        elif cfg.name == "tiny":
+            return None
+        else:
+            config = AutoConfig.from_pretrained(cfg.name)
+    except (OSError, ImportError, ValueError):
+        return None
+    if getattr(config, "model_type", "") != "whisper":
+        return None
+    with torch.device("meta"):
+        encoder = WhisperEncoder(config)
+    return sum(p.numel() for p in encoder.parameters())
+
+
+def model_summary(recipe: Recipe) -> dict[str, Any]:
+    """Everything `inspect --json` prints."""
+    from moeaudio.model.llm import llm_meta_param_count
+
+    summary = adapter_summary(recipe)
+    summary["encoder_params"] = encoder_param_count(recipe)
+    summary["llm_params"] = llm_meta_param_count(recipe.llm)
+    summary["trainable"] = {
+        "encoder": not recipe.encoder.freeze,
+        "adapter": True,
+        "llm": "lora" if recipe.llm.lora_r > 0 else not recipe.llm.freeze,
+    }
+    summary["recipe"] = recipe.model_dump(mode="json")
+    return summary
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """Rich tables: parameters per part, then the adapter breakdown, then the resolved recipe."""
+    import yaml
+    from rich.console import Console
+    from rich.table import Table
+
+    def fmt(n: int | None) -> str:
+        return "unknown offline" if n is None else f"{n:,}"
+
+    console = Console()
+    parts = Table("part", "parameters", "trainable", "active per audio token", title="model")
+    parts.add_row("encoder", fmt(summary["encoder_params"]), str(summary["trainable"]["encoder"]), "all")
+    parts.add_row("frame stacking / projection", fmt(summary["frontend_params"]), "True", "all")
+    parts.add_row(
+        f"adapter ({summary['adapter_kind']})",
+        fmt(summary["adapter_params_total"]),
+        "True",
+        fmt(summary["adapter_params_active"]),
+    )
+    parts.add_row("llm", fmt(summary["llm_params"]), str(summary["trainable"]["llm"]), "all")
+    console.print(parts)
+    detail = Table("adapter", "value", title="adapter detail")
+    for key, value in summary["adapter_params_breakdown"].items():
+        detail.add_row(key, fmt(value))
+    detail.add_row("in -> out width", f"{summary['adapter_in_dim']} -> {summary['adapter_out_dim']}")
+    detail.add_row("FLOPs per audio token", fmt(summary["adapter_flops_per_audio_token"]))
+    detail.add_row("audio tokens per second", f"{summary['audio_tokens_per_second']:g}")
+    console.print(detail)
+    console.print("[bold]resolved recipe[/]")
+    console.print(yaml.safe_dump(summary["recipe"], sort_keys=False), highlight=False)

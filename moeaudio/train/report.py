@@ -1,0 +1,140 @@
+"""What a training run shows and writes: start-up tables, progress bar, JSONL + TensorBoard, loss PNG."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+from moeaudio.config import Recipe
+
+
+class Reporter:
+    """All user-facing output of `train` (silent on ranks other than 0)."""
+
+    def __init__(self, recipe: Recipe, run_dir: Path, enabled: bool = True):
+        from rich.console import Console
+
+        self.recipe = recipe
+        self.run_dir = run_dir
+        self.enabled = enabled
+        self.console = Console()
+        self.metrics_path = run_dir / "metrics.jsonl"
+        self.tb = None
+        if enabled:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
+
+    def note(self, text: str) -> None:
+        if self.enabled:
+            self.console.print(text, highlight=False)
+
+    def start(self, model) -> None:
+        if not self.enabled:
+            return
+        from rich.syntax import Syntax
+        from rich.table import Table
+
+        self.console.rule(f"[bold]moeaudio train[/] {self.recipe.name}")
+        self.console.print(
+            Syntax(self.recipe.to_yaml(), "yaml", theme="ansi_dark", background_color="default")
+        )
+        table = Table("part", "parameters", "trainable", title="parameters")
+        for part in ("encoder", "stacker", "adapter", "llm"):
+            module = getattr(model, part)
+            total = sum(p.numel() for p in module.parameters())
+            trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+            table.add_row(part, f"{total:,}", f"{trainable:,}")
+        counts = model.adapter.param_counts()
+        table.caption = f"adapter active per audio token: {counts['active']:,} of {counts['total']:,}"
+        self.console.print(table)
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    @contextlib.contextmanager
+    def progress(self, total: int, done: int):
+        if not self.enabled:
+            yield None
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        columns = [
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
+        ]
+        with Progress(*columns, console=self.console) as bar:
+            task = bar.add_task("train", total=total, completed=done, status="")
+            yield (bar, task)
+
+    def log(self, record: dict[str, float], progress) -> None:
+        if not self.enabled:
+            return
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for key, value in record.items():
+                if key != "step":
+                    self.tb.add_scalar(f"train/{key}", value, record["step"])
+        if progress is not None:
+            bar, task = progress
+            status = f"loss {record['loss']:.3f} lr {record['lr']:.2e} tok/s {record['tokens_per_s']:.0f}"
+            if "aux_loss" in record:
+                status += f" aux {record['aux_loss']:.3f}"
+            if "load_spread" in record:
+                status += f" load max/mean {record['load_spread']:.2f}"
+            bar.update(task, completed=record["step"], status=status)
+
+    def finish(self, history: list[dict[str, float]]) -> None:
+        if not self.enabled or not history:
+            return
+        if self.tb is not None:
+            self.tb.close()
+        path = plot_loss_curve(history, self.run_dir / "loss.png")
+        self.console.print(f"loss curve: {path}")
+
+    def final_table(self, report: dict[str, Any], result) -> None:
+        if not self.enabled:
+            return
+        from moeaudio.eval.runner import render_report
+
+        (self.run_dir / "validation.json").write_text(json.dumps(report, indent=1))
+        self.console.print(render_report(report, title=f"validation after {result.steps} steps"))
+        self.console.print(f"checkpoint: {result.checkpoint}   wall time: {result.wall_seconds:.0f} s")
+
+
+def plot_loss_curve(history: list[dict[str, float]], path: Path) -> Path:
+    """Loss terms against step (LM loss, total, aux) in one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from moeaudio.io_utils import atomic_path
+
+    steps = [r["step"] for r in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key in ("loss", "lm_loss"):
+        axes[0].plot(steps, [r[key] for r in history], label=key)
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("step")
+    axes[0].legend()
+    axes[0].set_title("training loss")
+    aux_keys = [k for k in history[-1] if k.endswith("_loss") and k != "lm_loss"]
+    for key in aux_keys:
+        axes[1].plot(steps, [r.get(key, float("nan")) for r in history], label=key)
+    if "load_spread" in history[-1]:
+        axes[1].plot(steps, [r.get("load_spread", float("nan")) for r in history], label="load max/mean")
+    axes[1].set_xlabel("step")
+    axes[1].set_title("balance")
+    if axes[1].lines:
+        axes[1].legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return path
