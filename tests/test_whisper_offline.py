@@ -35,23 +35,8 @@ SENTENCES = [
 SAMPLE_RATE = 16000
 
 
-@pytest.fixture(scope="session")
-def converted_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return offline_whisper_dir(tmp_path_factory.mktemp("moeaudio-cache") / "whisper-tiny.en")
-
-
-@pytest.fixture(scope="session")
-def model(converted_dir: Path):
-    from transformers import WhisperForConditionalGeneration
-
-    return WhisperForConditionalGeneration.from_pretrained(converted_dir).eval()
-
-
-@pytest.fixture(scope="session")
-def processor(converted_dir: Path):
-    from transformers import WhisperProcessor
-
-    return WhisperProcessor.from_pretrained(converted_dir)
+# `whisper_dir`, `whisper_model` and `whisper_processor` come from tests/conftest.py (one conversion
+# per session, shared with the other Whisper tests).
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +58,7 @@ def _speech(text: str) -> np.ndarray:
     return np.concatenate([pad, 0.5 * audio, pad])
 
 
-def test_cache_layout_and_reuse(converted_dir: Path) -> None:
+def test_cache_layout_and_reuse(whisper_dir: Path) -> None:
     for name in (
         "config.json",
         "model.safetensors",
@@ -82,33 +67,33 @@ def test_cache_layout_and_reuse(converted_dir: Path) -> None:
         "tokenizer_config.json",
         "preprocessor_config.json",
     ):
-        assert (converted_dir / name).is_file(), name
-    marker = json.loads((converted_dir / "moeaudio_conversion.json").read_text())
+        assert (whisper_dir / name).is_file(), name
+    marker = json.loads((whisper_dir / "moeaudio_conversion.json").read_text())
     assert marker["id"] == OFFLINE_WHISPER_ID
-    mtime = (converted_dir / "model.safetensors").stat().st_mtime_ns
-    assert offline_whisper_dir(converted_dir) == converted_dir  # reused, not converted again
-    assert (converted_dir / "model.safetensors").stat().st_mtime_ns == mtime
-    assert not [p for p in converted_dir.parent.iterdir() if ".tmp-" in p.name]  # no leftovers
+    mtime = (whisper_dir / "model.safetensors").stat().st_mtime_ns
+    assert offline_whisper_dir(whisper_dir) == whisper_dir  # reused, not converted again
+    assert (whisper_dir / "model.safetensors").stat().st_mtime_ns == mtime
+    assert not [p for p in whisper_dir.parent.iterdir() if ".tmp-" in p.name]  # no leftovers
 
 
-def test_default_cache_dir_env(monkeypatch: pytest.MonkeyPatch, converted_dir: Path) -> None:
+def test_default_cache_dir_env(monkeypatch: pytest.MonkeyPatch, whisper_dir: Path) -> None:
     from moeaudio.model import whisper_offline
 
-    monkeypatch.setenv("MOEAUDIO_CACHE", str(converted_dir.parent))
-    assert whisper_offline._default_cache_dir() == converted_dir
+    monkeypatch.setenv("MOEAUDIO_CACHE", str(whisper_dir.parent))
+    assert whisper_offline._default_cache_dir() == whisper_dir
 
 
-def test_config_matches_tiny_en(model, processor) -> None:
-    cfg = model.config
+def test_config_matches_tiny_en(whisper_model, whisper_processor) -> None:
+    cfg = whisper_model.config
     assert (cfg.d_model, cfg.encoder_layers, cfg.decoder_layers) == (384, 4, 4)
     assert (cfg.encoder_attention_heads, cfg.decoder_attention_heads, cfg.num_mel_bins) == (6, 6, 80)
     assert (cfg.vocab_size, cfg.max_source_positions, cfg.max_target_positions) == (51864, 1500, 448)
     assert (cfg.decoder_start_token_id, cfg.eos_token_id, cfg.pad_token_id) == (50257, 50256, 50256)
-    gen = model.generation_config
+    gen = whisper_model.generation_config
     assert gen.no_timestamps_token_id == 50362 and gen.is_multilingual is False
     assert list(gen.begin_suppress_tokens) == [220, 50256]
     assert 50257 in gen.suppress_tokens and 50361 in gen.suppress_tokens
-    tok = processor.tokenizer
+    tok = whisper_processor.tokenizer
     assert len(tok) == cfg.vocab_size
     assert tok.convert_tokens_to_ids(["<|startoftranscript|>", "<|notimestamps|>"]) == [50257, 50362]
     assert tok.convert_ids_to_tokens(50363) == "<|0.00|>"
@@ -116,27 +101,27 @@ def test_config_matches_tiny_en(model, processor) -> None:
     ids = tok(" Hello world.").input_ids
     assert ids[:2] == [50257, 50362] and ids[-1] == 50256
     assert tok.decode(ids, skip_special_tokens=True).strip() == "Hello world."
-    assert processor.feature_extractor.feature_size == 80
-    assert model.proj_out.weight.data_ptr() == model.model.decoder.embed_tokens.weight.data_ptr()
+    assert whisper_processor.feature_extractor.feature_size == 80
+    assert whisper_model.proj_out.weight.data_ptr() == whisper_model.model.decoder.embed_tokens.weight.data_ptr()
 
 
-def test_encoder_positions_are_whisper_sinusoids(model, ct2_parsed: CT2Model) -> None:
-    stored = ct2_parsed.get("encoder/position_encodings/encodings")  # float16 in model.bin
-    ours = model.model.encoder.embed_positions.weight.detach().numpy()
+def test_encoder_positions_are_whisper_sinusoids(whisper_model, ct2_parsed: CT2Model) -> None:
+    stored = ct2_parsed.get("encoder/position_encodings/encodings")  # float16 in whisper_model.bin
+    ours = whisper_model.model.encoder.embed_positions.weight.detach().numpy()
     np.testing.assert_array_equal(ours, sinusoids(1500, 384))
     np.testing.assert_allclose(ours, stored, atol=2e-3)
 
 
-def test_encoder_matches_ctranslate2(model, processor, ct2_whisper) -> None:
+def test_encoder_matches_ctranslate2(whisper_model, whisper_processor, ct2_whisper) -> None:
     import ctranslate2
 
-    features = processor(_speech(SENTENCES[0]), sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
+    features = whisper_processor(_speech(SENTENCES[0]), sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
     assert features.shape == (1, 80, 3000)  # padded to 30 s, as both implementations require
     expected = np.array(
         ct2_whisper.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features)))
     )
     with torch.no_grad():
-        actual = model.model.encoder(torch.from_numpy(features)).last_hidden_state.numpy()
+        actual = whisper_model.model.encoder(torch.from_numpy(features)).last_hidden_state.numpy()
     assert actual.shape == expected.shape == (1, 1500, 384)
     scale = np.abs(expected).max()
     assert np.abs(actual - expected).max() < 0.02 * scale
@@ -146,38 +131,38 @@ def test_encoder_matches_ctranslate2(model, processor, ct2_whisper) -> None:
     assert cosine.min() > 0.9999
 
 
-def test_transcribes_synthetic_speech(model, processor, ct2_whisper) -> None:
+def test_transcribes_synthetic_speech(whisper_model, whisper_processor, ct2_whisper) -> None:
     """Low WER on clear synthetic speech, and the same transcripts as CTranslate2's own greedy decoding."""
     import ctranslate2
     import jiwer
     from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
-    features = processor(
+    features = whisper_processor(
         [_speech(s) for s in SENTENCES], sampling_rate=SAMPLE_RATE, return_tensors="pt"
     ).input_features
     with torch.no_grad():
-        ids = model.generate(features, attention_mask=torch.ones(features.shape[0], features.shape[-1]))
-    hypotheses = processor.batch_decode(ids, skip_special_tokens=True)
-    normalize = EnglishTextNormalizer(processor.tokenizer.english_spelling_normalizer or {})
+        ids = whisper_model.generate(features, attention_mask=torch.ones(features.shape[0], features.shape[-1]))
+    hypotheses = whisper_processor.batch_decode(ids, skip_special_tokens=True)
+    normalize = EnglishTextNormalizer(whisper_processor.tokenizer.english_spelling_normalizer or {})
     wer = jiwer.wer([normalize(s) for s in SENTENCES], [normalize(h) for h in hypotheses])
     print(f"WER={wer:.3f}", hypotheses)
     assert wer < 0.2, (wer, hypotheses)
 
-    prompt = [processor.tokenizer.convert_tokens_to_ids(["<|startoftranscript|>", "<|notimestamps|>"])]
+    prompt = [whisper_processor.tokenizer.convert_tokens_to_ids(["<|startoftranscript|>", "<|notimestamps|>"])]
     results = ct2_whisper.generate(
         ctranslate2.StorageView.from_array(np.ascontiguousarray(features.numpy())),
         prompt * len(SENTENCES),
         beam_size=1,
     )
-    reference = [processor.tokenizer.decode(r.sequences_ids[0], skip_special_tokens=True) for r in results]
+    reference = [whisper_processor.tokenizer.decode(r.sequences_ids[0], skip_special_tokens=True) for r in results]
     agreement = jiwer.wer([normalize(r) for r in reference], [normalize(h) for h in hypotheses])
     assert agreement < 0.05, (reference, hypotheses)
 
 
-def test_mapping_covers_every_tensor(model, ct2_parsed: CT2Model) -> None:
+def test_mapping_covers_every_tensor(whisper_model, ct2_parsed: CT2Model) -> None:
     """Every HF parameter is produced and every CTranslate2 weight tensor is consumed."""
     state_dict = ct2_to_hf_state_dict(ct2_parsed)
-    assert set(state_dict) == set(model.state_dict()) | {"proj_out.weight"}
+    assert set(state_dict) == set(whisper_model.state_dict()) | {"proj_out.weight"}
     consumed = sum(v.size for k, v in state_dict.items() if k not in {"model.encoder.embed_positions.weight"})
     # CTranslate2 has no k_proj bias, scalars (num_heads, flags) and the tied projection (an alias).
     weights = sum(v.size for v in ct2_parsed.variables.values() if v.ndim > 0)

@@ -80,14 +80,17 @@ class Reporter:
             for key, value in record.items():
                 if key != "step":
                     self.tb.add_scalar(f"train/{key}", value, record["step"])
+        status = f"loss {record['loss']:.3f} lr {record['lr']:.2e} tok/s {record['tokens_per_s']:.0f}"
+        if "aux_loss" in record:
+            status += f" aux {record['aux_loss']:.3f}"
+        if "load_spread" in record:
+            status += f" load max/mean {record['load_spread']:.2f}"
         if progress is not None:
             bar, task = progress
-            status = f"loss {record['loss']:.3f} lr {record['lr']:.2e} tok/s {record['tokens_per_s']:.0f}"
-            if "aux_loss" in record:
-                status += f" aux {record['aux_loss']:.3f}"
-            if "load_spread" in record:
-                status += f" load max/mean {record['load_spread']:.2f}"
             bar.update(task, completed=record["step"], status=status)
+        if not self.console.is_terminal and record["step"] % max(1, self.recipe.train.log_every) == 0:
+            # logs and CI have no live bar: one plain line every log_every steps instead
+            self.console.print(f"step {record['step']}/{self.recipe.train.max_steps} {status}", highlight=False)
 
     def finish(self, history: list[dict[str, float]]) -> None:
         if not self.enabled or not history:
