@@ -1,13 +1,16 @@
 """Generate answers for a manifest and score each task with its metric.
 
 A task's kind decides its metric: ``asr`` -> WER/CER, items with ``choices`` -> the MMAU
-matching rule, anything else -> classification over the task's closed label set (taken from the
-manifest's targets), with chance level reported beside every score so "learned" can be judged.
+matching rule, captions -> BLEU/ROUGE-L/CIDEr-D, anything else -> classification over the task's
+closed label set (:func:`moeaudio.eval.tasks.closed_label_set`: the synthetic corpus's or dataset's
+labels, not just the targets present), with chance level reported beside every score so "learned"
+can be judged.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +21,10 @@ from moeaudio.model.audio_llm import AudioLLM, Collator, Example
 
 
 def task_kind(task: str, examples: list[Example]) -> str:
-    if task in ("asr", "transcription"):
-        return "asr"
-    if any(e.meta.get("choices") for e in examples):
-        return "mcq"
-    return "classification"
+    """``asr`` / ``classification`` / ``mcq`` / ``caption`` (see :mod:`moeaudio.eval.tasks`)."""
+    from moeaudio.eval.tasks import task_for_manifest
+
+    return task_for_manifest(task, [e.meta for e in examples]).kind
 
 
 def generate_all(
@@ -32,9 +34,14 @@ def generate_all(
     max_new_tokens: int,
     num_beams: int,
     progress: bool,
+    collate: Collator | None = None,
 ) -> tuple[list[str], float]:
-    """Batched generation (KV cache through transformers `generate`); returns texts and items/s."""
-    collate = Collator(model, for_generation=True)
+    """Batched generation (KV cache through transformers `generate`); returns texts and items/s.
+
+    ``collate`` builds the prompts (default: one user turn, left-padded; the evaluator passes a
+    few-shot collator).
+    """
+    collate = collate or Collator(model, for_generation=True)
     device = next(model.parameters()).device
     order = sorted(range(len(examples)), key=lambda i: _length(examples[i]))  # less padding
     outputs: list[str] = [""] * len(examples)
@@ -51,36 +58,92 @@ def generate_all(
 
 
 def _length(e: Example) -> int:
-    return int(e.states.shape[0]) if e.states is not None else len(e.wave)
+    if e.states is not None:
+        return int(e.states.shape[0])
+    return len(e.wave) if e.wave is not None else len(e.instruction)  # text-only example
 
 
-def score_task(task: str, examples: list[Example], predictions: list[str]) -> dict[str, Any]:
-    from moeaudio.eval.metrics import classification_metrics, match_label, multiple_choice_metrics, wer_cer
+def score_task(task: str, examples: list[Example], predictions: list[str], spec=None) -> dict[str, Any]:
+    """Score one task's predictions with its metric; chance level from the task's closed label set.
+
+    ``spec`` (an :class:`~moeaudio.eval.tasks.EvalTask`) defaults to the registry entry for ``task``.
+    The result also carries ``answers``: what the metric scored per item (matched label, option text).
+    """
+    from moeaudio.eval.metrics import (
+        caption_metrics,
+        classification_metrics,
+        multiple_choice_metrics,
+        wer_cer,
+    )
     from moeaudio.eval.normalize import normalizer_for
+    from moeaudio.eval.tasks import closed_label_set, task_for_manifest
 
-    kind = task_kind(task, examples)
+    spec = spec or task_for_manifest(task, [e.meta for e in examples])
+    kind = spec.kind
     if kind == "asr":
         lang = examples[0].meta.get("lang") or "en"
         metrics = wer_cer([e.target for e in examples], predictions, normalizer=normalizer_for(lang))
-        return {"kind": kind, "n": len(examples), "metrics": metrics, "chance": None}
+        return {
+            "kind": kind,
+            "n": len(examples),
+            "metrics": metrics,
+            "chance": None,
+            "answers": list(predictions),
+        }
+    if kind == "caption":
+        refs = [caption_references(e) for e in examples]
+        metrics = caption_metrics(refs, predictions)
+        return {
+            "kind": kind,
+            "n": len(examples),
+            "metrics": metrics,
+            "chance": None,
+            "answers": list(predictions),
+        }
     if kind == "mcq":
+        answers = [
+            spec.extract(p, choices=e.meta["choices"]) for e, p in zip(examples, predictions, strict=True)
+        ]
         items = [
             {
-                "prediction": p,
+                "prediction": a,
                 "answer": e.target,
                 "choices": e.meta["choices"],
                 "domain": e.meta.get("domain"),
                 "category": (e.meta.get("meta") or {}).get("category"),
                 "difficulty": (e.meta.get("meta") or {}).get("difficulty"),
             }
-            for e, p in zip(examples, predictions, strict=True)
+            for e, a in zip(examples, answers, strict=True)
         ]
         chance = sum(1 / len(e.meta["choices"]) for e in examples) / len(examples)
-        return {"kind": kind, "n": len(examples), "metrics": multiple_choice_metrics(items), "chance": chance}
-    labels = sorted({e.target for e in examples})
-    matched = [match_label(p, labels) for p in predictions]
-    metrics = classification_metrics([e.target for e in examples], matched, labels)
-    return {"kind": kind, "n": len(examples), "metrics": metrics, "chance": 1 / len(labels), "labels": labels}
+        return {
+            "kind": kind,
+            "n": len(examples),
+            "metrics": multiple_choice_metrics(items),
+            "chance": chance,
+            "answers": answers,
+        }
+    labels = closed_label_set(spec.manifest_task, [e.target for e in examples])
+    answers = [spec.extract(p, labels=labels) for p in predictions]
+    metrics = classification_metrics([e.target for e in examples], answers, labels)
+    counts = Counter(e.target for e in examples)
+    return {
+        "kind": kind,
+        "n": len(examples),
+        "metrics": metrics,
+        "chance": 1 / len(labels),
+        "majority": max(counts.values()) / len(examples) if examples else None,
+        "labels": labels,
+        "answers": answers,
+    }
+
+
+def caption_references(example: Example) -> list[str]:
+    """All reference captions of an item: ``meta.meta.captions`` (or ``references``) else the target."""
+    inner = example.meta.get("meta") or {}
+    refs = inner.get("captions") or inner.get("references") or example.meta.get("captions")
+    refs = [str(r) for r in refs] if refs else []
+    return refs or [example.target or ""]
 
 
 def evaluate_examples(
@@ -106,9 +169,10 @@ def evaluate_examples(
             )
             result = score_task(task, items, preds)
             result["items_per_s"] = rate
+            answers = result.pop("answers")
             result["predictions"] = [
-                {"id": e.meta["id"], "target": e.target, "prediction": p}
-                for e, p in zip(items, preds, strict=True)
+                {"id": e.meta["id"], "target": e.target, "prediction": p, "answer": a}
+                for e, p, a in zip(items, preds, answers, strict=True)
             ]
             report[task] = result
     return report
@@ -126,7 +190,11 @@ def evaluate_all_tasks(
 def headline(result: dict[str, Any]) -> tuple[str, float]:
     """The one number a task is judged by."""
     m = result["metrics"]
-    return ("wer", m["wer"]) if result["kind"] == "asr" else ("accuracy", m["accuracy"])
+    if result["kind"] == "asr":
+        return "wer", m["wer"]
+    if result["kind"] == "caption":
+        return "cider_d", m["cider_d"]
+    return "accuracy", m["accuracy"]
 
 
 def render_report(report: dict[str, Any], title: str = "evaluation"):
@@ -152,9 +220,16 @@ class _bar:
     def __enter__(self):
         if not self.enabled:
             return lambda n: None
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        self.progress = Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), transient=True)
+        self.progress = Progress(
+            TextColumn("generating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            transient=True,
+            console=Console(stderr=True),  # stdout stays clean for --json / piped transcripts
+        )
         self.progress.start()
         task = self.progress.add_task("gen", total=self.total)
         return lambda n: self.progress.update(task, advance=n)

@@ -70,6 +70,9 @@ class AudioLLM(nn.Module):
     def apply_freezing(self) -> None:
         """Freeze flags per part. The encoder is also kept in eval mode when frozen (no dropout)."""
         self.encoder.requires_grad_(not self.recipe.encoder.freeze)
+        positions = getattr(getattr(self.encoder, "encoder", None), "embed_positions", None)
+        if positions is not None:  # Whisper's sinusoidal table stays fixed, as in transformers
+            positions.requires_grad_(False)
         self.adapter.requires_grad_(True)
         if self.recipe.llm.lora_r > 0:
             for name, p in self.llm.named_parameters():
@@ -105,8 +108,10 @@ class AudioLLM(nn.Module):
 
     def embed(self, batch: AudioBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Token embeddings with the audio placeholders replaced by adapter outputs."""
-        audio, losses = self.encode_audio(batch)
         embeds = self.llm.get_input_embeddings()(batch.input_ids)  # (batch, seq, d_llm)
+        if batch.encoder_inputs is None and batch.encoder_states is None:  # text-only batch
+            return embeds, {}
+        audio, losses = self.encode_audio(batch)
         slots = batch.input_ids == self.audio_token_id  # (batch, seq)
         if int(slots.sum()) != audio.shape[0]:
             raise ValueError(
@@ -185,16 +190,20 @@ class Collator:
         self.placeholder = model.recipe.llm.audio_placeholder
         self.for_generation = for_generation
 
-    def prompt_ids(self, instruction: str, n_audio: int) -> list[int]:
-        messages = [{"role": "user", "content": f"{self.placeholder}\n{instruction}"}]
+    def prompt_ids(self, instruction: str, n_audio: int | None) -> list[int]:
+        """Chat prompt ids; ``n_audio=None`` gives a text-only prompt (no audio placeholder)."""
+        content = instruction if n_audio is None else f"{self.placeholder}\n{instruction}"
+        messages = [{"role": "user", "content": content}]
         kwargs = {"enable_thinking": False} if "enable_thinking" in (self.tok.chat_template or "") else {}
         if self.tok.chat_template:
             text = self.tok.apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=True, **kwargs
             )
         else:
-            text = f"{self.placeholder}\n{instruction}\n"
+            text = f"{content}\n"
         ids = self.tok(text, add_special_tokens=False).input_ids
+        if n_audio is None:
+            return ids
         at = ids.index(self.model.audio_token_id)
         return ids[:at] + [self.model.audio_token_id] * n_audio + ids[at + 1 :]
 
@@ -203,16 +212,22 @@ class Collator:
 
     def __call__(self, examples: list[Example]) -> AudioBatch:
         model = self.model
-        if examples[0].states is not None:
-            frame_lengths = torch.tensor([e.states.shape[0] for e in examples])
-            states = torch.zeros(len(examples), int(frame_lengths.max()), examples[0].states.shape[1])
-            for i, e in enumerate(examples):
+        with_audio = [e for e in examples if e.wave is not None or e.states is not None]
+        enc_inputs = states = None
+        if not with_audio:  # text-only examples (e.g. the text version of a spoken question)
+            frame_lengths = torch.zeros(0, dtype=torch.long)
+        elif with_audio[0].states is not None:
+            frame_lengths = torch.tensor([e.states.shape[0] for e in with_audio])
+            states = torch.zeros(len(with_audio), int(frame_lengths.max()), with_audio[0].states.shape[1])
+            for i, e in enumerate(with_audio):
                 states[i, : e.states.shape[0]] = e.states
-            enc_inputs = None
         else:
-            enc_inputs = model.encoder.prepare([e.wave for e in examples])
-            frame_lengths, states = enc_inputs.lengths, None
-        n_audio = model.stacker.token_lengths(frame_lengths).tolist()
+            enc_inputs = model.encoder.prepare([e.wave for e in with_audio])
+            frame_lengths = enc_inputs.lengths
+        audio_tokens = iter(model.stacker.token_lengths(frame_lengths).tolist())
+        n_audio = [
+            next(audio_tokens) if e.wave is not None or e.states is not None else None for e in examples
+        ]
         rows, label_rows = [], []
         for e, n in zip(examples, n_audio, strict=True):
             prompt = self.prompt_ids(e.instruction, n)

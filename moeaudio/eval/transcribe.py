@@ -1,0 +1,340 @@
+"""`moeaudio transcribe`: run a checkpoint over audio files of any length.
+
+Inputs are files, directories (searched recursively for audio extensions) and glob patterns.
+Recordings longer than the encoder accepts (Whisper: 30 s) are split into windows; each cut is
+moved to the quietest 20 ms frame in the last seconds before the boundary when that frame is
+clearly quiet (a pause between words), else made at the fixed boundary. All windows of all
+files are generated in batches, each window keeps its start/end time, and the window texts are
+stitched into one transcript per file. Output formats: ``txt``, ``json`` (text + segments),
+``srt`` and ``vtt`` (one cue per non-empty window). The real-time factor (processing seconds /
+audio seconds) is reported on stderr.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "FORMATS",
+    "Segment",
+    "Transcript",
+    "expand_audio_inputs",
+    "format_srt",
+    "format_timestamp",
+    "format_transcript",
+    "format_vtt",
+    "max_window_seconds",
+    "run_transcribe",
+    "split_windows",
+]
+
+AUDIO_EXTENSIONS: frozenset[str] = frozenset(
+    {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".caf", ".w64"}
+)
+FORMATS: tuple[str, ...] = ("txt", "json", "srt", "vtt")
+DEFAULT_WINDOW_S = 30.0
+
+
+@dataclass
+class Segment:
+    """One window: ``start``/``end`` in seconds from the start of the file, and its text."""
+
+    start: float
+    end: float
+    text: str
+
+
+@dataclass
+class Transcript:
+    path: str
+    duration: float
+    text: str
+    segments: list[Segment] = field(default_factory=list)
+    processing_seconds: float = 0.0
+
+    @property
+    def rtf(self) -> float:
+        return self.processing_seconds / self.duration if self.duration else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["rtf"] = self.rtf
+        return d
+
+
+# ------------------------------------------------------------------------------------------ inputs
+
+
+def expand_audio_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files, directories (recursively, audio extensions only) and globs -> unique files, in order.
+
+    A named file is taken whatever its extension; a pattern or directory that matches no audio
+    raises ``FileNotFoundError`` naming it.
+    """
+    out: list[Path] = []
+    for raw in inputs:
+        text = str(raw)
+        path = Path(text)
+        if path.is_file():
+            found = [path]
+        elif path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+        elif glob.has_magic(text):
+            matches = sorted(Path(p) for p in glob.glob(text, recursive=True))
+            found = []
+            for m in matches:
+                if m.is_dir():
+                    found += sorted(
+                        p for p in m.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
+                    )
+                elif m.suffix.lower() in AUDIO_EXTENSIONS:
+                    found.append(m)
+        else:
+            raise FileNotFoundError(f"{text}: no such file or directory")
+        if not found:
+            raise FileNotFoundError(f"{text}: no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})")
+        out += found
+    return list(dict.fromkeys(out))
+
+
+# ----------------------------------------------------------------------------------------- windows
+
+
+def split_windows(
+    wave: np.ndarray,
+    sample_rate: int,
+    window_s: float = DEFAULT_WINDOW_S,
+    search_s: float = 3.0,
+    frame_s: float = 0.02,
+    quiet_ratio: float = 0.1,
+    min_window_s: float = 0.5,
+) -> list[tuple[int, int]]:
+    """``(start, end)`` sample ranges covering ``wave``, each at most ``window_s`` long.
+
+    Each cut goes to the centre of the lowest-energy ``frame_s`` frame within ``search_s`` before
+    the fixed boundary if that frame's RMS is below ``quiet_ratio`` x the recording's median frame
+    RMS (or digital silence); otherwise the cut is at the boundary. A last window shorter than
+    ``min_window_s`` is avoided by cutting earlier, so every window is long enough to encode.
+    """
+    n = len(wave)
+    size = int(round(window_s * sample_rate))
+    if size <= 0:
+        raise ValueError(f"window must be positive (got {window_s} s)")
+    if n <= size:
+        return [(0, n)]
+    frame = max(1, int(round(frame_s * sample_rate)))
+    n_frames = n // frame
+    rms = np.sqrt(
+        np.mean(np.square(wave[: n_frames * frame].astype(np.float64)).reshape(n_frames, frame), axis=1)
+    )
+    threshold = max(quiet_ratio * float(np.median(rms)), 1e-4)
+    search = min(int(round(search_s * sample_rate)), size // 2)
+    min_len = min(int(round(min_window_s * sample_rate)), size // 4)
+    windows: list[tuple[int, int]] = []
+    start = 0
+    while n - start > size:
+        boundary = start + size
+        if n - boundary < min_len:  # keep the final window encodable
+            boundary = n - min_len
+        lo = max(start + 1, boundary - search) // frame
+        hi = boundary // frame  # frames fully before the boundary
+        cut = boundary
+        if hi > lo:
+            best = lo + int(np.argmin(rms[lo:hi]))
+            if rms[best] < threshold:
+                cut = best * frame + frame // 2
+        windows.append((start, cut))
+        start = cut
+    windows.append((start, n))
+    return windows
+
+
+def max_window_seconds(model) -> float | None:
+    """The longest input the model's encoder accepts (Whisper: 30 s), or None when unbounded."""
+    enc = model.encoder
+    max_frames = getattr(enc, "max_frames", None)
+    hop = getattr(getattr(enc, "feature_extractor", None), "hop_length", None)
+    if max_frames and hop:
+        return float(max_frames * 2 * hop / enc.sample_rate)  # two mel frames per encoder frame
+    return None
+
+
+# ----------------------------------------------------------------------------------------- formats
+
+
+def format_timestamp(seconds: float, sep: str = ",", always_hours: bool = True) -> str:
+    """``HH:MM:SS,mmm`` (SRT, ``sep=","``) or ``HH:MM:SS.mmm`` (WebVTT, ``sep="."``)."""
+    ms = int(round(max(0.0, seconds) * 1000))
+    hours, ms = divmod(ms, 3_600_000)
+    minutes, ms = divmod(ms, 60_000)
+    secs, ms = divmod(ms, 1000)
+    head = f"{hours:02d}:" if always_hours or hours else ""
+    return f"{head}{minutes:02d}:{secs:02d}{sep}{ms:03d}"
+
+
+def _cues(segments: Sequence[Segment]) -> list[Segment]:
+    return [s for s in segments if s.text.strip()]
+
+
+def format_srt(segments: Sequence[Segment]) -> str:
+    """SubRip: numbered cues, ``start --> end`` with comma milliseconds, blank line between cues."""
+    blocks = [
+        f"{i}\n{format_timestamp(s.start)} --> {format_timestamp(s.end)}\n{s.text.strip()}\n"
+        for i, s in enumerate(_cues(segments), 1)
+    ]
+    return "\n".join(blocks)
+
+
+def format_vtt(segments: Sequence[Segment]) -> str:
+    """WebVTT: ``WEBVTT`` header, then ``start --> end`` cues with dot milliseconds."""
+    blocks = [
+        f"{format_timestamp(s.start, '.')} --> {format_timestamp(s.end, '.')}\n{s.text.strip()}\n"
+        for s in _cues(segments)
+    ]
+    return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+def format_transcript(t: Transcript, fmt: str, extra: dict[str, Any] | None = None) -> str:
+    if fmt == "txt":
+        return t.text + "\n"
+    if fmt == "json":
+        return json.dumps({**t.to_dict(), **(extra or {})}, ensure_ascii=False) + "\n"
+    if fmt == "srt":
+        return format_srt(t.segments)
+    if fmt == "vtt":
+        return format_vtt(t.segments)
+    raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def _output_names(paths: list[Path], fmt: str) -> list[str]:
+    """``<stem>.<fmt>`` per input, made unique when two inputs share a stem."""
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    for p in paths:
+        name = f"{p.stem}.{fmt}"
+        if name in seen:
+            seen[name] += 1
+            name = f"{p.stem}-{seen[name]}.{fmt}"
+        else:
+            seen[name] = 0
+        names.append(name)
+    return names
+
+
+# -------------------------------------------------------------------------------------------- main
+
+
+def run_transcribe(
+    audio: Sequence[str | Path],
+    checkpoint: str | Path | None = None,
+    prompt: str | None = None,
+    fmt: str = "txt",
+    output_dir: str | Path | None = None,
+    window: float | None = None,
+    batch_size: int = 8,
+    *,
+    runs_dir: str | Path = "runs",
+    max_new_tokens: int = 200,
+    num_beams: int = 1,
+    device: str | None = None,
+    progress: bool = False,
+    model=None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> list[Transcript]:
+    """Transcribe (or answer ``prompt`` about) every input; write outputs; return the transcripts.
+
+    Without ``output_dir`` the formatted outputs go to ``stdout`` (several inputs are separated by
+    ``==> path <==`` lines); with it, one ``<stem>.<fmt>`` file per input. ``model`` skips loading a
+    checkpoint (an already built :class:`~moeaudio.model.audio_llm.AudioLLM`).
+    """
+    import torch
+
+    from moeaudio.data.audio import load_audio
+    from moeaudio.data.tasks import TASK_INSTRUCTIONS
+    from moeaudio.eval.runner import generate_all
+    from moeaudio.io_utils import atomic_write_text
+    from moeaudio.model.audio_llm import Example
+
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if batch_size < 1:
+        raise ValueError("--batch-size must be >= 1")
+    paths = expand_audio_inputs(audio)
+    ckpt = None
+    if model is None:
+        from moeaudio.eval.evaluate import resolve_checkpoint
+        from moeaudio.train.checkpoint import load_model
+
+        ckpt = resolve_checkpoint(checkpoint, runs_dir)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model = load_model(ckpt, device=device)
+    model.eval()
+    prompt = prompt or TASK_INSTRUCTIONS["asr"]
+    limit = max_window_seconds(model)
+    window_s = window or min(DEFAULT_WINDOW_S, limit or DEFAULT_WINDOW_S)
+    if window_s <= 0:
+        raise ValueError("--window must be positive")
+    if limit is not None and window_s > limit + 1e-6:
+        raise ValueError(f"--window {window_s:g} s is longer than the encoder accepts ({limit:g} s)")
+
+    start_time = time.time()
+    sr = model.encoder.sample_rate
+    waves = [load_audio(p, sr) for p in paths]
+    examples: list[Example] = []
+    owners: list[tuple[int, float, float]] = []  # (file index, start s, end s) per window
+    for k, wave in enumerate(waves):
+        for a, b in split_windows(wave, sr, window_s):
+            examples.append(Example(prompt, None, wave=wave[a:b], meta={"id": f"{paths[k]}@{a / sr:.2f}"}))
+            owners.append((k, a / sr, b / sr))
+    with torch.no_grad():
+        texts, _ = generate_all(model, examples, batch_size, max_new_tokens, num_beams, progress)
+    elapsed = time.time() - start_time
+
+    total_audio = sum(len(w) for w in waves) / sr
+    transcripts: list[Transcript] = []
+    for k, (path, wave) in enumerate(zip(paths, waves, strict=True)):
+        segments = [
+            Segment(round(s, 3), round(e, 3), t.strip())
+            for (o, s, e), t in zip(owners, texts, strict=True)
+            if o == k
+        ]
+        duration = len(wave) / sr
+        share = (
+            elapsed * duration / total_audio if total_audio else 0.0
+        )  # batched: time split by audio length
+        transcripts.append(
+            Transcript(str(path), duration, " ".join(s.text for s in segments if s.text), segments, share)
+        )
+
+    extra = {"prompt": prompt, "checkpoint": str(ckpt) if ckpt else None, "window_s": window_s}
+    if output_dir is not None:
+        out_dir = Path(output_dir)
+        for t, name in zip(transcripts, _output_names(paths, fmt), strict=True):
+            target = atomic_write_text(out_dir / name, format_transcript(t, fmt, extra))
+            print(f"{t.path} -> {target}", file=stderr)
+    else:
+        for t in transcripts:
+            if len(transcripts) > 1 and fmt != "json":  # json: one object per line already names the file
+                stdout.write(f"==> {t.path} <==\n")
+            stdout.write(format_transcript(t, fmt, extra))
+        stdout.flush()
+    rtf = elapsed / total_audio if total_audio else float("nan")
+    print(
+        f"transcribed {len(paths)} file(s), {total_audio:.1f} s of audio in {len(examples)} window(s) "
+        f"of <= {window_s:g} s, {elapsed:.1f} s: real-time factor {rtf:.3f}",
+        file=stderr,
+    )
+    return transcripts
