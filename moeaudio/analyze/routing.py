@@ -325,7 +325,8 @@ def plot_token_timeline(
     if wave.size >= 16:
         nfft = int(min(1024, 2 ** int(np.floor(np.log2(max(16, min(wave.size, int(0.025 * sr) or 16)))))))
         nfft = max(nfft, 16)
-        ax_s.specgram(wave, NFFT=nfft, Fs=sr, noverlap=nfft // 2, cmap="magma", scale="dB")
+        with np.errstate(divide="ignore"):  # digital silence: log10(0) = -inf, drawn as the floor
+            ax_s.specgram(wave, NFFT=nfft, Fs=sr, noverlap=nfft // 2, cmap="magma", scale="dB")
     ax_s.set_ylabel("Hz")
     ax_s.set_title("spectrogram (log power)", fontsize=9)
 
