@@ -7,6 +7,7 @@ silently ignored setting: a mistyped ``top_k`` must never train a model the user
 
 from __future__ import annotations
 
+import copy
 import difflib
 from pathlib import Path
 from typing import Any, Literal
@@ -266,7 +267,7 @@ def _is_free_dict_key(parts: list[str]) -> bool:
 def load_recipe(recipe: str | Path | dict[str, Any], overrides: list[str] | None = None) -> Recipe:
     """Load, override and validate a recipe; raise RecipeError with a readable message."""
     if isinstance(recipe, dict):
-        raw, source = dict(recipe), "<dict>"
+        raw, source = copy.deepcopy(recipe), "<dict>"  # overrides must not edit the caller's dict
     else:
         path = resolve_recipe_path(recipe)
         source = str(path)

@@ -56,7 +56,7 @@ def encoder_param_count(recipe: Recipe) -> int | None:
         elif cfg.name == "tiny":
             return None
         else:
-            config = AutoConfig.from_pretrained(cfg.name)
+            config = AutoConfig.from_pretrained(cfg.name, local_files_only=True)  # never download
     except (OSError, ImportError, ValueError):
         return None
     if getattr(config, "model_type", "") != "whisper":

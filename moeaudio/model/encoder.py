@@ -101,6 +101,7 @@ class WhisperAudioEncoder(AudioEncoder):
         x = nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)  # (batch, frames, d_model)
         frames = x.shape[1]
         x = x + enc.embed_positions.weight[:frames]  # the sliced positional table
+        x = nn.functional.dropout(x, p=enc.dropout, training=enc.training)  # as WhisperEncoder.forward
         mask = _key_padding_mask(inputs.lengths.to(x.device), frames, x.dtype)
         for layer in enc.layers:
             x = layer(x, mask)

@@ -102,7 +102,7 @@ def llm_meta_param_count(cfg: LLMConfig) -> int | None:
                 **{**TINY_QWEN2, "hidden_size": cfg.hidden_size, **cfg.tiny}, vocab_size=vocab
             )
         else:
-            config = AutoConfig.from_pretrained(cfg.name)
+            config = AutoConfig.from_pretrained(cfg.name, local_files_only=True)  # never download
     except (OSError, ValueError):
         return None
     with torch.device("meta"):
