@@ -223,10 +223,13 @@ def _grouped_probe(device_type: str, dtype: torch.dtype) -> str | None:
     if not hasattr(F, "grouped_mm"):
         return f"torch {torch.__version__} has no torch.nn.functional.grouped_mm"
     try:
-        x = torch.randn(8, 16, device=device_type, dtype=dtype, requires_grad=True)
-        w = torch.randn(2, 16, 16, device=device_type, dtype=dtype, requires_grad=True)
+        # constant inputs: the probe must not consume the global RNG (it would shift dropout
+        # masks of the first run in a process and break exact resume)
+        x = torch.ones(8, 16, device=device_type, dtype=dtype, requires_grad=True)
+        w = torch.ones(2, 16, 16, device=device_type, dtype=dtype, requires_grad=True)
         offs = torch.tensor([3, 8], device=device_type, dtype=torch.int32)
-        _grouped_mm(x, w, offs).sum().backward()
+        with torch.enable_grad():  # the first call may happen under no_grad (evaluation)
+            _grouped_mm(x, w, offs).sum().backward()
     except Exception as exc:  # noqa: BLE001 - any failure means "unsupported here"
         return f"grouped_mm fails on {device_type}/{dtype}: {str(exc).splitlines()[0]}"
     return None

@@ -90,7 +90,9 @@ class Reporter:
             bar.update(task, completed=record["step"], status=status)
         if not self.console.is_terminal and record["step"] % max(1, self.recipe.train.log_every) == 0:
             # logs and CI have no live bar: one plain line every log_every steps instead
-            self.console.print(f"step {record['step']}/{self.recipe.train.max_steps} {status}", highlight=False)
+            self.console.print(
+                f"step {record['step']}/{self.recipe.train.max_steps} {status}", highlight=False
+            )
 
     def finish(self, history: list[dict[str, float]]) -> None:
         if not self.enabled or not history:

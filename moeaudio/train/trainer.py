@@ -195,6 +195,8 @@ def run_train(
 
     moe_layers = [m for m in model.modules() if isinstance(m, MoELayer)]
     loads = LoadMonitor([m for m in model.modules() if isinstance(m, Router)])
+    # Debugging aid: every rank appends its own per-step expert token counts (before any reduction).
+    dump_loads = run_dir / f"expert_loads.rank{rank}.jsonl" if os.environ.get("MOEAUDIO_DUMP_LOADS") else None
     with reporter.progress(recipe.train.max_steps, step) as progress:
         while step < recipe.train.max_steps:
             t0, tokens, sums = time.time(), 0, {}
@@ -216,6 +218,10 @@ def run_train(
                 "tokens_per_s": tokens * world / (time.time() - t0),
             }
             record.update(sums)
+            if dump_loads is not None:
+                dump_loads.parent.mkdir(parents=True, exist_ok=True)
+                with open(dump_loads, "a") as f:
+                    f.write(json.dumps({"step": step, "counts": loads.local_counts()}) + "\n")
             record.update(loads.spread())
             history.append(record)
             reporter.log(record, progress)
@@ -268,6 +274,10 @@ class LoadMonitor:
             self.counts[index] = self.counts.get(index, torch.zeros(num_experts)) + counts
 
         return hook
+
+    def local_counts(self) -> list[list[int]]:
+        """This rank's tokens per expert since the last report, one list per MoE layer."""
+        return [[int(n) for n in self.counts[i].tolist()] for i in sorted(self.counts)]
 
     def spread(self) -> dict[str, float]:
         """Max load / mean load over the step (1.0 = perfectly balanced), averaged over MoE layers."""
