@@ -192,6 +192,223 @@ def train(
         _fail(str(exc))
 
 
+# ----------------------------------------------------------------------------- looking inside
+# (analyze-routing, analyze-conflict, bench adapter: logic in moeaudio.analyze.run / moeaudio.bench)
+
+Checkpoints = Annotated[
+    list[str] | None,
+    typer.Option("--checkpoint", help="checkpoint dir or run dir (repeatable; default: newest under runs/)"),
+]
+
+
+def _print_json(data: dict) -> None:
+    print(json.dumps(data, indent=1, allow_nan=True))
+
+
+@app.command("analyze-routing")
+def analyze_routing(
+    audio: Annotated[str | None, typer.Argument(help="one recording: per-token routing timeline")] = None,
+    manifest: Annotated[
+        str | None, typer.Option("--manifest", help="manifest: expert x domain activation, load, MI")
+    ] = None,
+    checkpoint: Checkpoints = None,
+    by: Annotated[str, typer.Option("--by", help="manifest mode: group by domain | task")] = "domain",
+    png: Annotated[str | None, typer.Option("--png", help="write the figure to this PNG file")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="manifest mode: clips per batch")] = 16,
+    limit: Annotated[int | None, typer.Option("--limit", help="manifest mode: first N items only")] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu | cuda")] = "cpu",
+) -> None:
+    """Which experts the audio tokens go to: one recording (timeline) or a manifest (activation matrix)."""
+    from rich.console import Console
+
+    from moeaudio.analyze import run as analyze
+
+    if (audio is None) == (manifest is None):
+        _fail("give either AUDIO or --manifest FILE")
+    if by not in ("domain", "task"):
+        _fail(f"--by must be domain or task, got {by!r}")
+    try:
+        if audio is not None:
+            if checkpoint and len(checkpoint) > 1:
+                _fail("AUDIO mode takes one --checkpoint")
+            data, view = analyze.analyze_routing_audio(
+                audio, checkpoint[0] if checkpoint else None, png, device=device
+            )
+            if as_json:
+                _print_json(data)
+            else:
+                Console().print(view)
+            return
+        stats, data = analyze.analyze_routing_manifest(
+            manifest, checkpoint, by, batch_size, png, limit, device=device, progress=not as_json
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        _print_json(data)
+        return
+    from moeaudio.analyze.routing import render_activation_table
+
+    for name, st in stats.items():
+        table = render_activation_table(st)
+        table.title = f"{name}: {table.title}"
+        Console().print(table)
+    if png:
+        Console().print(f"wrote {png}")
+
+
+@app.command("analyze-conflict")
+def analyze_conflict(
+    manifest: Annotated[str, typer.Option("--manifest", help="manifest with speech / sound / music items")],
+    checkpoint: Checkpoints = None,
+    batches: Annotated[int, typer.Option("--batches", help="single-domain batches per domain")] = 4,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="clips per batch")] = 8,
+    seed: Annotated[int, typer.Option("--seed", help="batch sampling seed")] = 0,
+    lr: Annotated[
+        float | None, typer.Option("--lr", help="SGD step for influence scores (default: recipe train.lr)")
+    ] = None,
+    include_aux: Annotated[
+        bool, typer.Option("--include-aux", help="use lm_loss + balance losses (default: task loss only)")
+    ] = False,
+    exact: Annotated[bool, typer.Option("--exact", help="also measure influence by taking the step")] = False,
+    png: Annotated[str | None, typer.Option("--png", help="write the figure to this PNG file")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    limit: Annotated[int | None, typer.Option("--limit", help="first N manifest items only")] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu | cuda")] = "cpu",
+) -> None:
+    """Adapter gradient conflict between speech, sound and music batches: cosine and influence matrices."""
+    from rich.console import Console
+
+    from moeaudio.analyze import run as analyze
+
+    try:
+        results, data = analyze.analyze_conflict(
+            manifest,
+            checkpoint,
+            batches,
+            batch_size,
+            seed,
+            lr,
+            include_aux,
+            exact,
+            png,
+            limit,
+            device=device,
+            progress=not as_json,
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        _print_json(data)
+        return
+    Console().print(analyze.render_conflict(results))
+    if png:
+        Console().print(f"wrote {png}")
+
+
+@bench_app.command("adapter")
+def bench_adapter(
+    tokens: Annotated[int, typer.Option("--tokens", help="audio tokens per call")] = 4096,
+    d_in: Annotated[int, typer.Option("--d-in", help="adapter input width")] = 1536,
+    d_out: Annotated[int, typer.Option("--d-out", help="expert output width")] = 256,
+    experts: Annotated[int, typer.Option("--experts", help="routed experts E")] = 8,
+    top_k: Annotated[int, typer.Option("--top-k", help="experts per token k")] = 4,
+    expert_dim: Annotated[int, typer.Option("--expert-dim", help="expert hidden width h")] = 512,
+    device: Annotated[str, typer.Option("--device", help="cpu | cuda")] = "cpu",
+    dtype: Annotated[str, typer.Option("--dtype", help="float32 | bfloat16 | float16")] = "float32",
+    repeats: Annotated[int, typer.Option("--repeats", help="timed rounds (best kept)")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """MoE dispatch backends (loop / sort / grouped) vs the dense FFN of equal total parameters."""
+    from moeaudio.bench import DTYPES, render_bench
+    from moeaudio.bench import bench_adapter as run_bench
+
+    if dtype not in DTYPES:
+        _fail(f"--dtype must be one of {', '.join(DTYPES)}")
+    try:
+        result = run_bench(tokens, d_in, d_out, experts, top_k, expert_dim, device, dtype, repeats)
+    except (ValueError, RuntimeError) as exc:
+        _fail(str(exc))
+    if as_json:
+        _print_json(result)
+        return
+    from rich.console import Console
+
+    Console().print(render_bench(result))
+
+
+@app.command("eval")
+def eval_cmd(
+    task: Annotated[str, typer.Option("--task", help="asr, emotion, sound, mmau, mmsu, intent, mcq, ...")],
+    checkpoint: Annotated[
+        str | None,
+        typer.Option("--checkpoint", help="checkpoint or run dir (default: newest under --runs-dir)"),
+    ] = None,
+    manifest: Annotated[
+        str | None, typer.Option("--manifest", help="manifest (default: the recipe's test, else valid split)")
+    ] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", help="result JSON (default: CHECKPOINT/eval/TASK.json)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object, nothing else")] = False,
+    few_shot: Annotated[int | None, typer.Option("--few-shot", help="train examples shown first")] = None,
+    num_beams: Annotated[int | None, typer.Option("--num-beams", help="1 = greedy")] = None,
+    max_items: Annotated[int | None, typer.Option("--max-items", help="score only the first N items")] = None,
+    modality: Annotated[str, typer.Option("--modality", help="audio | text (spoken-question MCQ)")] = "audio",
+    runs_dir: Annotated[str, typer.Option("--runs-dir", help="where to look for checkpoints")] = "runs",
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="items per generate call")] = None,
+) -> None:
+    """Score one task of a checkpoint; writes results, predictions (and confusion PNG / MMAU file)."""
+    import contextlib
+
+    from moeaudio.eval.evaluate import EvalError, eval_json_summary, render_eval, run_eval
+
+    try:
+        with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+            result = run_eval(
+                task, checkpoint, manifest, output, few_shot=few_shot, num_beams=num_beams,
+                max_items=max_items, modality=modality, runs_dir=runs_dir, batch_size=batch_size,
+                progress=not as_json,
+            )  # fmt: skip
+    except (EvalError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(eval_json_summary(result)))
+        return
+    from rich.console import Console
+
+    console = Console()
+    console.print(render_eval(result))
+    console.print(f"results: {result['output']}", highlight=False)
+
+
+@app.command()
+def transcribe(
+    audio: Annotated[list[str], typer.Argument(help="audio files, directories (recursive) or globs")],
+    checkpoint: Annotated[
+        str | None, typer.Option("--checkpoint", help="checkpoint or run dir (default: newest under runs/)")
+    ] = None,
+    prompt: Annotated[str | None, typer.Option("--prompt", help="instruction (default: transcribe)")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="txt | json | srt | vtt")] = "txt",
+    output_dir: Annotated[
+        str | None, typer.Option("--output-dir", help="one file per input (default: stdout)")
+    ] = None,
+    window: Annotated[
+        float | None, typer.Option("--window", help="seconds per window (default 30, the encoder limit)")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="windows per generate call")] = 8,
+) -> None:
+    """Transcribe recordings of any length (windowed, batched); txt, json, srt or vtt output."""
+    from moeaudio.eval.evaluate import EvalError
+    from moeaudio.eval.transcribe import run_transcribe
+
+    try:
+        run_transcribe(audio, checkpoint, prompt, fmt, output_dir, window, batch_size)
+    except (EvalError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+
+
 def main() -> None:  # pragma: no cover - console entry
     app(sys.argv[1:])
 
