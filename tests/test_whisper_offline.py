@@ -102,7 +102,9 @@ def test_config_matches_tiny_en(whisper_model, whisper_processor) -> None:
     assert ids[:2] == [50257, 50362] and ids[-1] == 50256
     assert tok.decode(ids, skip_special_tokens=True).strip() == "Hello world."
     assert whisper_processor.feature_extractor.feature_size == 80
-    assert whisper_model.proj_out.weight.data_ptr() == whisper_model.model.decoder.embed_tokens.weight.data_ptr()
+    assert (
+        whisper_model.proj_out.weight.data_ptr() == whisper_model.model.decoder.embed_tokens.weight.data_ptr()
+    )
 
 
 def test_encoder_positions_are_whisper_sinusoids(whisper_model, ct2_parsed: CT2Model) -> None:
@@ -115,7 +117,9 @@ def test_encoder_positions_are_whisper_sinusoids(whisper_model, ct2_parsed: CT2M
 def test_encoder_matches_ctranslate2(whisper_model, whisper_processor, ct2_whisper) -> None:
     import ctranslate2
 
-    features = whisper_processor(_speech(SENTENCES[0]), sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
+    features = whisper_processor(
+        _speech(SENTENCES[0]), sampling_rate=SAMPLE_RATE, return_tensors="np"
+    ).input_features
     assert features.shape == (1, 80, 3000)  # padded to 30 s, as both implementations require
     expected = np.array(
         ct2_whisper.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features)))
@@ -141,20 +145,26 @@ def test_transcribes_synthetic_speech(whisper_model, whisper_processor, ct2_whis
         [_speech(s) for s in SENTENCES], sampling_rate=SAMPLE_RATE, return_tensors="pt"
     ).input_features
     with torch.no_grad():
-        ids = whisper_model.generate(features, attention_mask=torch.ones(features.shape[0], features.shape[-1]))
+        ids = whisper_model.generate(
+            features, attention_mask=torch.ones(features.shape[0], features.shape[-1])
+        )
     hypotheses = whisper_processor.batch_decode(ids, skip_special_tokens=True)
     normalize = EnglishTextNormalizer(whisper_processor.tokenizer.english_spelling_normalizer or {})
     wer = jiwer.wer([normalize(s) for s in SENTENCES], [normalize(h) for h in hypotheses])
     print(f"WER={wer:.3f}", hypotheses)
     assert wer < 0.2, (wer, hypotheses)
 
-    prompt = [whisper_processor.tokenizer.convert_tokens_to_ids(["<|startoftranscript|>", "<|notimestamps|>"])]
+    prompt = [
+        whisper_processor.tokenizer.convert_tokens_to_ids(["<|startoftranscript|>", "<|notimestamps|>"])
+    ]
     results = ct2_whisper.generate(
         ctranslate2.StorageView.from_array(np.ascontiguousarray(features.numpy())),
         prompt * len(SENTENCES),
         beam_size=1,
     )
-    reference = [whisper_processor.tokenizer.decode(r.sequences_ids[0], skip_special_tokens=True) for r in results]
+    reference = [
+        whisper_processor.tokenizer.decode(r.sequences_ids[0], skip_special_tokens=True) for r in results
+    ]
     agreement = jiwer.wer([normalize(r) for r in reference], [normalize(h) for h in hypotheses])
     assert agreement < 0.05, (reference, hypotheses)
 
