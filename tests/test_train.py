@@ -462,3 +462,21 @@ def test_two_process_zero3_with_an_idle_expert(tiny_corpus, feature_cache, tmp_p
     model = load_model(ckpt)
     biases = [b for n, b in model.named_buffers() if n.endswith("expert_bias")]
     assert biases and biases[0].abs().sum() > 0  # balanced on the global (all-reduced) load
+
+
+def test_conflict_probe_logged_during_training(tiny_corpus, feature_cache, tmp_path):
+    """train.conflict_every=N logs per-domain adapter gradient cosines into the metrics."""
+    recipe = tiny_recipe(
+        tiny_corpus,
+        tmp_path / "run",
+        "moe",
+        "data.tasks=[gender, instrument, sound]",
+        f"data.feature_cache={feature_cache}",
+        "train.max_steps=2",
+        "train.conflict_every=2",
+    )
+    history = run_train(recipe, evaluate=False).history
+    assert not any(k.startswith("conflict/") for k in history[0])
+    pairs = {k: v for k, v in history[1].items() if k.startswith("conflict/")}
+    assert set(pairs) == {"conflict/music-sound", "conflict/music-speech", "conflict/sound-speech"}
+    assert all(-1.0 <= v <= 1.0 for v in pairs.values())

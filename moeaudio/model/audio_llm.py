@@ -124,19 +124,34 @@ class AudioLLM(nn.Module):
         """Loss = NTP on the response + sum(coef * aux loss). Returns every term for logging."""
         embeds, losses = self.embed(batch)
         shift_labels = batch.labels[:, 1:]  # (batch, seq-1): position t predicts token t+1
-        # Only positions that predict a response token need logits: with a ~50k vocabulary this
-        # is most of an LLM's forward cost on a small model.
-        keep = (shift_labels != IGNORE).any(0).nonzero().squeeze(1)  # (kept,)
-        out = self.llm(inputs_embeds=embeds, attention_mask=batch.attention_mask, logits_to_keep=keep)
-        logits = out.logits  # (batch, kept, vocab)
-        lm_loss = nn.functional.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]),
-            shift_labels[:, keep].reshape(-1),
-            ignore_index=IGNORE,
-        )
+        targets = shift_labels[shift_labels != IGNORE]  # (response_tokens,)
+        lm_loss = nn.functional.cross_entropy(self.response_logits(embeds, batch).float(), targets)
         total = lm_loss + losses["total"] if "total" in losses else lm_loss  # coefficient-weighted aux terms
         logged = {k: v.detach() for k, v in losses.items() if k != "total"}
         return {"loss": total, "lm_loss": lm_loss, **logged}
+
+    def response_logits(self, embeds: torch.Tensor, batch: AudioBatch) -> torch.Tensor:
+        """Logits only where a response token is predicted: (response_tokens, vocab).
+
+        With a ~50k vocabulary the output projection is most of a small LLM's cost, and a
+        batch's responses are a few tokens per row. For heads that are a plain projection
+        (Qwen, Llama, Mistral, ...) we run the backbone and project only the selected hidden
+        states; other heads (logit soft-capping, logit scales) go through the model's own
+        forward with ``logits_to_keep`` so their post-processing is applied.
+        """
+        selected = batch.labels[:, 1:] != IGNORE  # (batch, seq-1)
+        causal = self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
+        head = causal.get_output_embeddings()
+        plain = (
+            isinstance(head, nn.Linear) and getattr(causal.config, "final_logit_softcapping", None) is None
+        )
+        backbone = getattr(causal, causal.base_model_prefix, None)
+        if plain and backbone is not None and not hasattr(causal, "logit_scale"):
+            hidden = backbone(inputs_embeds=embeds, attention_mask=batch.attention_mask).last_hidden_state
+            return head(hidden[:, :-1][selected])  # (response_tokens, vocab)
+        keep = selected.any(0).nonzero().squeeze(1)  # (kept,)
+        out = self.llm(inputs_embeds=embeds, attention_mask=batch.attention_mask, logits_to_keep=keep)
+        return out.logits[selected[:, keep]]  # (response_tokens, vocab)
 
     @torch.no_grad()
     def generate(self, batch: AudioBatch, max_new_tokens: int = 32, num_beams: int = 1) -> list[str]:

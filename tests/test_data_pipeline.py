@@ -1,0 +1,128 @@
+"""Feature cache (hit/miss/invalidation/resume) and the length-bucketed, resumable sampler."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from moeaudio.config import EncoderConfig
+from moeaudio.data.feature_cache import FeatureCache, audio_key
+from moeaudio.data.loader import BucketBatchSampler
+from moeaudio.model.encoder import build_encoder
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    enc = build_encoder(EncoderConfig(name="tiny", d_model=64), seed=0)
+    return enc.eval()
+
+
+def _clips(folder: Path, n: int = 4) -> list[Path]:
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        path = folder / f"clip{i}.wav"
+        sf.write(path, (0.1 * rng.standard_normal(8000 + 1600 * i)).astype(np.float32), 16000)
+        paths.append(path)
+    return paths
+
+
+def test_cache_miss_then_hit_with_identical_states(encoder, tmp_path: Path) -> None:
+    paths = _clips(tmp_path)
+    cache = FeatureCache(tmp_path / "cache", encoder.identity)
+    first = cache.fill(encoder, paths, batch_size=3, progress=False)
+    assert (cache.hits, cache.misses) == (0, 4)
+    second = cache.fill(encoder, paths, progress=False)
+    assert (cache.hits, cache.misses) == (4, 4)
+    for a, b, p in zip(first, second, paths, strict=True):
+        assert torch.equal(a, b)
+        assert a.shape == (encoder.output_length(sf.info(p).frames), encoder.d_model)
+    # cached states equal a fresh encoding of the clip alone
+    from moeaudio.data.audio import load_audio
+
+    with torch.no_grad():
+        alone = encoder(encoder.prepare([load_audio(paths[2])]))[0]
+    torch.testing.assert_close(second[2], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_cache_invalidated_by_content_and_encoder(encoder, tmp_path: Path) -> None:
+    paths = _clips(tmp_path)
+    cache = FeatureCache(tmp_path / "cache", encoder.identity)
+    cache.fill(encoder, paths, progress=False)
+    # same name, new content -> miss for that file only
+    sf.write(paths[1], np.zeros(8000, dtype=np.float32), 16000)
+    cache.fill(encoder, paths, progress=False)
+    assert (cache.hits, cache.misses) == (3, 5)
+    # a copy under another name is a hit (keyed by content, not path)
+    shutil.copy(paths[0], tmp_path / "copy.wav")
+    assert audio_key(tmp_path / "copy.wav") == audio_key(paths[0])
+    # another encoder identity -> a separate cache: everything misses
+    other = build_encoder(EncoderConfig(name="tiny", d_model=64), seed=1)
+    assert other.identity != encoder.identity
+    fresh = FeatureCache(tmp_path / "cache", other.identity)
+    fresh.fill(other.eval(), paths, progress=False)
+    assert (fresh.hits, fresh.misses) == (0, 4)
+
+
+def test_interrupted_fill_resumes(encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = _clips(tmp_path, n=6)
+    cache = FeatureCache(tmp_path / "cache", encoder.identity)
+    calls = {"n": 0}
+    real_forward = type(encoder).forward
+
+    def failing_forward(self, inputs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # the user hits ctrl-c during the second batch
+        return real_forward(self, inputs)
+
+    monkeypatch.setattr(type(encoder), "forward", failing_forward)
+    with pytest.raises(KeyboardInterrupt):
+        cache.fill(encoder, paths, batch_size=2, progress=False)
+    monkeypatch.setattr(type(encoder), "forward", real_forward)
+    resumed = FeatureCache(tmp_path / "cache", encoder.identity)
+    resumed.fill(encoder, paths, batch_size=2, progress=False)
+    assert (resumed.hits, resumed.misses) == (2, 4)  # the finished first batch is reused
+    assert not list((tmp_path / "cache").rglob("*.tmp*"))  # no half-written entries
+
+
+def test_sampler_buckets_by_length_and_is_deterministic() -> None:
+    lengths = list(np.random.default_rng(0).integers(10, 1000, size=200))
+    a = BucketBatchSampler(lengths, batch_size=8, seed=3, bucket_factor=5)
+    b = BucketBatchSampler(lengths, batch_size=8, seed=3, bucket_factor=5)
+    assert a.epoch_batches(0) == b.epoch_batches(0)
+    assert a.epoch_batches(0) != a.epoch_batches(1)  # reshuffled every epoch
+    assert BucketBatchSampler(lengths, 8, seed=4).epoch_batches(0) != a.epoch_batches(0)
+    batches = a.epoch_batches(0)
+    assert sorted(i for batch in batches for i in batch) == list(range(200))  # each item once per epoch
+    spread = np.mean([np.ptp([lengths[i] for i in batch]) for batch in batches])
+    unbucketed = BucketBatchSampler(lengths, 8, seed=3, bucket=False).epoch_batches(0)
+    spread_plain = np.mean([np.ptp([lengths[i] for i in batch]) for batch in unbucketed])
+    assert spread < 0.25 * spread_plain  # bucketing really groups similar lengths
+
+
+def test_sampler_state_resumes_exactly_and_ranks_partition() -> None:
+    lengths = list(range(50, 150))
+    full = BucketBatchSampler(lengths, batch_size=7, seed=0)
+    stream = iter(full)
+    expected = [next(stream) for _ in range(40)]  # crosses epoch boundaries (15 batches/epoch)
+    resumed = BucketBatchSampler(lengths, batch_size=7, seed=0)
+    resumed.set_consumed(23)
+    stream = iter(resumed)
+    assert [next(stream) for _ in range(17)] == expected[23:]
+    state = full.state_dict()
+    again = BucketBatchSampler(lengths, batch_size=7, seed=0)
+    again.load_state_dict(state)
+    assert (again.epoch, again.position) == (full.epoch, full.position)
+    with pytest.raises(ValueError, match="seed"):
+        BucketBatchSampler(lengths, batch_size=7, seed=1).load_state_dict(state)
+    ranks = [
+        BucketBatchSampler(lengths, 7, seed=0, rank=r, world_size=2).epoch_batches(0)[r::2] for r in (0, 1)
+    ]
+    assert len(ranks[0]) == len(ranks[1])
+    assert not {i for b in ranks[0] for i in b} & {i for b in ranks[1] for i in b}
