@@ -55,6 +55,10 @@ class EncoderConfig(_Section):
     frame_rate: float = 50.0  # encoder frames per second (Whisper: 50 Hz)
     stack: int = 4  # consecutive frames concatenated into one audio token (paper: 4)
     freeze: bool = True
+    # Which layer feeds the adapter: -1 = the last (after the final LayerNorm); k >= 0 = the
+    # output of layer k. Middle layers keep speaker and pitch cues that an ASR-trained last layer
+    # discards (gender, chords); the paper uses the last layer.
+    output_layer: int = -1
     # Optional projection after stacking (paper: LN -> Linear(5120->2560) -> SiLU -> LN).
     projection_dim: int | None = None
     tiny: dict[str, Any] = Field(default_factory=dict)  # config overrides for name == "tiny"

@@ -143,3 +143,21 @@ def test_train_mode_dropout_matches_transformers() -> None:
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
     torch.manual_seed(2)
     assert not torch.allclose(enc(inputs), ours)  # dropout is really on
+
+
+def test_output_layer_is_that_layers_hidden_state() -> None:
+    """encoder.output_layer=k returns transformers' hidden_states[k + 1] (no final LayerNorm)."""
+    enc = build_encoder(EncoderConfig(name="tiny", family="whisper", output_layer=0), seed=0).eval()
+    last = build_encoder(EncoderConfig(name="tiny", family="whisper"), seed=0).eval()
+    assert enc.identity != last.identity  # cached features of different layers never mix
+    inputs = enc.prepare([_clip(30.0, 4)])
+    with torch.no_grad():
+        ours = enc(inputs)
+        theirs = enc.encoder(inputs.values, output_hidden_states=True).hidden_states[1]
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="output_layer=5"):
+        build_encoder(EncoderConfig(name="tiny", family="whisper", output_layer=5))
+    wav = build_encoder(EncoderConfig(name="tiny", family="wavlm", output_layer=0), seed=0).eval()
+    with torch.no_grad():
+        hidden = wav(wav.prepare([_clip(1.0, 0)]))
+    assert hidden.shape == (1, 49, 64)

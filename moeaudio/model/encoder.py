@@ -63,8 +63,14 @@ class AudioEncoder(nn.Module):
 class WhisperAudioEncoder(AudioEncoder):
     """The encoder half of any transformers Whisper checkpoint, run at the clip's own length."""
 
-    def __init__(self, whisper_encoder: nn.Module, feature_extractor, identity: str):
+    def __init__(self, whisper_encoder: nn.Module, feature_extractor, identity: str, output_layer: int = -1):
         super().__init__()
+        layers = len(whisper_encoder.layers)
+        if not -1 <= output_layer < layers:
+            raise ValueError(
+                f"encoder.output_layer={output_layer}: this encoder has layers 0..{layers - 1} (or -1)"
+            )
+        self.output_layer = output_layer
         self.encoder = whisper_encoder
         self.feature_extractor = feature_extractor
         self.d_model = whisper_encoder.config.d_model
@@ -103,16 +109,21 @@ class WhisperAudioEncoder(AudioEncoder):
         x = x + enc.embed_positions.weight[:frames]  # the sliced positional table
         x = nn.functional.dropout(x, p=enc.dropout, training=enc.training)  # as WhisperEncoder.forward
         mask = _key_padding_mask(inputs.lengths.to(x.device), frames, x.dtype)
-        for layer in enc.layers:
+        if self.output_layer == -1:
+            for layer in enc.layers:
+                x = layer(x, mask)
+            return enc.layer_norm(x)  # (batch, frames, d_model)
+        for layer in enc.layers[: self.output_layer + 1]:  # layers above it are never run
             x = layer(x, mask)
-        return enc.layer_norm(x)  # (batch, frames, d_model)
+        return x  # (batch, frames, d_model)
 
 
 class HFWaveformEncoder(AudioEncoder):
     """WavLM / HuBERT / wav2vec2: raw waveform in, last hidden state out (50 Hz)."""
 
-    def __init__(self, model: nn.Module, feature_extractor, identity: str):
+    def __init__(self, model: nn.Module, feature_extractor, identity: str, output_layer: int = -1):
         super().__init__()
+        self.output_layer = output_layer
         self.model = model
         self.feature_extractor = feature_extractor
         self.d_model = model.config.hidden_size
@@ -136,7 +147,12 @@ class HFWaveformEncoder(AudioEncoder):
     def forward(self, inputs: EncoderInputs) -> torch.Tensor:
         samples = inputs.values.to(next(self.model.parameters()).dtype)  # (batch, samples)
         mask = torch.arange(samples.shape[1])[None] < inputs.sample_lengths[:, None]
-        return self.model(samples, attention_mask=mask.long().to(samples.device)).last_hidden_state
+        out = self.model(
+            samples,
+            attention_mask=mask.long().to(samples.device),
+            output_hidden_states=self.output_layer != -1,
+        )
+        return out.last_hidden_state if self.output_layer == -1 else out.hidden_states[self.output_layer + 1]
 
 
 def _key_padding_mask(lengths: torch.Tensor, frames: int, dtype: torch.dtype) -> torch.Tensor:
@@ -164,13 +180,15 @@ def build_encoder(cfg: EncoderConfig, seed: int = 0) -> AudioEncoder:
             )
             encoder = WhisperEncoder(config)
             fe = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
-            return WhisperAudioEncoder(encoder, fe, _identity("tiny", f"{sorted(cfg.tiny.items())}|{seed}"))
+            identity = _identity("tiny", f"{sorted(cfg.tiny.items())}|{seed}|{cfg.output_layer}")
+            return WhisperAudioEncoder(encoder, fe, identity, cfg.output_layer)
         from moeaudio.model.whisper_offline import OFFLINE_WHISPER_ID, offline_whisper_dir
 
         source = str(offline_whisper_dir()) if cfg.name == OFFLINE_WHISPER_ID else cfg.name
         encoder = WhisperModel.from_pretrained(source).get_encoder()  # the decoder is dropped here
         fe = WhisperFeatureExtractor.from_pretrained(source)
-        return WhisperAudioEncoder(encoder, fe, _identity(cfg.name, _weights_stamp(source)))
+        identity = _identity(cfg.name, _weights_stamp(source) + _layer_tag(cfg.output_layer))
+        return WhisperAudioEncoder(encoder, fe, identity, cfg.output_layer)
 
     from transformers import AutoConfig, AutoModel
 
@@ -192,11 +210,20 @@ def build_encoder(cfg: EncoderConfig, seed: int = 0) -> AudioEncoder:
 
         fe = Wav2Vec2FeatureExtractor(return_attention_mask=True)
         return HFWaveformEncoder(
-            model, fe, _identity(f"tiny-{cfg.family}", f"{sorted(cfg.tiny.items())}|{seed}")
+            model,
+            fe,
+            _identity(f"tiny-{cfg.family}", f"{sorted(cfg.tiny.items())}|{seed}|{cfg.output_layer}"),
+            cfg.output_layer,
         )
     model = AutoModel.from_pretrained(cfg.name)
     fe = AutoFeatureExtractor.from_pretrained(cfg.name)
-    return HFWaveformEncoder(model, fe, _identity(cfg.name, _weights_stamp(cfg.name)))
+    identity = _identity(cfg.name, _weights_stamp(cfg.name) + _layer_tag(cfg.output_layer))
+    return HFWaveformEncoder(model, fe, identity, cfg.output_layer)
+
+
+def _layer_tag(output_layer: int) -> str:
+    """Empty for the default (so caches made before the option existed stay valid)."""
+    return "" if output_layer == -1 else f"|layer{output_layer}"
 
 
 def _weights_stamp(source: str) -> str:
