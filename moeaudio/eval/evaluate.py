@@ -200,17 +200,7 @@ class FewShotCollator(Collator):
         model = self.model
         conversations = [[*self.shots, e] for e in examples]
         clips = [e for conv in conversations for e in conv if e.wave is not None or e.states is not None]
-        enc_inputs = states = None
-        if not clips:
-            frame_lengths = torch.zeros(0, dtype=torch.long)
-        elif clips[0].states is not None:
-            frame_lengths = torch.tensor([e.states.shape[0] for e in clips])
-            states = torch.zeros(len(clips), int(frame_lengths.max()), clips[0].states.shape[1])
-            for i, e in enumerate(clips):
-                states[i, : e.states.shape[0]] = e.states
-        else:
-            enc_inputs = model.encoder.prepare([e.wave for e in clips])
-            frame_lengths = enc_inputs.lengths
+        frame_lengths, enc_inputs, states = self.collate_audio(clips)
         tokens = iter(model.stacker.token_lengths(frame_lengths).tolist())
         rows = []
         for conv in conversations:

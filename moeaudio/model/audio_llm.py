@@ -225,20 +225,28 @@ class Collator:
     def response_ids(self, target: str) -> list[int]:
         return self.tok(target, add_special_tokens=False).input_ids + [self.tok.eos_token_id]
 
+    def collate_audio(
+        self, clips: list[Example]
+    ) -> tuple[torch.Tensor, EncoderInputs | None, torch.Tensor | None]:
+        """The clips' audio as one padded batch: (frame_lengths, encoder inputs or cached states).
+
+        ``clips`` are the examples that have audio, in the order their placeholders appear.
+        """
+        if not clips:  # text-only examples (e.g. the text version of a spoken question)
+            return torch.zeros(0, dtype=torch.long), None, None
+        if clips[0].states is not None:
+            frame_lengths = torch.tensor([e.states.shape[0] for e in clips])
+            states = torch.zeros(len(clips), int(frame_lengths.max()), clips[0].states.shape[1])
+            for i, e in enumerate(clips):
+                states[i, : e.states.shape[0]] = e.states  # (clips, frames, d_model)
+            return frame_lengths, None, states
+        enc_inputs = self.model.encoder.prepare([e.wave for e in clips])
+        return enc_inputs.lengths, enc_inputs, None
+
     def __call__(self, examples: list[Example]) -> AudioBatch:
         model = self.model
         with_audio = [e for e in examples if e.wave is not None or e.states is not None]
-        enc_inputs = states = None
-        if not with_audio:  # text-only examples (e.g. the text version of a spoken question)
-            frame_lengths = torch.zeros(0, dtype=torch.long)
-        elif with_audio[0].states is not None:
-            frame_lengths = torch.tensor([e.states.shape[0] for e in with_audio])
-            states = torch.zeros(len(with_audio), int(frame_lengths.max()), with_audio[0].states.shape[1])
-            for i, e in enumerate(with_audio):
-                states[i, : e.states.shape[0]] = e.states
-        else:
-            enc_inputs = model.encoder.prepare([e.wave for e in with_audio])
-            frame_lengths = enc_inputs.lengths
+        frame_lengths, enc_inputs, states = self.collate_audio(with_audio)
         audio_tokens = iter(model.stacker.token_lengths(frame_lengths).tolist())
         n_audio = [
             next(audio_tokens) if e.wave is not None or e.states is not None else None for e in examples
