@@ -37,7 +37,6 @@ class DataConfig(_Section):
     synth_seed: int = 0
     synth_size: Literal["tiny", "small", "default"] = "default"
     tasks: list[str] | None = None  # keep only these tasks (None: all)
-    sample_rate: int = 16000
     max_audio_seconds: float = 30.0
     micro_batch_size: int = 8
     num_workers: int = 0
@@ -129,7 +128,6 @@ class TrainConfig(_Section):
     save_every: int = 0  # 0: only at the end
     keep_last: int = 2
     log_every: int = 10
-    eval_every: int = 0
     conflict_every: int = 0  # gradient-conflict probe every N steps (0: off)
 
 
