@@ -152,3 +152,14 @@ def test_different_seed_gives_different_audio(corpus: Path, tmp_path: Path) -> N
 def test_unknown_size_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown size"):
         make_synth_corpus(tmp_path, size="huge", progress=False)
+
+
+def test_spoken_form_reads_digit_strings_as_a_list() -> None:
+    assert synth.spoken_form("four eight six", "digits") == "four, eight, six"
+    assert synth.spoken_form("turn the volume up", "command") == "turn the volume up"
+    assert synth.spoken_form("the big cat likes the dog", "sentence") == "the big cat likes the dog"
+
+
+def test_speech_rows_record_the_word_gap(corpus: Path) -> None:
+    rows = [r for r in _rows(corpus, "train") if r["domain"] == "speech"]
+    assert rows and all(r["meta"]["word_gap_ms"] == 10 * synth.WORD_GAP for r in rows)

@@ -92,6 +92,15 @@ def test_rate_changes_duration() -> None:
     assert len(slow) > 1.8 * len(fast)
 
 
+def test_word_gap_adds_pauses_between_words() -> None:
+    """espeakWORDGAP is in units of 10 ms per word boundary: 4 boundaries x 60 ms ~ 0.24 s longer."""
+    text = "the big cat likes the dog"
+    plain, sr = synthesize(text, Voice(word_gap=0))
+    gapped, _ = synthesize(text, Voice(word_gap=6))
+    extra_s = (len(gapped) - len(plain)) / sr
+    assert 0.15 < extra_s < 0.5, extra_s
+
+
 def test_sample_rate_argument_resamples() -> None:
     native, sr = synthesize(TEXT)
     resampled, sr16 = synthesize(TEXT, sample_rate=16000)

@@ -42,6 +42,7 @@ _POS_CHARACTER = 1
 _ESPEAK_CHARS_UTF8 = 1
 _ESPEAK_RATE = 1
 _ESPEAK_PITCH = 3
+_ESPEAK_WORDGAP = 7
 _EE_OK = 0
 _RAND_SEED = 0
 
@@ -67,6 +68,7 @@ class Voice:
     variant: str | None = None
     rate: int = 175
     pitch: int = 50
+    word_gap: int = 0  # extra pause between words, in units of 10 ms (eSpeak's espeakWORDGAP)
     gender: str = "male"
 
     def __post_init__(self) -> None:
@@ -111,6 +113,7 @@ class _Session:
             _check(lib.espeak_SetVoiceByName(voice.espeak_name.encode()), f"set voice {voice.espeak_name!r}")
             _check(lib.espeak_SetParameter(_ESPEAK_RATE, int(voice.rate), 0), "set rate")
             _check(lib.espeak_SetParameter(_ESPEAK_PITCH, int(voice.pitch), 0), "set pitch")
+            _check(lib.espeak_SetParameter(_ESPEAK_WORDGAP, int(voice.word_gap), 0), "set word gap")
             # Breath noise uses libc rand(); eSpeak's own PRNG has a seed setter too. Seed both.
             lib.espeak_ng_SetRandSeed(_RAND_SEED)
             _libc().srand(_RAND_SEED)
