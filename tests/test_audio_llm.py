@@ -157,6 +157,25 @@ def test_training_batch_placeholders_labels_and_template(parts) -> None:
     assert embeds.shape == (*batch.input_ids.shape, 64)
 
 
+def test_audio_after_instruction_puts_the_question_first(parts) -> None:
+    """llm.audio_position=after_instruction: the user turn is the instruction, then the audio tokens."""
+    model = _model(parts, "llm.audio_position=after_instruction")
+    tok = model.tokenizer
+    examples = _examples(2)
+    batch = Collator(model)(examples)
+    n_audio = [model.num_audio_tokens(len(e.wave)) for e in examples]
+    for i, e in enumerate(examples):
+        row = batch.input_ids[i][batch.attention_mask[i].bool()].tolist()
+        text = tok.decode(row)
+        assert text.startswith(
+            f"<|im_start|>user\n{e.instruction}\n" + "<|audio|>" * n_audio[i] + "<|im_end|>"
+        )
+        assert text.endswith(f"<|im_start|>assistant\n{e.target}<|im_end|>")
+    with torch.no_grad():  # the placeholders are still filled one for one by the adapter
+        embeds, _ = model.embed(batch)
+    assert embeds.shape == (*batch.input_ids.shape, 64)
+
+
 def test_training_right_padded_generation_left_padded(parts) -> None:
     model = _model(parts)
     pad = model.tokenizer.pad_token_id

@@ -172,8 +172,9 @@ class FewShotCollator(Collator):
         """Token ids of the chat ``shots + [query]`` with each placeholder expanded to its audio tokens."""
         messages = []
         for k, e in enumerate(turns):
-            content = e.instruction if n_audio[k] is None else f"{self.placeholder}\n{e.instruction}"
-            messages.append({"role": "user", "content": content})
+            messages.append(
+                {"role": "user", "content": self.user_content(e.instruction, n_audio[k] is not None)}
+            )
             if k < len(turns) - 1:
                 messages.append({"role": "assistant", "content": e.target or ""})
         if self.tok.chat_template:

@@ -39,7 +39,9 @@ class AudioBatch:
 
         enc = self.encoder_inputs
         if enc is not None:
-            enc = EncoderInputs(move(enc.values), move(enc.lengths), move(enc.sample_lengths))
+            enc = EncoderInputs(
+                move(enc.values), move(enc.lengths), move(enc.sample_lengths), move(enc.extra)
+            )
         return AudioBatch(
             move(self.input_ids),
             move(self.attention_mask),
@@ -205,17 +207,31 @@ class Collator:
         self.placeholder = model.recipe.llm.audio_placeholder
         self.for_generation = for_generation
 
+    def user_content(self, instruction: str, with_audio: bool) -> str:
+        """The user turn: the instruction with the audio placeholder before or after it.
+
+        Audio first is the usual layout (Qwen2-Audio, SALMONN). With the instruction first, a
+        causal LLM reads every audio token already knowing the question, so its own layers can
+        pick out what the task needs (pitch for gender, harmony for chords) instead of leaving
+        all of that to the few positions after the audio; small LLMs trained from scratch
+        depend on this most.
+        """
+        if not with_audio:
+            return instruction
+        if self.model.recipe.llm.audio_position == "after_instruction":
+            return f"{instruction}\n{self.placeholder}"
+        return f"{self.placeholder}\n{instruction}"
+
     def prompt_ids(self, instruction: str, n_audio: int | None) -> list[int]:
         """Chat prompt ids; ``n_audio=None`` gives a text-only prompt (no audio placeholder)."""
-        content = instruction if n_audio is None else f"{self.placeholder}\n{instruction}"
-        messages = [{"role": "user", "content": content}]
+        messages = [{"role": "user", "content": self.user_content(instruction, n_audio is not None)}]
         kwargs = {"enable_thinking": False} if "enable_thinking" in (self.tok.chat_template or "") else {}
         if self.tok.chat_template:
             text = self.tok.apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=True, **kwargs
             )
         else:
-            text = f"{content}\n"
+            text = f"{messages[0]['content']}\n"
         ids = self.tok(text, add_special_tokens=False).input_ids
         if n_audio is None:
             return ids
