@@ -193,7 +193,7 @@ def train(
 
 
 # ----------------------------------------------------------------------------- looking inside
-# (analyze-routing, analyze-conflict, bench adapter: logic in moeaudio.analyze.run / moeaudio.bench)
+# (analyze-routing, analyze-conflict, analyze-probe, bench adapter: logic in moeaudio.analyze.run / moeaudio.bench)
 
 Checkpoints = Annotated[
     list[str] | None,
@@ -303,6 +303,46 @@ def analyze_conflict(
         _print_json(data)
         return
     Console().print(analyze.render_conflict(results))
+    if png:
+        Console().print(f"wrote {png}")
+
+
+@app.command("analyze-probe")
+def analyze_probe(
+    checkpoint: Annotated[
+        str | None, typer.Option("--checkpoint", help="checkpoint or run dir (default: newest under runs/)")
+    ] = None,
+    train_manifest: Annotated[
+        str | None,
+        typer.Option("--train-manifest", help="clips the probes are fitted on (default: recipe's train)"),
+    ] = None,
+    eval_manifest: Annotated[
+        str | None, typer.Option("--eval-manifest", help="held-out clips scored (default: recipe's valid)")
+    ] = None,
+    tasks: Annotated[
+        str | None, typer.Option("--tasks", help="comma-separated tasks (default: every classification task)")
+    ] = None,
+    png: Annotated[str | None, typer.Option("--png", help="write the bar chart to this PNG file")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    device: Annotated[str, typer.Option("--device", help="cpu | cuda")] = "cpu",
+) -> None:
+    """Linear probes at the encoder and adapter outputs: did the encoder hear it, or did the adapter drop it?"""
+    from rich.console import Console
+
+    from moeaudio.analyze import run as analyze
+    from moeaudio.analyze.probe import render_probe_table
+
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    try:
+        results, data = analyze.analyze_probe(
+            checkpoint, train_manifest, eval_manifest, task_list, png, device=device, progress=not as_json
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        _print_json(data)
+        return
+    Console().print(render_probe_table(results))
     if png:
         Console().print(f"wrote {png}")
 

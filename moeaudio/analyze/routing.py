@@ -284,9 +284,13 @@ def plot_activation_heatmap(stats_by_name: dict[str, RoutingStats], path: str | 
 
 
 def _save(fig: Any, path: str | Path) -> Path:
+    """Write the figure as a PNG atomically (an interrupted write leaves any previous file intact)."""
+    from moeaudio.io_utils import atomic_path
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, format="png", bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")
     import matplotlib.pyplot as plt
 
     plt.close(fig)

@@ -601,3 +601,38 @@ def render_conflict(results: Mapping[str, Mapping[str, Any]]):
             t.add_row(label, cell)
         tables.append(t)
     return Group(*tables)
+
+
+def analyze_probe(
+    checkpoint: str | Path | None = None,
+    train_manifest: str | Path | None = None,
+    eval_manifest: str | Path | None = None,
+    tasks: Sequence[str] | None = None,
+    png: str | Path | None = None,
+    device: str = "cpu",
+    progress: bool = False,
+) -> tuple[list[Any], dict[str, Any]]:
+    """Linear probes (:mod:`moeaudio.analyze.probe`) for one checkpoint.
+
+    Manifests default to the checkpoint recipe's train and valid splits. Returns the results and
+    their JSON view.
+    """
+    from moeaudio.analyze.probe import plot_probes, probe_tasks, results_to_json
+    from moeaudio.train.data import manifest_path
+
+    path = resolve_checkpoint(checkpoint)
+    model = load_analysis_model(path, device)
+    train_path = Path(train_manifest) if train_manifest else manifest_path(model.recipe, "train")
+    eval_path = Path(eval_manifest) if eval_manifest else manifest_path(model.recipe, "valid")
+    train = load_manifest_examples(model, train_path, progress=progress)
+    held_out = load_manifest_examples(model, eval_path, progress=progress)
+    results = probe_tasks(model, train, held_out, tasks)
+    data = {
+        "checkpoint": str(path),
+        "train_manifest": str(train_path),
+        "eval_manifest": str(eval_path),
+        "probes": results_to_json(results),
+    }
+    if png is not None:
+        plot_probes(results, png)
+    return results, data
