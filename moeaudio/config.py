@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+PITCH_BINS = 61  # semitone bands of encoder.pitch_features (MIDI 36-96); moeaudio/model/pitch.py
 
 
 class RecipeError(ValueError):
@@ -58,9 +59,17 @@ class EncoderConfig(_Section):
     # output of layer k. Middle layers keep speaker and pitch cues that an ASR-trained last layer
     # discards (gender, chords); the paper uses the last layer.
     output_layer: int = -1
+    # Append a 61-band semitone spectrogram (MIDI 36-96, C2-C7) to every encoder frame: pitch a mel
+    # front end cannot resolve (chord quality); see moeaudio/model/pitch.py. The paper does not use it.
+    pitch_features: bool = False
     # Optional projection after stacking (paper: LN -> Linear(5120->2560) -> SiLU -> LN).
     projection_dim: int | None = None
     tiny: dict[str, Any] = Field(default_factory=dict)  # config overrides for name == "tiny"
+
+    @property
+    def frame_dim(self) -> int:
+        """Width of one encoder frame as the stacker sees it (``d_model`` + the pitch stream)."""
+        return self.d_model + (PITCH_BINS if self.pitch_features else 0)
 
 
 class AdapterConfig(_Section):
@@ -104,6 +113,8 @@ class LLMConfig(_Section):
     lora_dropout: float = 0.0
     lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     audio_placeholder: str = "<|audio|>"
+    # Where the audio sits in the user turn. after_instruction: the LLM reads the audio knowing the task.
+    audio_position: Literal["before_instruction", "after_instruction"] = "before_instruction"
 
 
 class TrainConfig(_Section):
@@ -167,7 +178,7 @@ class Recipe(_Section):
     @property
     def audio_token_dim(self) -> int:
         """Width of one audio token entering the adapter (after stacking and optional projection)."""
-        return self.encoder.projection_dim or self.encoder.d_model * self.encoder.stack
+        return self.encoder.projection_dim or self.encoder.frame_dim * self.encoder.stack
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -19,7 +19,7 @@ def adapter_summary(recipe: Recipe) -> dict[str, Any]:
     from moeaudio.model.encoder import FrameStacker
 
     with torch.device("meta"):
-        stacker = FrameStacker(recipe.encoder.d_model, recipe.encoder.stack, recipe.encoder.projection_dim)
+        stacker = FrameStacker(recipe.encoder.frame_dim, recipe.encoder.stack, recipe.encoder.projection_dim)
         adapter = build_adapter(recipe.adapter, stacker.out_dim, recipe.llm.hidden_size)
     counts = adapter.param_counts()
     frontend = sum(p.numel() for p in stacker.parameters())

@@ -40,6 +40,7 @@ class EncoderInputs:
     values: torch.Tensor  # whisper: (batch, mel_bins, frames); waveform encoders: (batch, samples)
     lengths: torch.Tensor  # (batch,) valid encoder frames per item
     sample_lengths: torch.Tensor | None = None  # (batch,) valid input samples (waveform encoders)
+    extra: torch.Tensor | None = None  # (batch, frames, bins) frame-aligned side features (pitch stream)
 
 
 class AudioEncoder(nn.Module):
@@ -168,6 +169,17 @@ def _identity(name: str, extra: str = "") -> str:
 
 
 def build_encoder(cfg: EncoderConfig, seed: int = 0) -> AudioEncoder:
+    """Load the configured encoder (plus the semitone stream when ``cfg.pitch_features``)."""
+    encoder = _build_base_encoder(cfg, seed)
+    if not cfg.pitch_features:
+        return encoder
+    from moeaudio.model.pitch import PitchAugmentedEncoder, SemitoneSpectrogram
+
+    semitones = SemitoneSpectrogram(encoder.sample_rate, encoder.frame_rate)
+    return PitchAugmentedEncoder(encoder, semitones)  # type: ignore[return-value]
+
+
+def _build_base_encoder(cfg: EncoderConfig, seed: int = 0) -> AudioEncoder:
     """Load the configured encoder. Offline names never touch the network."""
     from transformers import AutoFeatureExtractor, WhisperConfig, WhisperFeatureExtractor, WhisperModel
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
