@@ -60,23 +60,29 @@ def _pool(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def pooled_stages(model: AudioLLM, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
-    """Per stage, one pooled vector per example: {stage: (examples, 2 * width)}."""
+def pooled_stages(
+    model: AudioLLM, examples: Sequence[Example], batch_size: int = 16
+) -> dict[str, torch.Tensor]:
+    """Per stage, one pooled vector per example: {stage: (examples, 2 * width)}.
+
+    Runs the model's own audio path (``Collator`` -> ``encoder_states`` -> ``adapt``) in batches;
+    the LLM does not run.
+    """
+    from dataclasses import replace
+
+    from moeaudio.model.audio_llm import Collator
+
+    collate = Collator(model, for_generation=True)
     device = next(model.adapter.parameters()).device
-    dtype = next(model.adapter.parameters()).dtype
     pooled: dict[str, list[torch.Tensor]] = {s: [] for s in STAGES}
-    for ex in examples:
-        if ex.states is not None:
-            states = ex.states[None].to(device)  # (1, frames, d_model)
-            lengths = torch.tensor([ex.states.shape[0]], device=device)
-        else:
-            inputs = model.encoder.prepare([ex.wave])
-            states, lengths = model.encoder(inputs).to(device), inputs.lengths.to(device)
-        n_frames = int(lengths[0])
-        tokens, n_tokens = model.stacker(states.to(dtype), lengths)  # (1, tokens, d_in)
-        y = model.adapter(tokens[0, : int(n_tokens[0])]).y  # (tokens, d_llm)
-        pooled["encoder"].append(_pool(states[0, :n_frames].float()).cpu())
-        pooled["adapter"].append(_pool(y.float()).cpu())
+    for start in range(0, len(examples), batch_size):
+        batch = collate([replace(e, target=None) for e in examples[start : start + batch_size]]).to(device)
+        states = model.encoder_states(batch)  # (batch, frames, d_model)
+        y, token_lengths, _ = model.adapt(states, batch.frame_lengths)  # (valid_tokens, d_llm), (batch,)
+        per_clip = y.split(token_lengths.tolist())
+        for i, n_frames in enumerate(batch.frame_lengths.tolist()):
+            pooled["encoder"].append(_pool(states[i, :n_frames].float()).cpu())
+            pooled["adapter"].append(_pool(per_clip[i].float()).cpu())
     return {s: torch.stack(v) for s, v in pooled.items()}
 
 

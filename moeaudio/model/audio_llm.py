@@ -95,18 +95,28 @@ class AudioLLM(nn.Module):
     # ------------------------------------------------------------------ forward
     def encode_audio(self, batch: AudioBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Audio -> adapter outputs for every valid audio token, flattened in batch order."""
+        y, _, losses = self.adapt(self.encoder_states(batch), batch.frame_lengths)
+        return y, losses
+
+    def encoder_states(self, batch: AudioBatch) -> torch.Tensor:
+        """(batch, frames, d_model): the cached states if the batch has them, else the encoder's."""
         if batch.encoder_states is not None:
-            states = batch.encoder_states  # (batch, frames, d_model)
-        else:
-            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.recipe.encoder.freeze):
-                states = self.encoder(batch.encoder_inputs)  # (batch, frames, d_model)
+            return batch.encoder_states
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.recipe.encoder.freeze):
+            return self.encoder(batch.encoder_inputs)
+
+    def adapt(
+        self, states: torch.Tensor, frame_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Stack and adapt encoder states: (adapter outputs of every valid token, flattened in
+        batch order (valid_tokens, d_llm); tokens per clip (batch,); the adapter's aux losses)."""
         dtype = next(self.adapter.parameters()).dtype
-        tokens, token_lengths = self.stacker(states.to(dtype), batch.frame_lengths)  # (batch, tokens, d_in)
+        tokens, token_lengths = self.stacker(states.to(dtype), frame_lengths)  # (batch, tokens, d_in)
         valid = torch.arange(tokens.shape[1], device=tokens.device)[None] < token_lengths[:, None].to(
             tokens.device
         )
         out = self.adapter(tokens[valid])  # y: (valid_tokens, d_llm)
-        return out.y, out.losses
+        return out.y, token_lengths, out.losses
 
     def embed(self, batch: AudioBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Token embeddings with the audio placeholders replaced by adapter outputs."""
