@@ -118,9 +118,14 @@ def test_eval_table_and_default_output(tiny_checkpoint: Path) -> None:
 def test_eval_latest_checkpoint_under_runs_dir(tiny_checkpoint: Path, tmp_path: Path) -> None:
     from moeaudio.eval.evaluate import EvalError, run_eval
 
-    runs = tiny_checkpoint.parent.parent.parent  # RUNS/<run>/checkpoints/step-N -> the run's parent
+    # A runs dir of our own (the run linked in): the session's temp root also holds runs that other
+    # tests may have made later, and the newest of those would be picked.
+    runs = tmp_path / "runs"
+    checkpoints = tiny_checkpoint.parent  # <run>/checkpoints
+    (runs / "tiny").mkdir(parents=True)
+    (runs / "tiny" / "checkpoints").symlink_to(checkpoints, target_is_directory=True)
     record = run_eval("tempo", runs_dir=runs, output=tmp_path / "t.json", max_items=1, progress=False)
-    assert Path(record["checkpoint"]) == tiny_checkpoint and record["n"] == 1
+    assert Path(record["checkpoint"]).resolve() == tiny_checkpoint.resolve() and record["n"] == 1
     with pytest.raises(EvalError, match="no checkpoint found"):
         run_eval("tempo", runs_dir=tmp_path / "empty", progress=False)
 
