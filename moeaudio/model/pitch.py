@@ -11,10 +11,16 @@ the second stream here is a fixed (untrained) filterbank:
     STFT (Hann, 4096 points = 3.9 Hz bins at 16 kHz; hop = one encoder frame)
     -> power summed in one band per semitone, MIDI ``low..high`` (C2-C7 by default)
     -> each band's share of the frame's total power, log-compressed: log1p(1000 * share)
+    -> standardised across the frame's bands (zero mean, unit spread)
 
 Normalising by the frame's total power makes the feature loudness-invariant; the log keeps weak
-partials visible. The frames are cut or padded to the encoder's frame count, so the two streams
-concatenate frame by frame (``PitchAugmentedEncoder``).
+partials visible. The last step matters end to end: unstandardised, the 61 bands (values up to ~7)
+outweighed Whisper's 384 states (spread ~0.7) in the adapter's input LayerNorm, and the quickstart's
+transcription collapsed (valid WER 1.01, intent 0.18, on a corpus with about 3x the gender,
+background and chord clips); standardised, WER 0.72 and intent 0.62, as without the stream
+(0.71, 0.64), while gender rose from 0.50 without the stream to 0.67. The frames are cut or padded
+to the encoder's frame count, so the two streams concatenate frame by frame
+(``PitchAugmentedEncoder``).
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ class SemitoneSpectrogram:
     @property
     def identity(self) -> str:
         """Changes whenever the features would (part of the feature-cache key)."""
-        spec = f"semitones|{self.sample_rate}|{self.hop}|{self.n_fft}|{self.low_midi}|{self.high_midi}|v1"
+        spec = f"semitones|{self.sample_rate}|{self.hop}|{self.n_fft}|{self.low_midi}|{self.high_midi}|v2"
         return hashlib.sha256(spec.encode()).hexdigest()[:16]
 
     def __call__(self, wave: np.ndarray | torch.Tensor, frames: int) -> torch.Tensor:
@@ -75,6 +81,9 @@ class SemitoneSpectrogram:
         power = spec.abs().pow(2)  # (n_fft // 2 + 1, stft_frames)
         share = (self.filterbank @ power) / (power.sum(0, keepdim=True) + 1e-10)  # (bins, stft_frames)
         feats = torch.log1p(1000.0 * share).T  # (stft_frames, bins)
+        # Standardise each frame across its bands: the stream then has the scale of a LayerNorm'd
+        # vector, so appended to Whisper's states it does not dominate the adapter's input norm.
+        feats = (feats - feats.mean(1, keepdim=True)) / (feats.std(1, keepdim=True) + 1e-3)
         out = torch.zeros(frames, self.bins)
         n = min(frames, feats.shape[0])
         out[:n] = feats[:n]
