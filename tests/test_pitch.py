@@ -44,6 +44,18 @@ def test_loudness_invariant_and_padded_to_the_frame_count() -> None:
     assert sp(_tone(57, seconds=0.05), 3).shape == (3, PITCH_BINS)  # shorter than one window
 
 
+def test_each_frame_is_standardised_across_its_bands() -> None:
+    """Unit scale per frame, so the stream cannot outweigh the encoder's states in the adapter's
+    input LayerNorm; a silent frame stays all zero instead of dividing by zero."""
+    sp = SemitoneSpectrogram()
+    noisy = np.random.default_rng(0).normal(0, 0.1, SR).astype(np.float32) + _tone(50)
+    feats = sp(noisy, 50)[:45]  # (frames, bins)
+    assert torch.allclose(feats.mean(1), torch.zeros(45), atol=1e-4)
+    assert torch.allclose(feats.std(1), torch.ones(45), atol=1e-2)
+    silent = sp(np.zeros(SR, dtype=np.float32), 50)
+    assert torch.isfinite(silent).all() and (silent == 0).all()
+
+
 def test_augmented_encoder_is_base_states_then_semitones() -> None:
     recipe = load_recipe("tiny/moe", [*BASE, "encoder.pitch_features=true"])
     enc = build_encoder(recipe.encoder, seed=0)
