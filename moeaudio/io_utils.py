@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "save_figure"]
 
 
 def _current_umask() -> int:
@@ -67,4 +67,21 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "
     """Write ``text`` to ``path`` atomically; newline translation is disabled for reproducibility."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding=encoding, newline="") as fh:
         fh.write(text)
+    return Path(path)
+
+
+def save_figure(fig, path: str | os.PathLike[str], *, dpi: int = 120, tight: bool = True) -> Path:
+    """Write a matplotlib figure as a PNG atomically, then close it if pyplot manages it.
+
+    Every PNG the project writes (analysis plots, loss curve, confusion matrix) goes through here,
+    so an interrupted write never leaves a truncated image over a previous one. Figures built with
+    the object API (``Figure()``, no pyplot manager) are left alone, so callers that avoid
+    pyplot's global state keep doing so.
+    """
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight" if tight else None)
+    if getattr(fig.canvas, "manager", None) is not None:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
     return Path(path)

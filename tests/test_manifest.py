@@ -9,7 +9,7 @@ import pytest
 
 from moeaudio.data.manifest import Item, ManifestError, read_manifest, write_manifest
 from moeaudio.data.tasks import answer_letter, item_prompt, split_choices
-from moeaudio.io_utils import atomic_path, atomic_write_bytes, atomic_write_text
+from moeaudio.io_utils import atomic_path, atomic_write_bytes, atomic_write_text, save_figure
 
 GOOD = {"id": "a", "audio": "wav/a.wav", "task": "asr", "target": "hello"}
 
@@ -111,6 +111,35 @@ def test_atomic_helpers(tmp_path: Path) -> None:
         raise RuntimeError("crash mid-write")
     assert target.read_text() == "old"  # untouched on failure
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.bin", "c.txt", "d"]
+
+
+def test_save_figure_is_atomic_and_closes_pyplot_figures(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    out = save_figure(fig, tmp_path / "plots" / "a.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not plt.fignum_exists(fig.number)  # pyplot's figure is released
+    detached = Figure()  # object API: no pyplot manager, nothing to close
+    detached.add_subplot().plot([0, 1])
+    assert save_figure(detached, tmp_path / "b.png", tight=False).stat().st_size > 0
+
+    class Broken:  # a figure whose rendering fails mid-write
+        canvas = None
+
+        def savefig(self, path, **kwargs) -> None:
+            Path(path).write_bytes(b"partial")
+            raise RuntimeError("render failed")
+
+    with pytest.raises(RuntimeError):
+        save_figure(Broken(), out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the previous PNG is intact
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["a.png"]
 
 
 def test_mcq_helpers() -> None:

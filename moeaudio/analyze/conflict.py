@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from moeaudio.io_utils import save_figure
+
 __all__ = [
     "ConflictResult",
     "GradFn",
@@ -395,8 +397,4 @@ def plot_conflict(
                 )
         if im is not None:
             fig.colorbar(im, ax=axes[r_i].tolist(), fraction=0.03)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -198,7 +198,7 @@ def plot_probes(results: Sequence[ProbeResult], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from moeaudio.analyze.routing import _save
+    from moeaudio.io_utils import save_figure
 
     tasks = list(dict.fromkeys(r.task for r in results))
     width = 0.8 / len(STAGES)
@@ -217,4 +217,4 @@ def plot_probes(results: Sequence[ProbeResult], path: str | Path) -> Path:
     ax.set_title("linear probes: what each stage still carries")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

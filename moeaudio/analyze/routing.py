@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from moeaudio.io_utils import save_figure
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from rich.console import RenderableType
     from rich.table import Table
@@ -280,21 +282,7 @@ def plot_activation_heatmap(stats_by_name: dict[str, RoutingStats], path: str | 
             ax.text(c, r, f"{v:.0f}", ha="center", va="center", fontsize=7, color="w" if v < 60 else "k")
     if im is not None:
         fig.colorbar(im, ax=axes[0].tolist(), label="activation rate (%)", fraction=0.03)
-    return _save(fig, path)
-
-
-def _save(fig: Any, path: str | Path) -> Path:
-    """Write the figure as a PNG atomically (an interrupted write leaves any previous file intact)."""
-    from moeaudio.io_utils import atomic_path
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_token_timeline(
@@ -349,7 +337,7 @@ def plot_token_timeline(
     ax_r.set_xlabel("time (s)")
     ax_r.set_xlim(0.0, t_end if t_end > 0 else 1.0)
     fig.colorbar(im, ax=[ax_s, ax_r], label="gate weight", fraction=0.025)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any
 import jiwer
 
 from moeaudio.eval.normalize import normalize_english
+from moeaudio.io_utils import save_figure
 
 __all__ = [
     "OTHER_LABEL",
@@ -265,10 +266,7 @@ def plot_confusion(
                 color = "white" if vmax and shown[r, c] > vmax / 2 else "black"
                 ax.text(c, r, f"{counts[r, c]:g}", ha="center", va="center", color=color, fontsize=8)
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png", dpi=120)
-    return out
+    return save_figure(fig, path, tight=False)
 
 
 # ------------------------------------------------------------------------- multiple choice (MMAU)

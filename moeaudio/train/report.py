@@ -119,7 +119,7 @@ def plot_loss_curve(history: list[dict[str, float]], path: Path) -> Path:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from moeaudio.io_utils import atomic_path
+    from moeaudio.io_utils import save_figure
 
     steps = [r["step"] for r in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -139,7 +139,4 @@ def plot_loss_curve(history: list[dict[str, float]], path: Path) -> Path:
     if axes[1].lines:
         axes[1].legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110, tight=False)
