@@ -93,7 +93,7 @@ def test_rate_changes_duration() -> None:
 
 
 def test_word_gap_adds_pauses_between_words() -> None:
-    """espeakWORDGAP is in units of 10 ms per word boundary: 4 boundaries x 60 ms ~ 0.24 s longer."""
+    """espeakWORDGAP is in units of 10 ms per word boundary: 5 boundaries x 60 ms ~ 0.3 s longer."""
     text = "the big cat likes the dog"
     plain, sr = synthesize(text, Voice(word_gap=0))
     gapped, _ = synthesize(text, Voice(word_gap=6))
