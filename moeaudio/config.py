@@ -134,6 +134,9 @@ class TrainConfig(_Section):
     decay_fraction: float = 0.2  # WSD: final share of steps spent decaying to min_lr
     min_lr_ratio: float = 0.0
     clip_grad: float = 1.0
+    # How response tokens are averaged: token (each token equal, the usual LM loss) or sample
+    # (each example equal, its tokens sharing its weight; one-word answers keep their share).
+    loss_reduction: Literal["token", "sample"] = "token"
     zero_stage: Literal[0, 1, 2, 3] = 0
     offload_optimizer: bool = False
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU

@@ -232,6 +232,34 @@ def test_loss_with_kept_logits_equals_full_cross_entropy(parts) -> None:
     assert losses["total"] > 0
 
 
+def test_sample_reduction_weighs_every_example_equally(parts) -> None:
+    """``train.loss_reduction=sample``: the mean over examples of each example's mean token loss,
+    so a long transcript and a one-word label count the same; ``token`` stays the plain mean."""
+    examples = [
+        Example("Describe the audio.", "a very long answer with many many words in it", wave=_clip(0, 1.0)),
+        Example("Describe the audio.", "yes", wave=_clip(1, 0.5)),
+    ]
+    losses = {}
+    for reduction in ("token", "sample"):
+        model = _model(parts, f"train.loss_reduction={reduction}").eval()
+        batch = Collator(model)(examples)
+        with torch.no_grad():
+            losses[reduction] = model(batch)["lm_loss"]
+            embeds, _ = model.embed(batch)
+            logits = model.llm(inputs_embeds=embeds, attention_mask=batch.attention_mask).logits[:, :-1]
+        targets = batch.labels[:, 1:]
+        per_token = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2).float(), targets, reduction="none"
+        )  # (batch, seq-1), zero where ignored
+        mask = targets != IGNORE
+        token_mean = per_token.sum() / mask.sum()
+        sample_mean = (per_token.sum(1) / mask.sum(1)).mean()
+    torch.testing.assert_close(losses["token"], token_mean, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(losses["sample"], sample_mean, atol=1e-5, rtol=1e-5)
+    assert mask.sum(1)[0] > 4 * mask.sum(1)[1]  # the two reductions really weigh these rows differently
+    assert not torch.isclose(token_mean, sample_mean, atol=1e-3)
+
+
 # ------------------------------------------------------------------ (d) overfit 8 clips
 
 

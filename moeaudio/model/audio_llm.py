@@ -137,10 +137,31 @@ class AudioLLM(nn.Module):
         embeds, losses = self.embed(batch)
         shift_labels = batch.labels[:, 1:]  # (batch, seq-1): position t predicts token t+1
         targets = shift_labels[shift_labels != IGNORE]  # (response_tokens,)
-        lm_loss = nn.functional.cross_entropy(self.response_logits(embeds, batch).float(), targets)
+        token_loss = nn.functional.cross_entropy(
+            self.response_logits(embeds, batch).float(), targets, reduction="none"
+        )  # (response_tokens,)
+        lm_loss = (token_loss * self.response_weights(shift_labels)).sum()
         total = lm_loss + losses["total"] if "total" in losses else lm_loss  # coefficient-weighted aux terms
         logged = {k: v.detach() for k, v in losses.items() if k != "total"}
         return {"loss": total, "lm_loss": lm_loss, **logged}
+
+    def response_weights(self, shift_labels: torch.Tensor) -> torch.Tensor:
+        """Weight of each response token in the loss, summing to 1: (response_tokens,).
+
+        ``token``: every response token counts the same (the usual LM mean), so a 10-token
+        transcript outweighs a one-word label tenfold. ``sample``: every example counts the same,
+        its tokens sharing its weight, so short-answer tasks (gender, chord) are not drowned out
+        by transcription in a multi-task batch.
+        """
+        response = shift_labels != IGNORE  # (batch, seq-1)
+        if self.recipe.train.loss_reduction == "token":
+            return torch.full(
+                (int(response.sum()),), 1.0 / response.sum().clamp_min(1), device=response.device
+            )
+        per_row = response.sum(1, keepdim=True)  # (batch, 1)
+        rows = (per_row > 0).sum().clamp_min(1)
+        weights = response / (per_row.clamp_min(1) * rows)  # (batch, seq-1)
+        return weights[response]
 
     def response_logits(self, embeds: torch.Tensor, batch: AudioBatch) -> torch.Tensor:
         """Logits only where a response token is predicted: (response_tokens, vocab).
