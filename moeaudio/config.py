@@ -16,7 +16,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-PITCH_BINS = 61  # semitone bands of encoder.pitch_features (MIDI 36-96); moeaudio/model/pitch.py
+PITCH_BANDS = 61  # semitone bands of encoder.pitch_features (MIDI 36-96); moeaudio/model/pitch.py
+PITCH_CLASSES = 12  # the same energy folded into one octave (a pitch-class profile, "chroma")
+PITCH_BINS = PITCH_BANDS + PITCH_CLASSES  # width the pitch stream adds to every encoder frame
 
 
 class RecipeError(ValueError):
@@ -60,8 +62,9 @@ class EncoderConfig(_Section):
     # layer. Measured on the quickstart's Whisper tiny.en, the last layer still carries gender
     # (linear probe 0.96, `moeaudio analyze-probe`).
     output_layer: int = -1
-    # Append a 61-band semitone spectrogram (MIDI 36-96, C2-C7) to every encoder frame: pitch a mel
-    # front end cannot resolve (chord quality); see moeaudio/model/pitch.py. The paper does not use it.
+    # Append a 61-band semitone spectrogram (MIDI 36-96, C2-C7) and its 12-class pitch-class profile
+    # to every encoder frame: pitch a mel front end cannot resolve (speaker pitch, chord quality);
+    # see moeaudio/model/pitch.py. The paper does not use it.
     pitch_features: bool = False
     # Optional projection after stacking (paper: LN -> Linear(5120->2560) -> SiLU -> LN).
     projection_dim: int | None = None

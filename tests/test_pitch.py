@@ -1,4 +1,5 @@
-"""The semitone stream (encoder.pitch_features): pitch lands in its band, streams concatenate exactly."""
+"""The pitch stream (encoder.pitch_features): pitch lands in its semitone band and its pitch class,
+streams concatenate exactly."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from moeaudio.config import PITCH_BINS, load_recipe
+from moeaudio.config import PITCH_BANDS, PITCH_BINS, PITCH_CLASSES, load_recipe
 from moeaudio.model.encoder import build_encoder
 from moeaudio.model.pitch import PitchAugmentedEncoder, SemitoneSpectrogram
 from moeaudio.summary import adapter_summary
@@ -23,8 +24,29 @@ def _tone(midi: float, seconds: float = 1.0, amplitude: float = 0.5) -> np.ndarr
 @pytest.mark.parametrize("midi", [36, 48, 60, 61, 72, 96])
 def test_a_pure_tone_lands_in_its_semitone(midi: int) -> None:
     feats = SemitoneSpectrogram()(_tone(midi), frames=50)  # (frames, bins)
-    assert feats.shape == (50, PITCH_BINS)
-    assert 36 + int(feats[10:40].mean(0).argmax()) == midi
+    assert feats.shape == (50, PITCH_BINS) and PITCH_BINS == PITCH_BANDS + PITCH_CLASSES
+    assert 36 + int(feats[10:40, :PITCH_BANDS].mean(0).argmax()) == midi
+    if midi < 96:  # the top band (C7) lies above the whole octaves folded into pitch classes
+        assert int(feats[10:40, PITCH_BANDS:].mean(0).argmax()) == midi % 12
+
+
+def test_pitch_classes_fold_octaves_and_show_the_chord() -> None:
+    """A C major triad gives the same pitch-class profile in any octave, peaked at C, E and G;
+    C minor moves the E peak to E-flat. This is what lets a chord's quality be read off a few
+    numbers, where the semitone bands spread it over five octaves."""
+    sp = SemitoneSpectrogram()
+
+    def profile(notes: tuple[int, ...]) -> torch.Tensor:
+        return sp(sum(_tone(n) for n in notes), 50)[10:40, PITCH_BANDS:].mean(0)  # (classes,)
+
+    low, mid, high = profile((48, 52, 55)), profile((60, 64, 67)), profile((72, 76, 79))
+    for octave in (low, mid, high):
+        assert set(octave.topk(3).indices.tolist()) == {0, 4, 7}
+    # C4 and C5 give the same profile; at C3 a semitone is 8 Hz, two STFT bins, and some energy
+    # leaks into the neighbouring classes
+    assert torch.allclose(mid, high, atol=0.05)
+    minor = profile((60, 63, 67))
+    assert set(minor.topk(3).indices.tolist()) == {0, 3, 7}
 
 
 def test_neighbouring_semitones_are_told_apart_in_a_chord() -> None:
@@ -50,8 +72,9 @@ def test_each_frame_is_standardised_across_its_bands() -> None:
     sp = SemitoneSpectrogram()
     noisy = np.random.default_rng(0).normal(0, 0.1, SR).astype(np.float32) + _tone(50)
     feats = sp(noisy, 50)[:45]  # (frames, bins)
-    assert torch.allclose(feats.mean(1), torch.zeros(45), atol=1e-4)
-    assert torch.allclose(feats.std(1), torch.ones(45), atol=1e-2)
+    for group in (feats[:, :PITCH_BANDS], feats[:, PITCH_BANDS:]):  # bands and classes, each on its own
+        assert torch.allclose(group.mean(1), torch.zeros(45), atol=1e-4)
+        assert torch.allclose(group.std(1), torch.ones(45), atol=1e-2)
     silent = sp(np.zeros(SR, dtype=np.float32), 50)
     assert torch.isfinite(silent).all() and (silent == 0).all()
 

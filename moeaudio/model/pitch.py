@@ -12,6 +12,15 @@ the second stream here is a fixed (untrained) filterbank:
     -> power summed in one band per semitone, MIDI ``low..high`` (C2-C7 by default)
     -> each band's share of the frame's total power, log-compressed: log1p(1000 * share)
     -> standardised across the frame's bands (zero mean, unit spread)
+    plus the same shares folded into the 12 pitch classes (C, C#, ... over whole octaves), each
+    frame log-compressed and standardised the same way: the pitch-class profile ("chroma") that
+    music models read chords from.
+
+Why both: speaker gender is absolute pitch (a male voice sits about an octave below a female
+one, which folding into pitch classes would erase), while a chord's quality is the pattern of its
+pitch classes in any octave. On the synthetic corpus's chord clips (roots anywhere from C3 to C4:
+200 to train, 50 held out), a one-hidden-layer MLP on clip-pooled features scored 0.78-0.86 from
+the 12 classes against 0.60-0.66 from the 61 bands (chance 0.20; linear: 0.28 and 0.48).
 
 Normalising by the frame's total power makes the feature loudness-invariant; the log keeps weak
 partials visible. The last step matters end to end: unstandardised, the 61 bands (values up to ~7)
@@ -31,13 +40,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from moeaudio.config import PITCH_BINS
+from moeaudio.config import PITCH_BANDS, PITCH_CLASSES
 
 __all__ = ["SemitoneSpectrogram", "PitchAugmentedEncoder"]
 
 
 class SemitoneSpectrogram:
-    """Waveform -> (frames, bins) log semitone-band energy shares at ``frame_rate`` frames per second."""
+    """Waveform -> (frames, bands + 12) log semitone-band and pitch-class energy shares at
+    ``frame_rate`` frames per second."""
 
     def __init__(
         self,
@@ -45,7 +55,7 @@ class SemitoneSpectrogram:
         frame_rate: float = 50.0,
         n_fft: int = 4096,
         low_midi: int = 36,
-        high_midi: int = 36 + PITCH_BINS - 1,
+        high_midi: int = 36 + PITCH_BANDS - 1,
     ) -> None:
         self.sample_rate = sample_rate
         self.hop = int(round(sample_rate / frame_rate))
@@ -60,16 +70,27 @@ class SemitoneSpectrogram:
         ).float()
         if (self.filterbank.sum(1) == 0).any():
             raise ValueError(f"n_fft={n_fft} too small to resolve MIDI {low_midi} at {sample_rate} Hz")
+        # Pitch classes: each band's share added to its class (C, C#, ...), over whole octaves only
+        # (a band left over at the top would weigh its class one band more than the others).
+        octaves = (high_midi - low_midi + 1) // PITCH_CLASSES
+        classes = torch.arange(low_midi, low_midi + octaves * PITCH_CLASSES) % PITCH_CLASSES  # (bands used,)
+        self.fold = torch.zeros(PITCH_CLASSES, self.bands)  # (classes, bands)
+        self.fold[classes, torch.arange(classes.numel())] = 1.0
         self.window = torch.hann_window(n_fft)
 
     @property
-    def bins(self) -> int:
+    def bands(self) -> int:
         return self.high_midi - self.low_midi + 1
+
+    @property
+    def bins(self) -> int:
+        """Output width: the semitone bands, then the pitch classes."""
+        return self.bands + PITCH_CLASSES
 
     @property
     def identity(self) -> str:
         """Changes whenever the features would (part of the feature-cache key)."""
-        spec = f"semitones|{self.sample_rate}|{self.hop}|{self.n_fft}|{self.low_midi}|{self.high_midi}|v2"
+        spec = f"semitones|{self.sample_rate}|{self.hop}|{self.n_fft}|{self.low_midi}|{self.high_midi}|v3"
         return hashlib.sha256(spec.encode()).hexdigest()[:16]
 
     def __call__(self, wave: np.ndarray | torch.Tensor, frames: int) -> torch.Tensor:
@@ -79,15 +100,25 @@ class SemitoneSpectrogram:
             x = nn.functional.pad(x, (0, self.n_fft // 2 + 1 - x.numel()))
         spec = torch.stft(x, self.n_fft, self.hop, window=self.window, return_complex=True)
         power = spec.abs().pow(2)  # (n_fft // 2 + 1, stft_frames)
-        share = (self.filterbank @ power) / (power.sum(0, keepdim=True) + 1e-10)  # (bins, stft_frames)
-        feats = torch.log1p(1000.0 * share).T  # (stft_frames, bins)
-        # Standardise each frame across its bands: the stream then has the scale of a LayerNorm'd
-        # vector, so appended to Whisper's states it does not dominate the adapter's input norm.
-        feats = (feats - feats.mean(1, keepdim=True)) / (feats.std(1, keepdim=True) + 1e-3)
+        share = (self.filterbank @ power) / (power.sum(0, keepdim=True) + 1e-10)  # (bands, stft_frames)
+        feats = torch.cat(
+            [_log_standardised(share), _log_standardised(self.fold @ share)], dim=1
+        )  # (stft_frames, bands + classes)
         out = torch.zeros(frames, self.bins)
         n = min(frames, feats.shape[0])
         out[:n] = feats[:n]
         return out
+
+
+def _log_standardised(share: torch.Tensor) -> torch.Tensor:
+    """(bins, frames) energy shares -> (frames, bins): log-compressed, then standardised per frame.
+
+    Standardising each frame across its bins gives the stream the scale of a LayerNorm'd vector,
+    so appended to Whisper's states it does not dominate the adapter's input norm; a silent frame
+    stays all zero.
+    """
+    feats = torch.log1p(1000.0 * share).T  # (frames, bins)
+    return (feats - feats.mean(1, keepdim=True)) / (feats.std(1, keepdim=True) + 1e-3)
 
 
 class PitchAugmentedEncoder(nn.Module):
