@@ -88,6 +88,10 @@ def test_targets_are_honest_labels(corpus: Path) -> None:
                 assert lo <= meta["wpm"] <= hi
             if task in ("instrument", "chord", "tempo"):
                 assert row["target"] == meta[task]
+            if task == "chord":  # the chord task's roots; its notes are the quality's intervals above them
+                assert meta["root_midi"] in synth.CHORD_TASK_ROOTS
+                intervals = synth.CHORD_QUALITIES[row["target"]]
+                assert meta["midi_notes"] == [meta["root_midi"] + i for i in intervals]
             if task == "sound":
                 assert row["target"] == meta["event"]
             if row["domain"] == "mixed":

@@ -121,6 +121,14 @@ CHORD_QUALITIES: dict[str, tuple[int, ...]] = {
     "augmented": (0, 4, 8),
     "dominant seventh": (0, 4, 7, 10),
 }
+#: Roots of the ``chord`` task's clips: C3, F3, G3 and C4 (pitch classes C, F and G, the I, IV and V
+#: chords of C major). Why not any root: telling a chord's quality means reading its intervals wherever
+#: its root lies, and a 600-step quickstart sees each chord clip about three times; with 13 roots
+#: (12 pitch classes) that is 60 (quality, root) patterns of ~3 clips each, and it stayed at chance
+#: (0.16-0.20) with and without the pitch stream. Music elsewhere (the background under speech, the
+#: multiple-choice questions) keeps any root from C3 to C4.
+CHORD_TASK_ROOTS: tuple[int, ...] = (48, 53, 55, 60)
+
 #: Beats per minute per tempo class (one note or chord per beat).
 TEMPO_BPM: dict[str, tuple[int, int]] = {"slow": (55, 75), "medium": (95, 120), "fast": (160, 200)}
 
@@ -427,14 +435,20 @@ _SUSTAINED = {"organ", "flute", "synth"}  # held for most of a beat; the others 
 
 
 def _render_music(
-    rng: np.random.Generator, instrument: str, quality: str, tempo: str, duration: float
+    rng: np.random.Generator,
+    instrument: str,
+    quality: str,
+    tempo: str,
+    duration: float,
+    roots: tuple[int, ...] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Play one chord quality on one instrument, one event per beat (block chord or arpeggio).
+    """Play one chord quality on one instrument, one event per beat (block chord or arpeggio), on a
+    root drawn from ``roots`` (MIDI; default any from C3 to C4).
 
     Why one event per beat for both patterns: the tempo label is then the onset rate a listener hears.
     """
     n = int(duration * SR)
-    root = int(rng.integers(48, 61))
+    root = int(rng.choice(roots)) if roots else int(rng.integers(48, 61))
     bpm = float(rng.uniform(*TEMPO_BPM[tempo]))
     beat = 60.0 / bpm
     pattern = str(rng.choice(["block", "arpeggio"]))
@@ -790,7 +804,8 @@ def _make_music(rng: np.random.Generator, spec: _Spec, task: str) -> _Made:
     quality = spec.label if task == "chord" else str(rng.choice(list(CHORD_QUALITIES)))
     tempo = spec.label if task == "tempo" else str(rng.choice(list(TEMPO_BPM)))
     duration = rng.uniform(3.0, 4.0) if task == "tempo" else rng.uniform(2.0, 4.0)
-    audio, meta = _render_music(rng, instrument, quality, tempo, duration)
+    roots = CHORD_TASK_ROOTS if task == "chord" else None
+    audio, meta = _render_music(rng, instrument, quality, tempo, duration, roots)
     return _Made(audio, spec.label, meta)
 
 
