@@ -1,11 +1,12 @@
 """The main job end to end: `quickstart` trains on the built-in corpus and really learns.
 
-Slow (about 7 minutes on 2 CPU cores: corpus, feature cache, 600 DeepSpeed steps, validation),
-and still run in CI because it guards the README's first command. Bounds are set well below
-what the recipe reaches on this machine (sound 1.00, instrument 0.96, intent 0.68,
-speaking_rate 0.88, tempo 0.82, MCQ 0.55, ASR WER 0.51) and well above chance, so they
-catch a broken pipeline without pinning exact numbers. Gender, chord and background are not
-learned at this budget (see the README) and have no floor. No timing is asserted.
+Slow (about 7 minutes on 2 CPU cores: corpus, feature cache, 900 DeepSpeed steps, validation),
+and still run in CI because it guards the README's first command. Floors are set well below what
+the recipe reached on this machine in two runs (seeds 0 and 1: sound 1.00/1.00, instrument
+1.00/0.98, intent 0.98/1.00, speaking_rate 0.88/0.86, tempo 0.82/0.82, gender 0.82/0.82,
+background 0.92/0.82, chord 0.62/0.50, MCQ 0.63/0.63, ASR WER 0.12/0.14) and at least two standard
+errors above chance on 50 clips, so they catch a broken pipeline or a task that is not learned
+without pinning exact numbers. No timing is asserted.
 """
 
 from __future__ import annotations
@@ -22,10 +23,14 @@ from moeaudio.train.trainer import run_train
 # task -> accuracy the quickstart must exceed on validation (chance in the comment)
 LEARNED = {
     "sound": 0.5,  # chance 0.10
-    "instrument": 0.4,  # 0.17
-    "intent": 0.3,  # 0.08
+    "instrument": 0.5,  # 0.17
+    "intent": 0.5,  # 0.08
     "speaking_rate": 0.55,  # 0.33
     "tempo": 0.5,  # 0.33
+    "gender": 0.64,  # 0.50
+    "background": 0.64,  # 0.50
+    "chord": 0.32,  # 0.20
+    "mcq": 0.4,  # 0.25
 }
 
 
@@ -57,7 +62,7 @@ def test_quickstart_learns_every_domain(quickstart_run) -> None:
         accuracy = report[task]["metrics"]["accuracy"]
         assert accuracy > floor, (task, accuracy)
         assert report[task]["chance"] == pytest.approx(SYNTH_TASKS[task]["chance"])
-    assert report["asr"]["metrics"]["wer"] < 0.8
+    assert report["asr"]["metrics"]["wer"] < 0.4
     assert (quickstart_run.run_dir / "loss.png").stat().st_size > 0
     assert quickstart_run.history[-1]["lm_loss"] < quickstart_run.history[0]["lm_loss"] / 5
 
