@@ -123,9 +123,9 @@ CHORD_QUALITIES: dict[str, tuple[int, ...]] = {
 }
 #: Roots of the ``chord`` task's clips: C3, F3, G3 and C4 (pitch classes C, F and G, the I, IV and V
 #: chords of C major). Why not any root: telling a chord's quality means reading its intervals wherever
-#: its root lies, and a 600-step quickstart sees each chord clip about three times; with 13 roots
-#: (12 pitch classes) that is 60 (quality, root) patterns of ~3 clips each, and it stayed at chance
-#: (0.16-0.20) with and without the pitch stream. Music elsewhere (the background under speech, the
+#: its root lies; with 13 roots (12 pitch classes) that is 60 (quality, root) patterns of ~3 training
+#: clips each, and the quickstart (900 steps, pitch stream on) stayed at chance on them (0.16), while
+#: with these roots it reached 0.50-0.62. Music elsewhere (the background under speech, the
 #: multiple-choice questions) keeps any root from C3 to C4.
 CHORD_TASK_ROOTS: tuple[int, ...] = (48, 53, 55, 60)
 
