@@ -38,7 +38,7 @@ N_TEXTS = 128  # 64 texts gave 0.14-0.21 WER across ten held-out seeds; 128 narr
 #: Chosen on a dev sample, never on this test's seed: every American English variant the corpus uses was
 #: scored alone on the 64 texts of seed 1 (greedy decoding), and the three lowest-WER variants of each
 #: gender were kept: f2 0.165, f3 0.165, steph3 0.185; m6 0.142, m5 0.146, m8 0.146. (The others ranged
-#: 0.19-0.62; eSpeak's plain voice scored 0.248, f1 0.437, Andy 0.618.)
+#: 0.185-0.618, m1 0.185 among them; eSpeak's plain voice scored 0.248, f1 0.437, Andy 0.618.)
 CLEAR_VOICES: tuple[tuple[str, str | None], ...] = (
     ("en-us", "f2"),
     ("en-us", "m6"),
@@ -50,8 +50,9 @@ CLEAR_VOICES: tuple[tuple[str, str | None], ...] = (
 #: Whisper's standard decoding for a short clip: greedy first, and re-decoded at rising temperatures when the
 #: output looks like a runaway loop (token compression ratio > 1.35) or the model is unsure (mean log-prob
 #: < -1.0): OpenAI's ``transcribe`` schedule and log-prob threshold, with the ratio threshold the
-#: transformers Whisper docs call common for its token-level ratio (OpenAI's 2.4 is on characters). Why: greedy decoding sometimes loops
-#: ("N-O-L-D-N-N-N-N-..." for "the old dog has the bird"), and one such line adds ~20 insertions.
+#: transformers Whisper docs call common for its token-level ratio (OpenAI's 2.4 is on characters).
+#: Why: greedy decoding sometimes loops ("N-O-L-D-N-N-N-N-..." for "the old dog has the bird"), and one
+#: such line adds ~20 insertions.
 FALLBACK_DECODING: dict[str, object] = {
     "temperature": (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
     "compression_ratio_threshold": 1.35,
