@@ -1,0 +1,92 @@
+"""Command options declared once: a dataclass whose fields carry their command-line help.
+
+Why: a command's options used to be declared twice, once as typer parameters and once as the
+plain function's parameters, then passed by position from one to the other. Here each command
+has one options dataclass; :func:`command` turns it into a typer command whose parameters are
+the fields, builds the dataclass from the parsed values and calls the plain function with it.
+``moeaudio train`` and ``python -m moeaudio.train`` build their parsers from the same class.
+
+User faults (:class:`~moeaudio.errors.MoeaudioError`) are printed as one line on stderr with exit
+status 2; any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import json
+import typing
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from moeaudio.errors import MoeaudioError, UsageError
+
+__all__ = ["argument", "command", "fail", "option", "parse_key_values", "print_json"]
+
+
+def option(default: Any = None, help: str = "", *, flag: str | None = None, hidden: bool = False) -> Any:
+    """A ``--flag`` option (default flag: the field name with dashes)."""
+    return dataclasses.field(default=default, metadata={"help": help, "flag": flag, "hidden": hidden})
+
+
+def argument(default: Any = dataclasses.MISSING, help: str = "") -> Any:
+    """A positional argument (required unless it has a default)."""
+    return dataclasses.field(default=default, metadata={"help": help, "argument": True})
+
+
+def fail(message: str, status: int = 2) -> typing.NoReturn:
+    """Print ``error: message`` on stderr and exit with ``status``."""
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(status)
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=1, allow_nan=True, default=str))
+
+
+def parse_key_values(pairs: list[str] | None, what: str = "--opt") -> dict[str, Any]:
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values parsed as YAML scalars)."""
+    import yaml
+
+    parsed: dict[str, Any] = {}
+    for text in pairs or []:
+        if "=" not in text:
+            raise UsageError(f"{what} '{text}' must look like key=value (e.g. {what} test_fold=5)")
+        key, value = text.split("=", 1)
+        parsed[key.strip()] = yaml.safe_load(value)
+    return parsed
+
+
+def _parameter(f: dataclasses.Field, hint: Any) -> inspect.Parameter:
+    meta = f.metadata
+    if meta.get("argument"):
+        info: Any = typer.Argument(help=meta.get("help", ""))
+    else:
+        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        info = typer.Option(flag, help=meta.get("help", ""), hidden=meta.get("hidden", False))
+    default = inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default
+    return inspect.Parameter(
+        f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[hint, info]
+    )
+
+
+def command(options_cls: type, run: Callable[[Any], Any]) -> Callable[..., Any]:
+    """A typer-ready function whose parameters are ``options_cls``'s fields; calls ``run(options)``."""
+    hints = typing.get_type_hints(options_cls)
+    params = [_parameter(f, hints[f.name]) for f in dataclasses.fields(options_cls)]
+
+    @functools.wraps(run)
+    def wrapper(**kwargs: Any) -> None:
+        try:
+            run(options_cls(**kwargs))
+        except MoeaudioError as exc:
+            fail(str(exc))
+
+    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    del wrapper.__wrapped__  # typer must see the options, not run(options)
+    return wrapper
