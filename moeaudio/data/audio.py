@@ -18,6 +18,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from moeaudio.errors import MoeaudioError
 from moeaudio.io_utils import atomic_path
 
 __all__ = [
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 
-class AudioDecodeError(RuntimeError):
+class AudioDecodeError(MoeaudioError, RuntimeError):
     """The file (or byte blob) could not be decoded; the message names it and the reason."""
 
 

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from moeaudio.data.audio import load_audio
 from moeaudio.io_utils import atomic_path
+from moeaudio.progress import progress_bar
 
 
 def audio_key(path: Path) -> str:
@@ -55,36 +57,21 @@ class FeatureCache:
         self, encoder, audio_paths: Sequence[Path], batch_size: int = 16, progress: bool = True
     ) -> list[torch.Tensor]:
         """States for every path, computing only the missing ones (in batches), in input order."""
-        from moeaudio.data.audio import load_audio
-
         keys = [audio_key(p) for p in audio_paths]
         out: list[torch.Tensor | None] = [self.get(k) for k in keys]
         todo = [i for i, s in enumerate(out) if s is None]
         self.hits += len(keys) - len(todo)
         self.misses += len(todo)
         if todo:
-            for start in _progress(range(0, len(todo), batch_size), len(todo), batch_size, progress):
-                idx = todo[start : start + batch_size]
-                waves = [load_audio(audio_paths[i], encoder.sample_rate) for i in idx]
-                inputs = encoder.prepare(waves)
-                with torch.no_grad():
-                    states = encoder(inputs)  # (batch, frames, d_model)
-                for j, i in enumerate(idx):
-                    out[i] = states[j, : int(inputs.lengths[j])].clone()
-                    self.put(keys[i], out[i])
+            with progress_bar("encoding audio", len(todo), progress) as advance:
+                for start in range(0, len(todo), batch_size):
+                    idx = todo[start : start + batch_size]
+                    waves = [load_audio(audio_paths[i], encoder.sample_rate) for i in idx]
+                    inputs = encoder.prepare(waves)
+                    with torch.no_grad():
+                        states = encoder(inputs)  # (batch, frames, d_model)
+                    for j, i in enumerate(idx):
+                        out[i] = states[j, : int(inputs.lengths[j])].clone()
+                        self.put(keys[i], out[i])
+                    advance(len(idx))
         return out  # type: ignore[return-value]
-
-
-def _progress(steps: range, total_items: int, batch_size: int, enabled: bool):
-    if not enabled:
-        yield from steps
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(
-        TextColumn("encoding audio"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
-    ) as bar:
-        task = bar.add_task("encode", total=total_items)
-        for start in steps:
-            yield start
-            bar.update(task, advance=min(batch_size, total_items - start))

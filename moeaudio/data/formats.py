@@ -34,6 +34,7 @@ from typing import Any
 
 from moeaudio.data.manifest import Item, ManifestError, manifest_relpath, read_manifest, write_manifest
 from moeaudio.data.tasks import TASK_INSTRUCTIONS, item_prompt
+from moeaudio.errors import UsageError
 from moeaudio.io_utils import atomic_write_text
 
 __all__ = ["FORMATS", "Format", "convert", "detect_format", "read_items", "write_items"]
@@ -157,7 +158,7 @@ FORMATS: dict[str, Format] = {
 
 def _get_format(name: str) -> Format:
     if name not in FORMATS:
-        raise ValueError(f"unknown format {name!r}; choose one of {', '.join(FORMATS)}")
+        raise UsageError(f"unknown format {name!r}; choose one of {', '.join(FORMATS)}")
     return FORMATS[name]
 
 
@@ -181,7 +182,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     """Guess the format from the first record's keys (swift and llamafactory are identical: 'swift')."""
     recs = _iter_records(Path(path))
     if not recs:
-        raise ValueError(f"{path}: empty file, cannot detect its format")
+        raise UsageError(f"{path}: empty file, cannot detect its format")
     keys = set(recs[0][1])
     if "messages" in keys or "conversations" in keys:
         return "swift"
@@ -191,7 +192,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         return "slam"
     if {"id", "audio", "task"} <= keys:
         return "moeaudio"
-    raise ValueError(f"{path}: cannot detect format from keys {sorted(keys)}; pass it explicitly")
+    raise UsageError(f"{path}: cannot detect format from keys {sorted(keys)}; pass it explicitly")
 
 
 def _abs_audio(audio: str, base: Path) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from moeaudio.data.tasks import CHOICE_LETTERS, TASK_DOMAINS
+from moeaudio.errors import MoeaudioError
 from moeaudio.io_utils import atomic_write_text
 
 __all__ = [
@@ -45,7 +46,7 @@ REQUIRED_KEYS: tuple[str, ...] = ("id", "audio", "task", "target")
 _MAX_REPORTED_ERRORS = 20
 
 
-class ManifestError(ValueError):
+class ManifestError(MoeaudioError, ValueError):
     """A manifest line is invalid. ``str(err)`` starts with ``<file>:<line>: ``.
 
     ``errors`` holds every problem found (up to a cap) so a user can fix a file in one pass.

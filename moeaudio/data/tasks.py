@@ -7,16 +7,33 @@ place keeps the two sides from drifting apart.
 
 Label strings are the exact ``target`` strings the preparers write (lower case, spaces instead
 of underscores) so a classifier-style evaluator can compare ``normalize(pred) in labels``.
+
+The task registry (:data:`TASK_REGISTRY`, :func:`get_task_info`) is the one place consumers such as
+the evaluator look a task up: its kind, default instruction, closed label set(s), domain and the
+``moeaudio prepare`` commands that produce it. This module declares the tasks of the dataset
+preparers (from the tables below); a corpus that generates its own data, like the built-in synthetic
+one (:mod:`moeaudio.data.synth.labels`), adds its tasks with :func:`register_task`. Why merge rather
+than overwrite: one task name (``sound``) can come from several corpora, and the evaluator needs all of
+their label sets and preparers.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 import string
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 __all__ = [
     "TASKS",
+    "TASK_REGISTRY",
+    "TASK_PREPARERS",
+    "TaskInfo",
+    "TaskKind",
+    "get_task_info",
+    "register_task",
     "TASK_INSTRUCTIONS",
     "TASK_LABELS",
     "TASK_DOMAINS",
@@ -107,6 +124,204 @@ TASK_DOMAINS: dict[str, str] = {
     "vocalsound": "sound",
     "mcq": "mixed",
 }
+
+#: Preparers (``moeaudio prepare NAME``) whose manifests carry each task. The synthetic corpus adds
+#: ``synth`` to the tasks it generates when it registers them.
+TASK_PREPARERS: dict[str, tuple[str, ...]] = {
+    "asr": ("librispeech", "commonvoice"),
+    "emotion": ("ravdess", "cremad", "iemocap"),
+    "gender": ("ravdess", "cremad", "iemocap", "vocalsound"),
+    "sound": ("esc50",),
+    "genre": ("gtzan",),
+    "vocalsound": ("vocalsound",),
+    "mmau": ("mmau",),
+    "mmsu": ("voicebench",),
+    "openbookqa": ("voicebench",),
+    "caption": ("jsonl", "csv", "hf"),
+}
+
+# --------------------------------------------------------------------------------------------------------
+# Task registry
+# --------------------------------------------------------------------------------------------------------
+
+TaskKind = Literal["asr", "classification", "mcq", "caption"]
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a task name means, whichever corpus or dataset its items come from.
+
+    ``instruction`` is the default prompt (for items without their own). ``labels`` is the closed label
+    set the task is scored against by default (None: open text or per-item choices); ``label_sets`` is
+    every known closed set, most preferred first, from which an evaluator picks the smallest one that
+    holds all targets of the items it scores. ``preparers`` are ``moeaudio prepare`` names.
+    """
+
+    name: str
+    kind: TaskKind
+    instruction: str
+    labels: tuple[str, ...] | None = None
+    domain: str = "mixed"
+    preparers: tuple[str, ...] = ()
+    label_sets: tuple[tuple[str, ...], ...] = ()
+
+
+def _declared_tasks() -> dict[str, TaskInfo]:
+    """This module's own tasks: the dataset preparers' (from the tables above) and the benchmarks'."""
+    tasks: dict[str, TaskInfo] = {}
+    for name, instruction in TASK_INSTRUCTIONS.items():
+        union = TASK_LABELS.get(name)
+        per_dataset = [tuple(sets[name]) for sets in DATASET_LABELS.values() if name in sets]
+        kind: TaskKind = "asr" if name == "asr" else "mcq" if name == "mcq" else "classification"
+        tasks[name] = TaskInfo(
+            name=name,
+            kind=kind,
+            instruction=instruction,
+            labels=tuple(union) if union else None,
+            domain=TASK_DOMAINS[name],
+            preparers=TASK_PREPARERS.get(name, ()),
+            label_sets=(*per_dataset, tuple(union)) if union else tuple(per_dataset),
+        )
+    # Benchmarks scored on their own: ``mcq`` items of one source (the evaluator selects them).
+    for name in ("mmau", "mmsu", "openbookqa"):
+        tasks[name] = TaskInfo(name, "mcq", TASK_INSTRUCTIONS["mcq"], preparers=TASK_PREPARERS[name])
+    tasks["caption"] = TaskInfo(
+        "caption", "caption", "Describe the audio in one sentence.", preparers=TASK_PREPARERS["caption"]
+    )
+    return tasks
+
+
+_DECLARED: dict[str, TaskInfo] = _declared_tasks()
+_PROVIDED: dict[str, list[TaskInfo]] = {}  # task -> what each registering corpus provides, in order
+_MERGED: dict[str, TaskInfo] = {}
+
+#: Modules that register the built-in corpora's tasks when imported. Imported on the registry's first
+#: use, not by this module at import: the corpora import this module (for ``register_task``), and the
+#: data layer must not depend on one corpus's generators to describe its own tasks.
+_BUILTIN_CORPORA: tuple[str, ...] = ("moeaudio.data.synth.labels",)
+
+
+def _merge(name: str) -> TaskInfo:
+    """One task's entry: the corpora that provide it (in registration order), then the declaration.
+
+    The declaration's instruction and domain win (they are what preparers write and what manifests
+    default to; a corpus writes its own instruction into its items anyway). The corpora's label sets
+    come first, so a corpus's closed set is the default ``labels`` rather than the union of the
+    datasets'; preparers accumulate, the corpora's first.
+    """
+    provided = _PROVIDED.get(name, [])
+    declared = _DECLARED.get(name)
+    entries = [*provided, *([declared] if declared else [])]
+    kinds = {e.kind for e in entries}
+    if len(kinds) > 1:
+        raise ValueError(f"task {name!r} is registered with different kinds: {sorted(kinds)}")
+    base = declared or provided[0]
+    corpus_labels = next((e.labels for e in provided if e.labels), None)
+    return TaskInfo(
+        name=name,
+        kind=base.kind,
+        instruction=base.instruction,
+        labels=corpus_labels or (declared.labels if declared else None),
+        domain=base.domain,
+        preparers=tuple(dict.fromkeys(p for e in entries for p in e.preparers)),
+        label_sets=tuple(dict.fromkeys(s for e in entries for s in e.label_sets)),
+    )
+
+
+def _rebuild() -> None:
+    """Refill ``_MERGED`` in place (views of it stay valid): the corpora's tasks first, then the rest."""
+    names = list(dict.fromkeys([*_PROVIDED, *_DECLARED]))
+    merged = {name: _merge(name) for name in names}
+    _MERGED.clear()
+    _MERGED.update(merged)
+
+
+def register_task(info: TaskInfo) -> None:
+    """Register a task a corpus provides (its preparers, closed label set, instruction and domain).
+
+    Registering a name this module already declares, or one another corpus registered, merges the two
+    (see :func:`_merge`); registering the same ``info`` twice is a no-op.
+    """
+    if info.labels is not None and not info.label_sets:
+        info = replace(info, label_sets=(info.labels,))
+    provided = _PROVIDED.setdefault(info.name, [])
+    if info not in provided:
+        provided.append(info)
+        _rebuild()
+
+
+def _ensure_builtin() -> None:
+    """Import the built-in corpora (once; later calls are dict look-ups) so their tasks are registered."""
+    for module in _BUILTIN_CORPORA:
+        importlib.import_module(module)
+
+
+class _Registry(Mapping[str, TaskInfo]):
+    """Read-only view of every registered task; complete on any access (built-in corpora included)."""
+
+    def __getitem__(self, name: str) -> TaskInfo:
+        _ensure_builtin()
+        return _MERGED[name]
+
+    def __iter__(self) -> Iterator[str]:
+        _ensure_builtin()
+        return iter(_MERGED)
+
+    def __len__(self) -> int:
+        _ensure_builtin()
+        return len(_MERGED)
+
+    def __repr__(self) -> str:
+        return f"TASK_REGISTRY({', '.join(self)})"
+
+
+#: Every known task: ``{name: TaskInfo}``, the built-in corpus's tasks first.
+TASK_REGISTRY: Mapping[str, TaskInfo] = _Registry()
+
+
+def get_task_info(name: str) -> TaskInfo:
+    """The registry entry for ``name`` (KeyError naming the known tasks if there is none)."""
+    try:
+        return TASK_REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown task {name!r}; known: {', '.join(TASK_REGISTRY)}") from None
+
+
+def _item_field(item: Any, key: str) -> Any:
+    return item.get(key) if isinstance(item, dict) else getattr(item, key, None)
+
+
+def task_kind(task: str, items: Iterable[Any] = ()) -> TaskKind:
+    """How items whose manifest ``task`` field is ``task`` are scored.
+
+    A registered task has its kind; an unknown name is ``asr`` (``asr``/``transcription``),
+    ``caption`` (name contains "caption") or ``classification``. Items with ``choices`` are multiple
+    choice whatever the task is called; items of an unknown task with ``meta.captions`` are captions.
+    """
+    items = list(items)
+    info = TASK_REGISTRY.get(task)
+    if info is not None:
+        kind: TaskKind = info.kind
+    else:
+        kind = (
+            "asr"
+            if task in ("transcription", "asr")
+            else "caption"
+            if "caption" in task
+            else "classification"
+        )
+    if kind != "mcq" and any(_item_field(i, "choices") for i in items):
+        return "mcq"
+    if (
+        kind == "classification"
+        and info is None
+        and any((_item_field(i, "meta") or {}).get("captions") for i in items)
+    ):
+        return "caption"
+    return kind
+
+
+_rebuild()
 
 CHOICE_LETTERS = string.ascii_uppercase
 

@@ -6,8 +6,11 @@ decoding settings, how an answer is extracted from free generated text, the head
 which ``moeaudio prepare ...`` command produces its data. Keeping this in one table keeps the CLI,
 the runner (training's final validation) and the error messages consistent.
 
-Label sets come from the data modules, never from the targets present in one manifest: a test split
-with 2 of 12 intents would otherwise report chance as 50 % instead of 8 %.
+The facts about each task (kind, default prompt, closed label sets, preparers) come from the data
+layer's task registry (:data:`moeaudio.data.tasks.TASK_REGISTRY`, which the synthetic corpus registers
+its tasks in); this module adds only how a task is evaluated. Label sets come from that registry, never
+from the targets present in one manifest: a test split with 2 of 12 intents would otherwise report
+chance as 50 % instead of 8 %.
 """
 
 from __future__ import annotations
@@ -15,10 +18,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
-from moeaudio.data.synth import SYNTH_TASKS
-from moeaudio.data.tasks import CHOICE_LETTERS, DATASET_LABELS, TASK_INSTRUCTIONS, TASK_LABELS
+from moeaudio.data.tasks import (
+    CHOICE_LETTERS,
+    TASK_INSTRUCTIONS,
+    TASK_REGISTRY,
+    TaskInfo,
+    TaskKind,
+    task_kind,
+)
+from moeaudio.eval.metrics import match_label
 
 __all__ = [
     "EVAL_TASKS",
@@ -31,21 +41,11 @@ __all__ = [
     "task_for_manifest",
 ]
 
-TaskKind = Literal["asr", "classification", "mcq", "caption"]
+#: Preparers that turn any custom data into a manifest: suggested for tasks no preparer is known for.
+_GENERIC_PREPARERS: tuple[str, ...] = ("jsonl", "csv", "hf")
 
-#: Preparers per manifest task (``moeaudio prepare NAME``); synth tasks add ``synth``.
-_PREPARERS: dict[str, tuple[str, ...]] = {
-    "asr": ("librispeech", "commonvoice"),
-    "emotion": ("ravdess", "cremad", "iemocap"),
-    "gender": ("ravdess", "cremad", "iemocap", "vocalsound"),
-    "sound": ("esc50",),
-    "genre": ("gtzan",),
-    "vocalsound": ("vocalsound",),
-    "mmau": ("mmau",),
-    "mmsu": ("voicebench",),
-    "openbookqa": ("voicebench",),
-    "caption": ("jsonl", "csv", "hf"),
-}
+#: Headline metric per kind; every other kind is scored by accuracy.
+_METRICS: dict[str, str] = {"asr": "wer", "caption": "cider_d"}
 
 _DEFAULT_TOKENS: dict[str, int] = {"asr": 128, "classification": 16, "mcq": 32, "caption": 64}
 
@@ -84,8 +84,6 @@ class EvalTask:
         self, prediction: str, labels: Sequence[str] | None = None, choices: Sequence[str] | None = None
     ):
         """The answer the metric scores: a label (or None) for classification, text otherwise."""
-        from moeaudio.eval.metrics import match_label
-
         if self.kind == "classification":
             return match_label(prediction, list(labels or self.labels or ()))
         if self.kind == "mcq" and choices and self.letter_answers:
@@ -118,68 +116,41 @@ def _subset(name: str) -> Callable[[Any], bool]:
     return lambda item: _meta(item).get("subset") == name
 
 
+#: Benchmarks scored as tasks of their own: ``mcq`` items of one source, selected by ``item_filter``,
+#: tried in their own manifest files.
+_BENCHMARKS: dict[str, dict[str, Any]] = {
+    "mmau": {
+        "manifest_task": "mcq",
+        "manifests": ("test-mini.jsonl", "test.jsonl"),
+        "letter_answers": False,  # the official MMAU rule has no letter handling
+        "item_filter": _is_mmau,
+    },
+    "mmsu": {"manifest_task": "mcq", "manifests": ("mmsu.jsonl",), "item_filter": _subset("mmsu")},
+    "openbookqa": {
+        "manifest_task": "mcq",
+        "manifests": ("openbookqa.jsonl",),
+        "item_filter": _subset("openbookqa"),
+    },
+}
+
+
+def _eval_task(info: TaskInfo) -> EvalTask:
+    """How to evaluate a task of the data registry (a benchmark's selection overrides the defaults)."""
+    task = EvalTask(
+        name=info.name,
+        kind=info.kind,
+        manifest_task=info.name,
+        prompt=info.instruction,
+        metric=_METRICS.get(info.kind, "accuracy"),
+        labels=info.labels,
+        max_new_tokens=_DEFAULT_TOKENS[info.kind],
+        preparers=info.preparers or _GENERIC_PREPARERS,
+    )
+    return replace(task, **_BENCHMARKS.get(info.name, {}))
+
+
 def _build_registry() -> dict[str, EvalTask]:
-    tasks: dict[str, EvalTask] = {}
-    for name, spec in SYNTH_TASKS.items():
-        kind: TaskKind = "asr" if name == "asr" else "mcq" if name == "mcq" else "classification"
-        preparers = ("synth", *_PREPARERS.get(name, ()))
-        tasks[name] = EvalTask(
-            name=name,
-            kind=kind,
-            manifest_task=name,
-            prompt=TASK_INSTRUCTIONS.get(name) or spec["instruction"],
-            metric={"asr": "wer", "mcq": "accuracy"}.get(kind, "accuracy"),
-            labels=tuple(spec["labels"]) if spec["labels"] else None,
-            max_new_tokens=_DEFAULT_TOKENS[kind],
-            preparers=preparers,
-        )
-    for name, labels in TASK_LABELS.items():
-        if name in tasks:
-            continue
-        tasks[name] = EvalTask(
-            name=name,
-            kind="classification",
-            manifest_task=name,
-            prompt=TASK_INSTRUCTIONS[name],
-            metric="accuracy",
-            labels=tuple(labels),
-            max_new_tokens=_DEFAULT_TOKENS["classification"],
-            preparers=_PREPARERS.get(name, ("jsonl", "csv", "hf")),
-        )
-    tasks["mmau"] = EvalTask(
-        name="mmau",
-        kind="mcq",
-        manifest_task="mcq",
-        prompt=TASK_INSTRUCTIONS["mcq"],
-        metric="accuracy",
-        max_new_tokens=_DEFAULT_TOKENS["mcq"],
-        preparers=_PREPARERS["mmau"],
-        manifests=("test-mini.jsonl", "test.jsonl"),
-        letter_answers=False,  # the official MMAU rule has no letter handling
-        item_filter=_is_mmau,
-    )
-    for subset in ("mmsu", "openbookqa"):
-        tasks[subset] = EvalTask(
-            name=subset,
-            kind="mcq",
-            manifest_task="mcq",
-            prompt=TASK_INSTRUCTIONS["mcq"],
-            metric="accuracy",
-            max_new_tokens=_DEFAULT_TOKENS["mcq"],
-            preparers=_PREPARERS[subset],
-            manifests=(f"{subset}.jsonl",),
-            item_filter=_subset(subset),
-        )
-    tasks["caption"] = EvalTask(
-        name="caption",
-        kind="caption",
-        manifest_task="caption",
-        prompt="Describe the audio in one sentence.",
-        metric="cider_d",
-        max_new_tokens=_DEFAULT_TOKENS["caption"],
-        preparers=_PREPARERS["caption"],
-    )
-    return tasks
+    return {name: _eval_task(info) for name, info in TASK_REGISTRY.items()}
 
 
 #: Every task `moeaudio eval --task` accepts.
@@ -202,48 +173,32 @@ def get_task(name: str) -> EvalTask:
         kind=kind,
         manifest_task=name,
         prompt=TASK_INSTRUCTIONS.get(name, ""),
-        metric={"asr": "wer", "caption": "cider_d"}.get(kind, "accuracy"),
+        metric=_METRICS.get(kind, "accuracy"),
         max_new_tokens=_DEFAULT_TOKENS[kind],
-        preparers=("jsonl", "csv", "hf"),
+        preparers=_GENERIC_PREPARERS,
     )
 
 
 def task_for_manifest(task: str, items: Iterable[Any] = ()) -> EvalTask:
-    """The task used to score items whose manifest ``task`` field is ``task`` (training validation).
-
-    Items with ``choices`` are multiple choice whatever the task is called; caption items are
-    recognised by the task name or by ``meta.captions``.
-    """
-    items = list(items)
+    """The task used to score items whose manifest ``task`` field is ``task`` (training validation):
+    ``get_task(task)`` with the kind the items show (:func:`moeaudio.data.tasks.task_kind`)."""
     spec = get_task(task)
-    if spec.kind != "mcq" and any(_field(i, "choices") for i in items):
-        return replace(EVAL_TASKS["mcq"], name=task, manifest_task=task)
-    if (
-        spec.kind == "classification"
-        and task not in EVAL_TASKS
-        and any(_meta(i).get("captions") for i in items)
-    ):
-        return replace(EVAL_TASKS["caption"], name=task, manifest_task=task)
-    return spec
+    kind = task_kind(task, items)
+    return spec if kind == spec.kind else replace(EVAL_TASKS[kind], name=task, manifest_task=task)
 
 
 def closed_label_set(task: str, targets: Iterable[str]) -> list[str]:
     """The closed label set to score ``task`` against, given the targets of the items being scored.
 
-    Order of preference: the synthetic corpus's labels (``SYNTH_TASKS``) when they contain every
-    target; else the smallest known label set (per-dataset sets of :data:`DATASET_LABELS`, then the
-    task union :data:`TASK_LABELS`) containing every target; else the sorted targets themselves.
+    The candidates are the registry's ``label_sets`` for the task, in its order of preference: the
+    registering corpora's sets (the synthetic corpus's labels), then the per-dataset sets of
+    :data:`~moeaudio.data.tasks.DATASET_LABELS`, then the task union
+    :data:`~moeaudio.data.tasks.TASK_LABELS`. The smallest candidate containing every target wins (the
+    first of equal sizes); with none, the sorted targets themselves.
     """
     wanted = set(targets)
-    candidates: list[list[str]] = []
-    synth = SYNTH_TASKS.get(task, {}).get("labels")
-    if synth:
-        candidates.append(list(synth))
-    for sets in DATASET_LABELS.values():
-        if task in sets:
-            candidates.append(list(sets[task]))
-    if task in TASK_LABELS:
-        candidates.append(list(TASK_LABELS[task]))
+    info = TASK_REGISTRY.get(task)
+    candidates: list[list[str]] = [list(s) for s in info.label_sets] if info else []
     fitting = [c for c in candidates if wanted <= set(c)]
     if fitting:
         return list(dict.fromkeys(min(fitting, key=len)))  # min keeps the first of equal sizes (synth)

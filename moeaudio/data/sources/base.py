@@ -33,6 +33,8 @@ from typing import Any
 import soundfile as sf
 
 from moeaudio.data.manifest import Item, manifest_relpath, write_manifest
+from moeaudio.data.tasks import TASK_DOMAINS, TASK_INSTRUCTIONS
+from moeaudio.errors import MissingDataError, OptionError, UnknownNameError, UsageError
 from moeaudio.io_utils import atomic_write_text
 
 __all__ = [
@@ -172,7 +174,7 @@ def _check_common(options: Mapping[str, Any], source: str) -> None:
         if key not in COMMON_OPTIONS:
             close = difflib.get_close_matches(key, COMMON_OPTIONS, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise TypeError(
+            raise OptionError(
                 f"{source}.prepare(): unknown option '{key}'{hint} (see the module docstring for options)"
             )
 
@@ -195,7 +197,7 @@ def finalize(
     split items are sorted by id so reruns produce byte-identical manifests.
     """
     if verify not in VERIFY_MODES:
-        raise ValueError(f"verify must be one of {', '.join(VERIFY_MODES)} (got {verify!r})")
+        raise UsageError(f"verify must be one of {', '.join(VERIFY_MODES)} (got {verify!r})")
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = PrepareReport(source=source, src=os.fspath(src), out=os.fspath(out_dir))
@@ -265,7 +267,7 @@ def source_dir(src: str | os.PathLike[str], *candidates: str) -> Path:
     """Return ``src`` or the first existing ``src/<candidate>`` (users may pass the parent of the release dir)."""
     root = Path(src)
     if not root.exists():
-        raise FileNotFoundError(f"{root}: source directory does not exist")
+        raise MissingDataError(f"{root}: source directory does not exist")
     for c in candidates:
         if (root / c).exists():
             return root / c
@@ -297,7 +299,7 @@ class _LazySources(Mapping[str, ModuleType]):
         if name not in _SOURCE_MODULES:
             close = difflib.get_close_matches(name, list(_SOURCE_MODULES), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise KeyError(f"unknown source {name!r}{hint} Known: {', '.join(_SOURCE_MODULES)}")
+            raise UnknownNameError(f"unknown source {name!r}{hint} Known: {', '.join(_SOURCE_MODULES)}")
         return importlib.import_module(f"moeaudio.data.sources.{_SOURCE_MODULES[name]}")
 
     def __iter__(self) -> Iterator[str]:
@@ -351,8 +353,6 @@ def emit_tasks(
 
     Several label tasks per clip (emotion, gender) share one audio file; ids stay unique.
     """
-    from moeaudio.data.tasks import TASK_DOMAINS, TASK_INSTRUCTIONS
-
     for i, task in enumerate(tasks):
         target = targets.get(task)
         if target is None:

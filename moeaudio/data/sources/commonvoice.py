@@ -28,6 +28,7 @@ from typing import Any
 from moeaudio.data.manifest import Item
 from moeaudio.data.sources.base import Candidate, PrepareReport, run_finalize
 from moeaudio.data.tasks import TASK_INSTRUCTIONS
+from moeaudio.errors import MissingDataError
 
 NAME = "commonvoice"
 
@@ -57,7 +58,7 @@ def prepare(
     for split in splits:
         tsv = root / f"{split}.tsv"
         if not tsv.is_file():
-            raise FileNotFoundError(f"{tsv}: not found; Common Voice splits are <split>.tsv next to clips/")
+            raise MissingDataError(f"{tsv}: not found; Common Voice splits are <split>.tsv next to clips/")
         with open(tsv, encoding="utf-8", newline="") as fh:
             reader = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
             for lineno, row in enumerate(reader, start=2):

@@ -33,6 +33,7 @@ from moeaudio.data.sources.base import (
     run_finalize,
     source_dir,
 )
+from moeaudio.errors import MissingDataError
 
 NAME = "cremad"
 EMOTIONS = {
@@ -75,7 +76,7 @@ def prepare(
     root = source_dir(src, "CREMA-D")
     audio_dir = root / "AudioWAV"
     if not audio_dir.is_dir():
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"{audio_dir}: not found; expected CREMA-D's AudioWAV/<actor>_<sent>_<emo>_<lvl>.wav"
         )
     demo = _demographics(root)

@@ -22,6 +22,7 @@ from typing import Any
 from moeaudio.data.manifest import Item
 from moeaudio.data.sources.base import Candidate, PrepareReport, run_finalize, source_dir
 from moeaudio.data.tasks import TASK_INSTRUCTIONS
+from moeaudio.errors import MissingDataError
 
 NAME = "esc50"
 
@@ -33,7 +34,7 @@ def prepare(
     root = source_dir(src, "ESC-50-master")
     meta_csv = root / "meta" / "esc50.csv"
     if not meta_csv.is_file():
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"{meta_csv}: not found; expected the ESC-50 release layout meta/esc50.csv + audio/"
         )
     cands: list[Candidate] = []

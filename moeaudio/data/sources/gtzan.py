@@ -26,6 +26,7 @@ from typing import Any
 from moeaudio.data.manifest import Item
 from moeaudio.data.sources.base import Candidate, PrepareReport, run_finalize
 from moeaudio.data.tasks import TASK_INSTRUCTIONS
+from moeaudio.errors import MissingDataError
 
 NAME = "gtzan"
 _NAME_RE = re.compile(r"^(?P<genre>[a-z]+)\.(?P<num>\d{5})\.(?:wav|au)$")
@@ -36,7 +37,7 @@ def _genre_root(src: Path) -> Path:
         cand = src / rel
         if cand.is_dir() and (any(cand.glob("*/*.*.wav")) or any(cand.glob("*/*.*.au"))):
             return cand
-    raise FileNotFoundError(
+    raise MissingDataError(
         f"{src}: no <genre>/<genre>.000NN.wav files under Data/genres_original, genres_original or genres"
     )
 

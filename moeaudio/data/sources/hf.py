@@ -32,6 +32,7 @@ from moeaudio.data.audio import AudioDecodeError, decode_audio_bytes, save_audio
 from moeaudio.data.manifest import Item
 from moeaudio.data.sources.base import Candidate, PrepareReport, run_finalize
 from moeaudio.data.tasks import TASK_INSTRUCTIONS
+from moeaudio.errors import MissingDataError, UnknownNameError
 
 NAME = "hf"
 
@@ -49,7 +50,7 @@ def _load(src: Path, cache_dir: str) -> dict[str, Any]:
         return dict(ds) if isinstance(ds, datasets.DatasetDict) else {"train": ds}
     files = sorted(src.rglob("*.parquet"))
     if not files:
-        raise FileNotFoundError(f"{src}: neither a save_to_disk directory nor any *.parquet files")
+        raise MissingDataError(f"{src}: neither a save_to_disk directory nor any *.parquet files")
     by_split: dict[str, list[str]] = {}
     for f in files:
         if re.match(r"^[A-Za-z0-9_.]+-\d+-of-\d+\.parquet$", f.name):
@@ -90,11 +91,13 @@ def prepare(
         wanted = list(splits) if splits is not None else sorted(dsets)
         for split in wanted:
             if split not in dsets:
-                raise KeyError(f"{src}: split {split!r} not found; available: {sorted(dsets)}")
+                raise UnknownNameError(f"{src}: split {split!r} not found; available: {sorted(dsets)}")
             ds = dsets[split]
             for col in (audio_column, text_column):
                 if col not in ds.column_names:
-                    raise KeyError(f"{src} [{split}]: no column {col!r}; columns are {ds.column_names}")
+                    raise UnknownNameError(
+                        f"{src} [{split}]: no column {col!r}; columns are {ds.column_names}"
+                    )
             ds = ds.cast_column(audio_column, Audio(decode=False))
             for idx, row in enumerate(ds):
                 rid = (

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from moeaudio.data.sources.base import Candidate, PrepareReport, emit_tasks, run_finalize, source_dir
+from moeaudio.errors import MissingDataError
 
 NAME = "iemocap"
 LABELS = {
@@ -68,7 +69,7 @@ def prepare(
     root = source_dir(src, "IEMOCAP_full_release")
     sessions = sorted(d for d in root.glob("Session*") if d.is_dir())
     if not sessions:
-        raise FileNotFoundError(f"{root}: no Session1..Session5 directories found")
+        raise MissingDataError(f"{root}: no Session1..Session5 directories found")
     keep = set(classes)
     cands: list[Candidate] = []
     skipped: list[tuple[str, str]] = []

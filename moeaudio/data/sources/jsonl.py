@@ -27,6 +27,7 @@ from typing import Any
 from moeaudio.data.manifest import VALID_KEYS, Item
 from moeaudio.data.sources.base import Candidate, PrepareReport, run_finalize
 from moeaudio.data.tasks import TASK_INSTRUCTIONS
+from moeaudio.errors import MissingDataError, UsageError
 
 NAME = "jsonl"
 
@@ -36,7 +37,7 @@ def _files(src: Path, suffixes: tuple[str, ...]) -> list[Path]:
         return [src]
     files = sorted(p for p in src.iterdir() if p.suffix in suffixes) if src.is_dir() else []
     if not files:
-        raise FileNotFoundError(f"{src}: no {'/'.join(suffixes)} files found")
+        raise MissingDataError(f"{src}: no {'/'.join(suffixes)} files found")
     return files
 
 
@@ -58,7 +59,7 @@ def records_to_candidates(
     cols = dict(columns or {})
     unknown = [k for k in cols if k not in VALID_KEYS]
     if unknown:
-        raise ValueError(f"columns: {unknown} are not Item fields; valid: {', '.join(VALID_KEYS)}")
+        raise UsageError(f"columns: {unknown} are not Item fields; valid: {', '.join(VALID_KEYS)}")
 
     def key_for(fieldname: str, rec: Mapping[str, Any]) -> str | None:
         if fieldname in cols:

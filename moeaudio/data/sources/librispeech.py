@@ -24,6 +24,7 @@ from typing import Any
 from moeaudio.data.manifest import Item
 from moeaudio.data.sources.base import Candidate, PrepareReport, run_finalize, source_dir
 from moeaudio.data.tasks import TASK_INSTRUCTIONS
+from moeaudio.errors import MissingDataError
 
 NAME = "librispeech"
 
@@ -51,7 +52,7 @@ def prepare(
     wanted = list(splits) if splits is not None else found
     missing = [s for s in wanted if s not in found]
     if missing:
-        raise FileNotFoundError(f"{root}: subset(s) {missing} not found; available: {found}")
+        raise MissingDataError(f"{root}: subset(s) {missing} not found; available: {found}")
     genders = _speakers(root)
     cands: list[Candidate] = []
     skipped: list[tuple[str, str]] = []

@@ -30,6 +30,7 @@ from typing import Any
 from moeaudio.data.manifest import DOMAINS, Item
 from moeaudio.data.sources.base import Candidate, PrepareReport, run_finalize
 from moeaudio.data.tasks import TASK_INSTRUCTIONS, answer_letter
+from moeaudio.errors import MissingDataError, UsageError
 
 NAME = "mmau"
 
@@ -41,13 +42,13 @@ def prepare(
     root = Path(src)
     paths = [root / f for f in files] if files is not None else sorted(root.glob("*.json"))
     if not paths:
-        raise FileNotFoundError(f"{root}: no MMAU *.json benchmark files found")
+        raise MissingDataError(f"{root}: no MMAU *.json benchmark files found")
     cands: list[Candidate] = []
     skipped: list[tuple[str, str]] = []
     for path in paths:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a JSON list of MMAU entries")
+            raise UsageError(f"{path}: expected a JSON list of MMAU entries")
         default_split = re.sub(r"^mmau[-_]?", "", Path(path).stem) or "test"
         for n, e in enumerate(data):
             where = f"{path}:{e.get('id', n)}" if isinstance(e, dict) else f"{path}:{n}"

@@ -33,6 +33,7 @@ from moeaudio.data.sources.base import (
     run_finalize,
     source_dir,
 )
+from moeaudio.errors import MissingDataError
 
 NAME = "vocalsound"
 LABELS = {
@@ -78,7 +79,7 @@ def prepare(
     root = source_dir(src, "vocalsound_16k")
     audio_dir = root / "audio_16k"
     if not audio_dir.is_dir():
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"{audio_dir}: not found; expected VocalSound's audio_16k/<spk>_<n>_<label>.wav"
         )
     skipped: list[tuple[str, str]] = []

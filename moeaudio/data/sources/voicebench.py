@@ -34,6 +34,7 @@ from moeaudio.data.audio import AudioDecodeError, decode_audio_bytes, save_audio
 from moeaudio.data.manifest import Item
 from moeaudio.data.sources.base import Candidate, PrepareReport, run_finalize
 from moeaudio.data.tasks import answer_letter, split_choices
+from moeaudio.errors import MissingDataError
 
 NAME = "voicebench"
 INSTRUCTION = (
@@ -75,7 +76,7 @@ def prepare(
     for subset in subsets:
         files = _parquet_files(root, subset)
         if not files:
-            raise FileNotFoundError(
+            raise MissingDataError(
                 f"{root}: no parquet files for subset {subset!r} (expected {subset}/*.parquet)"
             )
         for path in files:

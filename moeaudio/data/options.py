@@ -1,0 +1,36 @@
+"""Options of `moeaudio prepare` and `moeaudio convert`, light enough for `moeaudio --help`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from moeaudio.options import argument, option
+
+__all__ = ["ConvertOptions", "PrepareOptions"]
+
+
+@dataclass
+class PrepareOptions:
+    """What `moeaudio prepare` takes."""
+
+    source: str = argument(
+        help="synth, librispeech, commonvoice, esc50, gtzan, ravdess, cremad, iemocap, vocalsound, mmau, "
+        "voicebench, jsonl, csv, hf"
+    )
+    paths: list[str] = argument(
+        help="[SRC] OUT: the dataset's release folder (not for synth), then the output folder"
+    )
+    seed: int = option(0, "synth: random seed")
+    size: str = option("default", "synth: tiny | small | default")
+    opt: list[str] | None = option(None, "preparer option key=value (repeatable)")
+
+
+@dataclass
+class ConvertOptions:
+    """What `moeaudio convert` takes."""
+
+    src: str = argument(help="input manifest")
+    dst: str = argument(help="output manifest")
+    src_format: str = option("auto", "auto | moeaudio | slam | swift | llamafactory | nemo", flag="--from")
+    dst_format: str = option("moeaudio", "moeaudio | slam | swift | llamafactory | nemo", flag="--to")
+    task: str = option("asr", "task for formats that do not carry one")
