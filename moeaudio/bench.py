@@ -1,7 +1,7 @@
 """``moeaudio bench adapter``: MoE dispatch backends and the equal-size dense layer, timed in one run.
 
-:func:`moeaudio.model.moe.benchmark_backends` times the routed experts (loop / sort / grouped) on
-random top-k routing; :func:`bench_adapter` adds the dense FFN of **equal total parameters**
+:func:`benchmark_backends` times the routed experts (loop / sort / grouped) on random top-k
+routing; :func:`bench_adapter` adds the dense FFN of **equal total parameters**
 (``Linear(d_in -> E*h) -> act -> Linear(E*h -> d_out)``, i.e. the E experts fused into one wide
 MLP, the paper's "same total size" baseline) timed the same way (best of ``repeats`` after one
 warm-up), in the same process right after, and reports ratios:
@@ -11,19 +11,23 @@ warm-up), in the same process right after, and reports ratios:
   ``k/E`` of the dense matmul FLOPs, plus dispatch overhead).
 
 Numbers are only comparable within one run on one machine; no router or norms are timed (the
-same for both sides: O(width) per token).
+same for both sides: O(width) per token). docs/benchmarks.md keeps earlier measurements.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from moeaudio.model.moe import ACTIVATIONS, BACKENDS, _time_once_ms, benchmark_backends
+from moeaudio.errors import UsageError
+from moeaudio.model.base import ACTIVATIONS
+from moeaudio.model.moe import BACKENDS, RoutedExperts
 
-__all__ = ["DTYPES", "bench_adapter", "render_bench", "time_dense"]
+__all__ = ["DTYPES", "bench_adapter", "benchmark_backends", "render_bench", "time_dense"]
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -33,6 +37,73 @@ DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
     "fp16": torch.float16,
 }
+
+
+def _time_once_ms(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) * 1e3
+
+
+def benchmark_backends(
+    tokens: int = 4096,
+    d_in: int = 1536,
+    d_out: int = 256,
+    num_experts: int = 8,
+    top_k: int = 4,
+    expert_dim: int = 512,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    repeats: int = 5,
+    seed: int = 0,
+) -> dict[str, dict[str, float | str]]:
+    """Time each dispatch backend on random routing (milliseconds, best of ``repeats``).
+
+    Backends are timed in interleaved rounds (after one warm-up round) and the minimum is kept,
+    so background load on a shared machine skews them alike. Returns
+    ``{backend: {"forward_ms": .., "forward_backward_ms": ..}}`` or ``{backend: {"skipped": reason}}``
+    where a backend cannot run; ``"auto"`` maps to ``{"resolves_to": name}``.
+    """
+    device = torch.device(device)
+    gen = torch.Generator().manual_seed(seed)
+    experts = RoutedExperts(num_experts, d_in, expert_dim, d_out).to(device=device, dtype=dtype)
+    x = torch.randn(tokens, d_in, generator=gen).to(device, dtype).requires_grad_()
+    expert_ids = torch.rand(tokens, num_experts, generator=gen).topk(top_k, dim=-1).indices.to(device)
+    gates = torch.rand(tokens, top_k, generator=gen).softmax(-1).to(device, dtype)
+
+    def forward() -> None:
+        with torch.no_grad():
+            experts(x, expert_ids, gates)
+
+    def forward_backward() -> None:
+        experts.zero_grad(set_to_none=True)
+        x.grad = None
+        experts(x, expert_ids, gates).square().mean().backward()
+
+    results: dict[str, dict[str, float | str]] = {}
+    runnable = []
+    for backend in BACKENDS:
+        experts.backend = backend
+        try:
+            experts.resolve_backend(x)
+            runnable.append(backend)
+            results[backend] = {"forward_ms": math.inf, "forward_backward_ms": math.inf}
+        except RuntimeError as exc:
+            results[backend] = {"skipped": str(exc)}
+    for round_ in range(repeats + 1):  # round 0 is the warm-up
+        for backend in runnable:
+            experts.backend = backend
+            for key, fn in (("forward_ms", forward), ("forward_backward_ms", forward_backward)):
+                ms = _time_once_ms(fn, device)
+                if round_ > 0:
+                    results[backend][key] = min(results[backend][key], ms)
+    experts.backend = "auto"
+    results["auto"] = {"resolves_to": experts.resolve_backend(x)}
+    return results
 
 
 def time_dense(
@@ -91,11 +162,11 @@ def bench_adapter(
     ``vs_loop_forward``, ``vs_loop_forward_backward``, ``vs_dense_forward`` and
     ``vs_dense_forward_backward`` (None where the backend or loop was skipped).
     """
-    torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
     if isinstance(dtype, str) and dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        raise UsageError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
     if not 1 <= top_k <= num_experts:
-        raise ValueError(f"top_k={top_k} must be between 1 and experts={num_experts}")
+        raise UsageError(f"--top-k {top_k} must be between 1 and experts={num_experts}")
     backends = benchmark_backends(
         tokens, d_in, d_out, num_experts, top_k, expert_dim, device, torch_dtype, repeats, seed
     )

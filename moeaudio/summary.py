@@ -12,12 +12,13 @@ from typing import Any
 import torch
 
 from moeaudio.config import Recipe
+from moeaudio.model.adapters import build_adapter
+from moeaudio.model.encoder import TINY_WHISPER, FrameStacker
+from moeaudio.model.llm import llm_meta_param_count
+from moeaudio.model.whisper_offline import offline_whisper_dir
 
 
 def adapter_summary(recipe: Recipe) -> dict[str, Any]:
-    from moeaudio.model.adapters import build_adapter
-    from moeaudio.model.encoder import FrameStacker
-
     with torch.device("meta"):
         stacker = FrameStacker(recipe.encoder.frame_dim, recipe.encoder.stack, recipe.encoder.projection_dim)
         adapter = build_adapter(recipe.adapter, stacker.out_dim, recipe.llm.hidden_size)
@@ -41,8 +42,6 @@ def encoder_param_count(recipe: Recipe) -> int | None:
     from transformers import AutoConfig, WhisperConfig
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-    from moeaudio.model.encoder import TINY_WHISPER
-
     cfg = recipe.encoder
     try:
         if cfg.name == "tiny" and cfg.family == "whisper":
@@ -50,8 +49,6 @@ def encoder_param_count(recipe: Recipe) -> int | None:
                 **{**TINY_WHISPER, **cfg.tiny}, pad_token_id=0, bos_token_id=0, eos_token_id=0
             )
         elif cfg.name == "whisper-tiny.en-offline":
-            from moeaudio.model.whisper_offline import offline_whisper_dir
-
             config = WhisperConfig.from_pretrained(offline_whisper_dir())  # converts once, then cached
         elif cfg.name == "tiny":
             return None
@@ -68,8 +65,6 @@ def encoder_param_count(recipe: Recipe) -> int | None:
 
 def model_summary(recipe: Recipe) -> dict[str, Any]:
     """Everything `inspect --json` prints."""
-    from moeaudio.model.llm import llm_meta_param_count
-
     summary = adapter_summary(recipe)
     summary["encoder_params"] = encoder_param_count(recipe)
     summary["llm_params"] = llm_meta_param_count(recipe.llm)

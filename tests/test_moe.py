@@ -12,6 +12,7 @@ from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_fun
 
 from moeaudio.config import AdapterConfig
 from moeaudio.model.adapters import build_adapter
+from moeaudio.model.dispatch import grouped_unsupported_reason
 from moeaudio.model.moe import (
     BACKENDS,
     SCORE_FUNCS,
@@ -19,10 +20,9 @@ from moeaudio.model.moe import (
     RoutedExperts,
     Router,
     capture_routing,
-    grouped_unsupported_reason,
+    end_step,
     router_z_loss,
     switch_balance_loss,
-    update_all_biases,
 )
 
 T, D_IN, H, D_OUT, E, K = 40, 16, 8, 12, 6, 2  # widths are multiples of 4: grouped_mm can run in fp32
@@ -191,23 +191,23 @@ def test_bias_changes_selection_not_gates(score_func: str) -> None:
 
 def test_update_bias_moves_toward_balance_and_resets_load() -> None:
     router = Router(D_IN, 4, 1, bias_balancing=True, bias_update_rate=0.1)
-    router.expert_load.copy_(torch.tensor([10, 2, 2, 2]))
-    load = router.update_bias()
+    router.tokens_per_expert.copy_(torch.tensor([10, 2, 2, 2]))
+    load = router.end_step()
     assert load.tolist() == [10, 2, 2, 2]
     assert router.expert_bias.tolist() == pytest.approx([-0.1, 0.1, 0.1, 0.1])
-    assert router.expert_load.sum() == 0
-    assert {"expert_bias", "expert_load"} <= set(router.state_dict())  # checkpointed
+    assert router.tokens_per_expert.sum() == 0
+    assert {"expert_bias", "tokens_per_expert"} <= set(router.state_dict())  # checkpointed
 
 
 def test_load_counted_only_in_training_with_bias_balancing() -> None:
     plain = _layer().train()
     plain(torch.randn(T, D_IN))
-    assert plain.router.expert_load.sum() == 0
+    assert plain.router.tokens_per_expert.sum() == 0
     layer = _layer(bias_balancing=True)
     layer.eval()(torch.randn(T, D_IN))
-    assert layer.router.expert_load.sum() == 0
+    assert layer.router.tokens_per_expert.sum() == 0
     layer.train()(torch.randn(T, D_IN))
-    assert layer.router.expert_load.sum() == T * K
+    assert layer.router.tokens_per_expert.sum() == T * K
 
 
 def test_bias_balancing_evens_out_a_skewed_router() -> None:
@@ -219,7 +219,7 @@ def test_bias_balancing_evens_out_a_skewed_router() -> None:
     loads = []
     for _ in range(300):
         router(torch.randn(256, D_IN) + 0.5)
-        loads.append(update_all_biases(router)[""])  # {module name: load}; the router is the root
+        loads.append(end_step(router)[""])  # {module name: load}; the router is the root
 
     def spread(window: list[torch.Tensor]) -> float:  # max/mean of the load summed over a window
         load = torch.stack(window).sum(0)

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 from moeaudio.config import EncoderConfig
+from moeaudio.model.pitch import PitchAugmentedEncoder, SemitoneSpectrogram
+from moeaudio.model.whisper_offline import OFFLINE_WHISPER_ID, offline_whisper_dir
 
 TINY_WHISPER = dict(
     d_model=64,
@@ -173,8 +175,6 @@ def build_encoder(cfg: EncoderConfig, seed: int = 0) -> AudioEncoder:
     encoder = _build_base_encoder(cfg, seed)
     if not cfg.pitch_features:
         return encoder
-    from moeaudio.model.pitch import PitchAugmentedEncoder, SemitoneSpectrogram
-
     semitones = SemitoneSpectrogram(encoder.sample_rate, encoder.frame_rate)
     return PitchAugmentedEncoder(encoder, semitones)  # type: ignore[return-value]
 
@@ -194,8 +194,6 @@ def _build_base_encoder(cfg: EncoderConfig, seed: int = 0) -> AudioEncoder:
             fe = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
             identity = _identity("tiny", f"{sorted(cfg.tiny.items())}|{seed}|{cfg.output_layer}")
             return WhisperAudioEncoder(encoder, fe, identity, cfg.output_layer)
-        from moeaudio.model.whisper_offline import OFFLINE_WHISPER_ID, offline_whisper_dir
-
         source = str(offline_whisper_dir()) if cfg.name == OFFLINE_WHISPER_ID else cfg.name
         encoder = WhisperModel.from_pretrained(source).get_encoder()  # the decoder is dropped here
         fe = WhisperFeatureExtractor.from_pretrained(source)

@@ -1,70 +1,44 @@
-"""A dropless token-choice Mixture-of-Experts layer: router, stacked experts, balance losses.
+"""The paper's MoE-Adapter: a dropless top-k token-choice Mixture-of-Experts between Whisper and the LLM.
 
-Reading order: ``RoutingDecision`` -> ``Router`` -> ``RoutedExperts`` (three dispatch backends that
-compute the same thing) -> ``MoELayer`` (router + experts + balance losses + aux-loss-free bias)
--> ``capture_routing`` / ``update_all_biases`` / ``benchmark_backends`` helpers.
+Read top to bottom: ``RoutingDecision`` and ``Router`` (which experts, with which weights) ->
+``RoutedExperts`` (E stacked MLPs and the dispatch that runs them) -> the balance losses ->
+``MoELayer`` (router + experts + losses) -> ``MoEAdapter`` (the paper's block: LN, MoE layer,
+shared path) -> ``capture_routing`` and ``end_step`` (for analysis and for the trainer).
 
-Every expert is ``E_i(z) = act(z @ w1[i] + b1[i]) @ w2[i] + b2[i]`` and a token's output is
+Expert i is ``E_i(z) = act(z @ w1[i] + b1[i]) @ w2[i] + b2[i]`` and a token's output is
 ``sum_{i in topk} g_i * E_i(z)``. Routing is dropless (no capacity factor, no dropped tokens, no
 router noise), as in the paper. Shapes use ``T`` tokens, ``E`` experts, ``k`` top-k, ``h`` the
 expert hidden width.
 
-Backends (same result to float rounding; pick with ``AdapterConfig.backend``):
-  * ``loop``: for each expert gather its tokens, run it, ``index_add`` the weighted result back.
-    Simplest; the reference the others are tested against.
-  * ``sort``: stable-sort the ``T*k`` (token, expert) slots by expert once, run each expert on a
-    contiguous slice, un-permute with the inverse permutation and combine the k slots per token
-    with one batched matmul (deterministic: no atomics, unlike ``index_add`` on CUDA).
-  * ``grouped``: like ``sort`` but the per-expert matmuls are one ``torch.nn.functional.grouped_mm``
-    call with offsets (no Python loop, no host sync in the matmuls). In torch 2.13 it runs forward
-    and backward on CPU for float32/bfloat16/float16 when every feature width is a multiple of 16
-    bytes; on CUDA it depends on the GPU and dtype, so support is probed once per (device, dtype).
+Dispatch backends compute the same thing to float rounding (``AdapterConfig.backend``):
+  * ``loop``: per expert, gather its tokens, run it, ``index_add`` the weighted result back.
+    The simplest; the reference the others are tested against.
+  * ``sort``: sort the ``T*k`` (token, expert) slots by expert once, run each expert on a
+    contiguous slice, un-permute and combine each token's k slots with one batched matmul
+    (deterministic: no atomics, unlike ``index_add`` on CUDA).
+  * ``grouped``: ``sort`` with both matmuls done for all experts by one ``grouped_mm`` call;
+    it lives in ``dispatch.py`` with the probe that says where it can run.
   * ``auto``: ``grouped`` wherever it is supported, else ``sort``.
-
-Measured on CPU (torch 2.13, fp32, 2 shared cores; ``benchmark_backends`` defaults: 4096 tokens,
-1536 -> 512 -> 256, 8 experts, top-4): ``grouped`` was fastest (forward ~10% and forward+backward
-~20% faster than ``sort``); ``loop`` is close to ``sort`` at this size but 3x slower in
-forward+backward for many small experts (16 experts of width 64), where per-expert Python
-overhead dominates. On GPUs ``grouped`` is the one without per-expert kernel launches or host
-syncs; rerun ``moeaudio bench adapter`` on the target machine before relying on a ranking.
+Which is fastest depends on machine and sizes: time them with ``moeaudio bench adapter``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from moeaudio.config import AdapterConfig
+from moeaudio.config import AdapterConfig
+from moeaudio.model.base import ACTIVATIONS, MLP, Adapter, AdapterOutput, norm
+from moeaudio.model.dispatch import grouped_mlp, grouped_unsupported_reason
+from moeaudio.model.distributed import all_reduce_sum
 
 SCORE_FUNCS = ("softmax_renorm", "softmax", "sigmoid")
 BACKENDS = ("loop", "sort", "grouped")
-ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}
-
-
-# ----------------------------------------------------------------------------- distributed helpers
-
-
-def _dist_active() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _all_reduce_sum(t: Tensor) -> Tensor:
-    """Sum a detached statistic over data-parallel ranks (identity when not distributed)."""
-    t = t.detach().clone()
-    if _dist_active():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
 
 
 # ----------------------------------------------------------------------------- router
@@ -84,7 +58,7 @@ class RoutingDecision:
 
 
 class Router(nn.Module):
-    """Top-k token-choice router.
+    """Top-k token-choice router, with the optional aux-loss-free balancing bias.
 
     ``score_func``:
       * ``softmax_renorm`` (the paper): ``g = softmax(mask_topk(logits, -inf))``, i.e. a softmax over
@@ -93,12 +67,17 @@ class Router(nn.Module):
         the chosen experts, not renormalised (they sum to < 1).
       * ``sigmoid`` (DeepSeek-V3): independent sigmoid scores, the chosen ones renormalised to sum 1.
 
-    With ``bias_balancing`` the buffer ``expert_bias`` (E,) is added to the scores (``probs``) for the
-    top-k *selection only*; gates are always computed from the unbiased scores, so the bias steers
-    load without distorting the mixture (DeepSeek-V3's auxiliary-loss-free balancing).
-    With ``bias_balancing``, in training mode the router also counts tokens per expert into
-    ``expert_load`` (E,) for ``update_bias``. Both are buffers (always registered, so the state dict
-    does not depend on the option) and live in checkpoints.
+    With ``bias_balancing`` the buffer ``expert_bias`` (E,) is added to the scores for the top-k
+    *selection only*; gates always come from the unbiased scores, so the bias steers load without
+    distorting the mixture (DeepSeek-V3's auxiliary-loss-free balancing).
+
+    The bias update needs the load, so the router counts it: in training mode, while
+    ``count_tokens`` is on (by default with ``bias_balancing``; the trainer switches it on for
+    every router to log ``load_spread``), each forward adds its choices to ``tokens_per_expert``
+    (E,) with ``index_add_``, on the device, without a host sync. Evaluation forwards
+    (``model.eval()``) are not training load and are never counted. ``end_step`` consumes the
+    count once per optimizer step. Both buffers are always registered, so the state dict does
+    not depend on the options, and live in checkpoints.
     """
 
     def __init__(
@@ -117,9 +96,10 @@ class Router(nn.Module):
             raise ValueError(f"top_k={top_k} must be between 1 and num_experts={num_experts}")
         self.num_experts, self.top_k, self.score_func = num_experts, top_k, score_func
         self.bias_balancing, self.bias_update_rate = bias_balancing, bias_update_rate
+        self.count_tokens = bias_balancing
         self.W_g = nn.Linear(d_in, num_experts, bias=False)
-        self.register_buffer("expert_bias", torch.zeros(num_experts))
-        self.register_buffer("expert_load", torch.zeros(num_experts, dtype=torch.long))
+        self.register_buffer("expert_bias", torch.zeros(num_experts))  # (E,)
+        self.register_buffer("tokens_per_expert", torch.zeros(num_experts, dtype=torch.long))  # (E,)
 
     def forward(self, x: Tensor) -> RoutingDecision:  # x: (T, d_in)
         logits = self.W_g(x)  # (T, E)
@@ -128,8 +108,9 @@ class Router(nn.Module):
         select = probs + self.expert_bias if self.bias_balancing else probs  # (T, E) selection only
         expert_ids = select.topk(self.top_k, dim=-1).indices  # (T, k)
         gates = self._gates(scores, probs, expert_ids).to(x.dtype)  # (T, k)
-        if self.training and self.bias_balancing:
-            self._count_load(expert_ids)
+        if self.training and self.count_tokens:
+            ones = torch.ones_like(expert_ids, dtype=self.tokens_per_expert.dtype).flatten()  # (T*k,)
+            self.tokens_per_expert.index_add_(0, expert_ids.flatten(), ones)
         return RoutingDecision(logits=logits, probs=probs, expert_ids=expert_ids, gates=gates)
 
     def _gates(self, logits: Tensor, probs: Tensor, expert_ids: Tensor) -> Tensor:
@@ -141,110 +122,24 @@ class Router(nn.Module):
         return chosen  # "softmax": not renormalised
 
     @torch.no_grad()
-    def _count_load(self, expert_ids: Tensor) -> None:
-        # index_add of ones, not bincount: no device-to-host sync on CUDA.
-        ones = torch.ones_like(expert_ids, dtype=self.expert_load.dtype).flatten()  # (T*k,)
-        self.expert_load.index_add_(0, expert_ids.flatten(), ones)
+    def end_step(self) -> Tensor:
+        """Close an optimizer step: sum the load over ranks, move the bias, reset the counter.
 
-    @torch.no_grad()
-    def update_bias(self) -> Tensor:
-        """Move the selection bias towards balance and reset the load counters.
-
-        Call once per optimizer step (after all micro-batches). ``bias += rate * sign(mean - load)``:
-        an overloaded expert's bias decreases, an underloaded one's increases. Loads are summed
-        over data-parallel ranks first, so every rank applies the same update and biases stay
-        identical everywhere. Returns the (global) per-expert load that was used, for logging.
-        Without ``bias_balancing`` nothing is counted and the bias stays zero.
+        A collective: call it on every rank once per optimizer step, after all micro-batches
+        (the trainer does, through the module-level ``end_step``). With ``bias_balancing``,
+        ``bias += rate * sign(mean - load)``: an overloaded expert's bias falls, an underloaded
+        one's rises; every rank sees the same global load, so biases stay identical everywhere.
+        Returns that global load (E,) for logging; read ``tokens_per_expert`` first for this
+        rank's own count.
         """
-        load = _all_reduce_sum(self.expert_load).float()  # (E,)
+        load = all_reduce_sum(self.tokens_per_expert).float()  # (E,)
         if self.bias_balancing:
             self.expert_bias += self.bias_update_rate * torch.sign(load.mean() - load)
-        self.expert_load.zero_()
+        self.tokens_per_expert.zero_()
         return load
 
 
-@contextlib.contextmanager
-def capture_routing(model: nn.Module, detach: bool = True) -> Iterator[list[RoutingDecision]]:
-    """Record every ``Router``'s decision in ``model`` while the block runs.
-
-    Uses forward hooks, so the forward path is untouched::
-
-        with capture_routing(model) as decisions:
-            model(x)
-        decisions[0].expert_ids  # (T, k)
-
-    Decisions are appended in call order (one per router call); ``detach`` drops the autograd
-    graph so captured tensors do not keep activations alive.
-    """
-    decisions: list[RoutingDecision] = []
-
-    def hook(_module: nn.Module, _inputs: tuple, output: RoutingDecision) -> None:
-        decisions.append(output.detach() if detach else output)
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, Router)]
-    try:
-        yield decisions
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def update_all_biases(model: nn.Module) -> dict[str, Tensor]:
-    """Call ``update_bias`` on every router in ``model`` (the trainer does this once per step)."""
-    return {name: m.update_bias() for name, m in model.named_modules() if isinstance(m, Router)}
-
-
 # ----------------------------------------------------------------------------- experts
-
-
-class _ContiguousGrad(torch.autograd.Function):
-    """Identity whose backward makes the incoming gradient contiguous.
-
-    ``grouped_mm``'s backward rejects stride-0 (expanded) gradients such as the one ``y.sum()``
-    produces; materialising them here keeps the backend usable with any loss.
-    """
-
-    @staticmethod
-    def forward(ctx: object, x: Tensor) -> Tensor:
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: object, grad: Tensor) -> Tensor:
-        return grad.contiguous()
-
-
-def _grouped_mm(x: Tensor, w: Tensor, offs: Tensor) -> Tensor:
-    return _ContiguousGrad.apply(F.grouped_mm(x, w, offs=offs))
-
-
-@functools.cache
-def _grouped_probe(device_type: str, dtype: torch.dtype) -> str | None:
-    """Run a tiny grouped_mm forward+backward once; None if it works, else the reason it does not."""
-    if not hasattr(F, "grouped_mm"):
-        return f"torch {torch.__version__} has no torch.nn.functional.grouped_mm"
-    try:
-        # constant inputs: the probe must not consume the global RNG (it would shift dropout
-        # masks of the first run in a process and break exact resume)
-        x = torch.ones(8, 16, device=device_type, dtype=dtype, requires_grad=True)
-        w = torch.ones(2, 16, 16, device=device_type, dtype=dtype, requires_grad=True)
-        offs = torch.tensor([3, 8], device=device_type, dtype=torch.int32)
-        with torch.enable_grad():  # the first call may happen under no_grad (evaluation)
-            _grouped_mm(x, w, offs).sum().backward()
-    except Exception as exc:  # noqa: BLE001 - any failure means "unsupported here"
-        return f"grouped_mm fails on {device_type}/{dtype}: {str(exc).splitlines()[0]}"
-    return None
-
-
-def grouped_unsupported_reason(
-    device: torch.device, dtype: torch.dtype, widths: tuple[int, ...]
-) -> str | None:
-    """Why the ``grouped`` backend cannot run here (None when it can)."""
-    if device.type == "meta":
-        return "grouped_mm cannot run on the meta device"
-    align = 16 // torch.empty((), dtype=dtype).element_size()
-    if any(w % align for w in widths):
-        return f"grouped_mm needs feature widths {widths} to be multiples of {align} for {dtype} (16-byte strides)"
-    return _grouped_probe(device.type, dtype)
 
 
 class RoutedExperts(nn.Module):
@@ -277,14 +172,9 @@ class RoutedExperts(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        for p, fan_in in (
-            (self.w1, self.d_in),
-            (self.w2, self.hidden),
-            (self.b1, self.d_in),
-            (self.b2, self.hidden),
-        ):
-            if p is not None:
-                nn.init.uniform_(p, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+        fan_in = {"w1": self.d_in, "w2": self.hidden, "b1": self.d_in, "b2": self.hidden}
+        for name, p in self.named_parameters():  # w1, w2, (b1, b2): the order the RNG is drawn in
+            nn.init.uniform_(p, -1 / math.sqrt(fan_in[name]), 1 / math.sqrt(fan_in[name]))
 
     def expert(self, e: int, x: Tensor) -> Tensor:
         """E_e(x) for x (n, d_in) -> (n, d_out)."""
@@ -331,23 +221,12 @@ class RoutedExperts(nn.Module):
         counts = torch.bincount(flat_ids, minlength=self.num_experts)  # (E,)
         xs = x.index_select(0, order // k)  # (T*k, d_in) tokens permuted once
         if grouped:
-            ys = self._grouped_mlp(xs, flat_ids[order], counts)  # (T*k, d_out)
+            ys = grouped_mlp(self, xs, flat_ids[order], counts)  # (T*k, d_out)
         else:
-            ys = self._sliced_mlp(xs, counts)  # (T*k, d_out)
+            chunks = xs.split(counts.tolist())  # E contiguous slices (host sync for the sizes)
+            ys = torch.cat([self.expert(e, chunk) for e, chunk in enumerate(chunks)])  # (T*k, d_out)
         ys = ys.index_select(0, torch.argsort(order)).view(T, k, self.d_out)  # (T, k, d_out) slot order
         return torch.bmm(gates.unsqueeze(1), ys).squeeze(1)  # (T, d_out)
-
-    def _sliced_mlp(self, xs: Tensor, counts: Tensor) -> Tensor:
-        chunks = xs.split(counts.tolist())  # E contiguous slices (host sync for the sizes)
-        return torch.cat([self.expert(e, chunk) for e, chunk in enumerate(chunks)])
-
-    def _grouped_mlp(self, xs: Tensor, sorted_ids: Tensor, counts: Tensor) -> Tensor:
-        offs = counts.cumsum(0).to(torch.int32)  # (E,) end row of each expert's group
-        h = _grouped_mm(xs, self.w1, offs)  # (T*k, h)
-        if self.b1 is not None:
-            h = h + self.b1[sorted_ids]
-        y = _grouped_mm(self.act(h), self.w2, offs)  # (T*k, d_out)
-        return y + self.b2[sorted_ids] if self.b2 is not None else y
 
 
 # ----------------------------------------------------------------------------- balance losses
@@ -369,11 +248,11 @@ def switch_balance_loss(
     ``global_batch`` its counts are summed over data-parallel ranks (Qwen's global-batch
     balancing: experts may specialise per micro-batch as long as the global batch is balanced).
     """
-    probs = probs / probs.sum(-1, keepdim=True)  # no-op for softmax; normalises sigmoid scores
+    probs = probs / probs.sum(-1, keepdim=True)  # (T, E) no-op for softmax; normalises sigmoid scores
     counts = torch.zeros(num_experts, device=probs.device, dtype=torch.float32)
     counts.index_add_(0, expert_ids.flatten(), torch.ones(expert_ids.numel(), device=probs.device))  # (E,)
     if global_batch:  # one collective for the counts and the token total
-        counts = _all_reduce_sum(torch.cat([counts, counts.new_tensor([expert_ids.shape[0]])]))
+        counts = all_reduce_sum(torch.cat([counts, counts.new_tensor([expert_ids.shape[0]])]))  # (E+1,)
         counts, tokens = counts[:-1], counts[-1]
     else:
         tokens = expert_ids.shape[0]
@@ -395,7 +274,8 @@ class MoELayer(nn.Module):
 
     ``losses`` holds the *unweighted* ``aux_loss`` (Switch) and ``z_loss`` plus ``total`` =
     ``aux_loss_coef * aux_loss + z_loss_coef * z_loss``, the only entry to add to the training
-    loss; the others are for logging.
+    loss; the others are for logging. Under ZeRO-3 the trainer makes this a leaf module: every rank
+    then gathers the same parameters even when it routes no token to some expert (else: a hang).
     """
 
     def __init__(self, cfg: AdapterConfig, d_in: int, d_out: int) -> None:
@@ -422,77 +302,97 @@ class MoELayer(nn.Module):
         z = router_z_loss(route.logits)
         return {"aux_loss": aux, "z_loss": z, "total": self.aux_loss_coef * aux + self.z_loss_coef * z}
 
-    def update_bias(self) -> Tensor:
-        """Aux-loss-free balancing step (see ``Router.update_bias``); returns the load used."""
-        return self.router.update_bias()
+
+# ----------------------------------------------------------------------------- the adapter block
 
 
-# ----------------------------------------------------------------------------- micro-benchmark
+class MoEAdapter(Adapter):
+    """The paper's MoE-Adapter: ``z = LN(x)``, top-k routed experts, then the shared path.
 
-
-def _time_once_ms(fn: Callable[[], object], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) * 1e3
-
-
-def benchmark_backends(
-    tokens: int = 4096,
-    d_in: int = 1536,
-    d_out: int = 256,
-    num_experts: int = 8,
-    top_k: int = 4,
-    expert_dim: int = 512,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-    repeats: int = 5,
-    seed: int = 0,
-) -> dict[str, dict[str, float | str]]:
-    """Time each dispatch backend on random routing (milliseconds, best of ``repeats``).
-
-    Backends are timed in interleaved rounds (after one warm-up round) and the minimum is kept,
-    so background load on a shared machine skews them alike. Returns
-    ``{backend: {"forward_ms": .., "forward_backward_ms": ..}}`` or ``{backend: {"skipped": reason}}``
-    where a backend cannot run; ``"auto"`` maps to ``{"resolves_to": name}``. Used by
-    ``moeaudio bench adapter``.
+    ``shared_path`` (the paper is ambiguous, both readings are offered):
+      * ``sequential`` (the text): experts output d_in; then the aggregation block
+        ``LN -> Linear(d_in->aggregation_dim) -> act -> Linear(->d_out)`` (-> final LN).
+      * ``parallel`` (matches the parameter table): experts output d_out; the aggregation MLP runs
+        on z for every token as an always-on shared expert, summed with the routed output
+        (-> final LN).
+      * ``none``: experts output d_out (-> final LN).
+    So the experts' output width follows from ``shared_path``; there is no setting for it.
+    ``num_shared_experts`` adds DeepSeek-style always-on experts of width ``expert_dim`` (output
+    width as the routed experts), summed unweighted with the routed output. N of them are stored
+    as one MLP of width N * expert_dim, which is the same function as summing N experts.
     """
-    device = torch.device(device)
-    gen = torch.Generator().manual_seed(seed)
-    experts = RoutedExperts(num_experts, d_in, expert_dim, d_out).to(device=device, dtype=dtype)
-    x = torch.randn(tokens, d_in, generator=gen).to(device, dtype).requires_grad_()
-    expert_ids = torch.rand(tokens, num_experts, generator=gen).topk(top_k, dim=-1).indices.to(device)
-    gates = torch.rand(tokens, top_k, generator=gen).softmax(-1).to(device, dtype)
 
-    def forward() -> None:
-        with torch.no_grad():
-            experts(x, expert_ids, gates)
+    def __init__(self, cfg: AdapterConfig, d_in: int, d_out: int) -> None:
+        super().__init__()
+        self.d_in, self.d_out, self.shared_path = d_in, d_out, cfg.shared_path
+        expert_out = d_in if cfg.shared_path == "sequential" else d_out
+        self.norm_in = nn.LayerNorm(d_in)
+        self.moe = MoELayer(cfg, d_in, expert_out)
+        self.shared_experts = (
+            MLP(d_in, cfg.num_shared_experts * cfg.expert_dim, expert_out, cfg.activation, cfg.bias)
+            if cfg.num_shared_experts > 0
+            else None
+        )
+        if cfg.shared_path == "sequential":
+            self.aggregation = nn.Sequential(
+                nn.LayerNorm(d_in), MLP(d_in, cfg.aggregation_dim, d_out, cfg.activation, cfg.bias)
+            )
+        elif cfg.shared_path == "parallel":
+            self.aggregation = MLP(d_in, cfg.aggregation_dim, d_out, cfg.activation, cfg.bias)
+        else:
+            self.aggregation = None
+        self.norm_out = norm(d_out, cfg.final_norm)
 
-    def forward_backward() -> None:
-        experts.zero_grad(set_to_none=True)
-        x.grad = None
-        experts(x, expert_ids, gates).square().mean().backward()
+    def forward(self, x: Tensor) -> AdapterOutput:  # x: (T, d_in)
+        z = self.norm_in(x)  # (T, d_in)
+        h, losses = self.moe(z)  # (T, expert_out)
+        if self.shared_experts is not None:
+            h = h + self.shared_experts(z)
+        if self.shared_path == "sequential":
+            y = self.aggregation(h)  # (T, d_out)
+        elif self.shared_path == "parallel":
+            y = h + self.aggregation(z)  # (T, d_out)
+        else:
+            y = h
+        return AdapterOutput(self.norm_out(y), losses)
 
-    results: dict[str, dict[str, float | str]] = {}
-    runnable = []
-    for backend in BACKENDS:
-        experts.backend = backend
-        try:
-            experts.resolve_backend(x)
-            runnable.append(backend)
-            results[backend] = {"forward_ms": math.inf, "forward_backward_ms": math.inf}
-        except RuntimeError as exc:
-            results[backend] = {"skipped": str(exc)}
-    for round_ in range(repeats + 1):  # round 0 is the warm-up
-        for backend in runnable:
-            experts.backend = backend
-            for key, fn in (("forward_ms", forward), ("forward_backward_ms", forward_backward)):
-                ms = _time_once_ms(fn, device)
-                if round_ > 0:
-                    results[backend][key] = min(results[backend][key], ms)
-    experts.backend = "auto"
-    results["auto"] = {"resolves_to": experts.resolve_backend(x)}
-    return results
+    def moe_layers(self) -> list[MoELayer]:
+        return [self.moe]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+@contextlib.contextmanager
+def capture_routing(model: nn.Module, detach: bool = True) -> Iterator[list[RoutingDecision]]:
+    """Record every ``Router``'s decision in ``model`` while the block runs.
+
+    Uses forward hooks, so the forward path is untouched::
+
+        with capture_routing(model) as decisions:
+            model(x)
+        decisions[0].expert_ids  # (T, k)
+
+    Decisions are appended in call order (one per router call); ``detach`` drops the autograd
+    graph so captured tensors do not keep activations alive.
+    """
+    decisions: list[RoutingDecision] = []
+
+    def hook(_module: nn.Module, _inputs: tuple, output: RoutingDecision) -> None:
+        decisions.append(output.detach() if detach else output)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, Router)]
+    try:
+        yield decisions
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def end_step(model: nn.Module) -> dict[str, Tensor]:
+    """``Router.end_step`` on every router in ``model``: ``{module name: global load (E,)}``.
+
+    The trainer calls it on every rank once per optimizer step, with or without bias balancing:
+    it also resets the counters its ``load_spread`` is computed from.
+    """
+    return {name: m.end_step() for name, m in model.named_modules() if isinstance(m, Router)}
