@@ -19,7 +19,10 @@ from typer.testing import CliRunner
 
 from moeaudio.analyze import run as analyze
 from moeaudio.cli import app
-from moeaudio.model.audio_llm import Example
+from moeaudio.errors import NoRouterError
+from moeaudio.runtime.batching import Example
+from moeaudio.runtime.checkpoint import load_model
+from moeaudio.runtime.examples import load_manifest_examples
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ALPHA = torch.tensor([3.0, 1.0, -1.0, -3.0])  # router logit of each expert for a "+" token
@@ -116,8 +119,8 @@ def test_activation_matrix_follows_hand_set_router(sign_model):
 
 
 def test_dense_model_has_no_router(tiny_dense_checkpoint):
-    model = analyze.load_analysis_model(tiny_dense_checkpoint)
-    with pytest.raises(analyze.NoRouterError, match="no router"):
+    model = load_model(tiny_dense_checkpoint)
+    with pytest.raises(NoRouterError, match="no router"):
         analyze.route_examples(model, [Example("x", None, wave=np.zeros(1600, np.float32))])
 
 
@@ -135,7 +138,7 @@ def constant_checkpoint(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPath
     """
     from safetensors.torch import save_file
 
-    from moeaudio.train.checkpoint import WEIGHTS, load_model
+    from moeaudio.runtime.checkpoint import WEIGHTS
 
     out = tmp_path_factory.mktemp("constant") / tiny_checkpoint.name
     shutil.copytree(tiny_checkpoint, out, ignore=shutil.ignore_patterns("deepspeed"))
@@ -170,7 +173,7 @@ def test_cli_audio_json_png_and_timeline(constant_checkpoint, tiny_corpus, tmp_p
     data = _json(
         _invoke("analyze-routing", audio, "--checkpoint", constant_checkpoint, "--json", "--png", png)
     )
-    model = analyze.load_analysis_model(constant_checkpoint)
+    model = load_model(constant_checkpoint)
     n_tokens = model.num_audio_tokens(len(load_audio(audio, model.encoder.sample_rate)))
     assert data["num_tokens"] == len(data["tokens"]) == n_tokens > 0
     assert data["top_k"] == 2 and data["num_experts"] == 4
@@ -302,8 +305,8 @@ def test_cli_conflict_dense_and_moe(tiny_checkpoint, tiny_dense_checkpoint, tiny
 
 def test_conflict_probe_known_cosines(tiny_checkpoint, tiny_corpus):
     """Same batches under two names: cosine exactly 1 and equal influence; the probe leaves no trace."""
-    model = analyze.load_analysis_model(tiny_checkpoint)
-    examples = analyze.load_manifest_examples(model, _manifest(tiny_corpus))
+    model = load_model(tiny_checkpoint)
+    examples = load_manifest_examples(model, _manifest(tiny_corpus))
     by_domain = analyze.domain_examples(examples)
     assert list(by_domain) == ["speech", "sound", "music"]  # mixed skipped
     probe = {"a": by_domain["speech"], "b": list(by_domain["speech"]), "c": by_domain["music"]}

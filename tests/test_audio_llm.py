@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from moeaudio.config import Recipe, load_recipe
-from moeaudio.model.audio_llm import IGNORE, AudioLLM, Collator, Example
+from moeaudio.model.audio_llm import IGNORE, AudioLLM
 from moeaudio.model.encoder import AudioEncoder, build_encoder
 from moeaudio.model.llm import build_llm, build_tokenizer
+from moeaudio.runtime.batching import Collator, Example
 
 SR = 16000
 # Random tiny Whisper at its default init (std 0.02) gives states dominated by the positional table

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from moeaudio.cli import app
 from moeaudio.data.synth import SYNTH_TASKS
+from moeaudio.errors import CheckpointError
 from moeaudio.eval.tasks import EVAL_TASKS, closed_label_set, extract_choice, get_task
 
 RESULT_FIELDS = (
@@ -116,7 +117,7 @@ def test_eval_table_and_default_output(tiny_checkpoint: Path) -> None:
 
 
 def test_eval_latest_checkpoint_under_runs_dir(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    from moeaudio.eval.evaluate import EvalError, run_eval
+    from moeaudio.eval.evaluate import run_eval
 
     # A runs dir of our own (the run linked in): the session's temp root also holds runs that other
     # tests may have made later, and the newest of those would be picked.
@@ -126,7 +127,7 @@ def test_eval_latest_checkpoint_under_runs_dir(tiny_checkpoint: Path, tmp_path: 
     (runs / "tiny" / "checkpoints").symlink_to(checkpoints, target_is_directory=True)
     record = run_eval("tempo", runs_dir=runs, output=tmp_path / "t.json", max_items=1, progress=False)
     assert Path(record["checkpoint"]).resolve() == tiny_checkpoint.resolve() and record["n"] == 1
-    with pytest.raises(EvalError, match="no checkpoint found"):
+    with pytest.raises(CheckpointError, match="no checkpoint found"):
         run_eval("tempo", runs_dir=tmp_path / "empty", progress=False)
 
 
@@ -163,8 +164,8 @@ def test_missing_data_in_given_manifest(tiny_checkpoint: Path, tiny_corpus: Path
 
 
 def test_label_set_and_chance_from_closed_sets() -> None:
-    from moeaudio.eval.runner import score_task
-    from moeaudio.model.audio_llm import Example
+    from moeaudio.eval.handlers import score_task
+    from moeaudio.runtime.batching import Example
 
     for name, spec in SYNTH_TASKS.items():
         if spec["labels"]:
@@ -244,14 +245,13 @@ def test_text_modality_few_shot_and_mmau_format(
 def test_few_shot_collator_prompt(tiny_checkpoint: Path, tiny_corpus: Path) -> None:
     import numpy as np
 
-    from moeaudio.eval.evaluate import FewShotCollator
-    from moeaudio.model.audio_llm import Collator, Example
-    from moeaudio.train.checkpoint import load_model
+    from moeaudio.runtime.batching import Collator, Example
+    from moeaudio.runtime.checkpoint import load_model
 
     model = load_model(tiny_checkpoint)
     shots = [Example("Gender?", "female", wave=np.zeros(16000, np.float32)), Example("Gender?", "male")]
     query = [Example("Gender?", None, wave=np.zeros(8000, np.float32)), Example("Text only?", None)]
-    batch = FewShotCollator(model, shots)(query)
+    batch = Collator(model, for_generation=True, shots=shots)(query)
     n_tokens = [model.num_audio_tokens(16000), model.num_audio_tokens(8000)]
     slots = (batch.input_ids == model.audio_token_id).sum(1).tolist()
     assert slots == [n_tokens[0] + n_tokens[1], n_tokens[0]]  # shot audio in every row, query audio in row 0

@@ -104,7 +104,8 @@ def test_recipe_widths_follow_the_pitch_stream() -> None:
 
 
 def test_audio_llm_trains_with_the_pitch_stream() -> None:
-    from moeaudio.model.audio_llm import Collator, Example, build_audio_llm
+    from moeaudio.model.audio_llm import build_audio_llm
+    from moeaudio.runtime.batching import Collator, Example
 
     recipe = load_recipe("tiny/moe", [*BASE, "encoder.pitch_features=true"])
     model = build_audio_llm(recipe)

@@ -9,9 +9,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from moeaudio.analyze import run as analyze
 from moeaudio.analyze.probe import STAGES, fit_probe, pooled_stages
 from moeaudio.cli import app
+from moeaudio.runtime.checkpoint import load_model
+from moeaudio.runtime.examples import load_manifest_examples
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -48,8 +49,8 @@ def test_unseen_eval_label_counts_as_error() -> None:
 
 
 def test_pooled_stages_are_mean_and_std_of_each_stage(tiny_checkpoint, tiny_corpus) -> None:
-    model = analyze.load_analysis_model(tiny_checkpoint)
-    examples = analyze.load_manifest_examples(model, tiny_corpus / "valid.jsonl")[:3]
+    model = load_model(tiny_checkpoint)
+    examples = load_manifest_examples(model, tiny_corpus / "valid.jsonl")[:3]
     pooled = pooled_stages(model, examples)
     assert set(pooled) == set(STAGES)
     ex = examples[0]

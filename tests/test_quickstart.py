@@ -18,7 +18,7 @@ import pytest
 from moeaudio.config import load_recipe
 from moeaudio.data.synth import SYNTH_TASKS
 from moeaudio.eval.evaluate import eval_json_summary, run_eval
-from moeaudio.train.trainer import run_train
+from moeaudio.train.main import train_recipe
 
 # task -> accuracy the quickstart must exceed on validation (chance in the comment)
 LEARNED = {
@@ -47,7 +47,7 @@ def quickstart_run(tmp_path_factory: pytest.TempPathFactory, whisper_dir: Path):
                 f"train.output_dir={root / 'run'}",
             ],
         )
-        result = run_train(recipe, evaluate=True)
+        result = train_recipe(recipe, evaluate=True)
         yield result
         # keep the env for the eval calls made inside the tests
 

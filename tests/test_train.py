@@ -25,9 +25,10 @@ import torch
 from conftest import tiny_recipe
 
 from moeaudio.config import TrainConfig
-from moeaudio.train.checkpoint import latest_checkpoint, load_model, load_trainer_state
+from moeaudio.runtime.checkpoint import latest_checkpoint, load_model, load_trainer_state
+from moeaudio.train.main import train_recipe
 from moeaudio.train.schedule import lr_multiplier
-from moeaudio.train.trainer import param_groups, run_train
+from moeaudio.train.trainer import param_groups
 
 STEPS, SAVE_EVERY, ROUTER_MULT = 10, 6, 0.5
 BASE = [
@@ -72,14 +73,13 @@ def train(recipe, resume: bool = False) -> Run:
     """run_train, keeping hold of the model, the engine and the sampler's batches."""
     import deepspeed
 
-    import moeaudio.data.loader as loader
-    import moeaudio.model.audio_llm as audio_llm
+    import moeaudio.train.trainer as trainer
 
     seen: dict[str, Any] = {"batches": []}
     real_build, real_init, real_sampler = (
-        audio_llm.build_audio_llm,
+        trainer.build_audio_llm,
         deepspeed.initialize,
-        loader.BucketBatchSampler,
+        trainer.BucketBatchSampler,
     )
 
     def build(*args, **kwargs):
@@ -98,10 +98,10 @@ def train(recipe, resume: bool = False) -> Run:
                 yield batch
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(audio_llm, "build_audio_llm", build)
+        mp.setattr(trainer, "build_audio_llm", build)
         mp.setattr(deepspeed, "initialize", initialize)
-        mp.setattr(loader, "BucketBatchSampler", RecordingSampler)
-        result = run_train(recipe, resume=resume, evaluate=False)
+        mp.setattr(trainer, "BucketBatchSampler", RecordingSampler)
+        result = train_recipe(recipe, resume=resume, evaluate=False)
     return Run(result, seen["model"], seen["engine"], seen["batches"])
 
 
@@ -228,8 +228,8 @@ def _outputs(model, batch) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("stage", [0, 2, 3])
 def test_consolidated_checkpoint_reloads_without_deepspeed(stage_run, stage: int):
-    from moeaudio.model.audio_llm import Collator
-    from moeaudio.train.data import load_examples, manifest_path
+    from moeaudio.runtime.batching import Collator
+    from moeaudio.runtime.examples import load_examples, manifest_path
 
     run = stage_run(stage)
     reloaded = load_model(run.result.checkpoint)
@@ -357,9 +357,10 @@ def test_first_forward_leaves_global_rng_alone(tiny_corpus, tmp_path):
     """Seeded training must not depend on what ran earlier in the process: lazily initialised
     helpers (e.g. the MoE dispatch backend probe) must not draw from the global RNG, or the
     first run of a process, and every resumed run, sees different dropout masks."""
-    from moeaudio.model.audio_llm import Collator, build_audio_llm
-    from moeaudio.model.moe import _grouped_probe
-    from moeaudio.train.data import load_examples, manifest_path
+    from moeaudio.model.audio_llm import build_audio_llm
+    from moeaudio.model.dispatch import _grouped_probe
+    from moeaudio.runtime.batching import Collator
+    from moeaudio.runtime.examples import load_examples, manifest_path
 
     recipe = tiny_recipe(tiny_corpus, tmp_path, "moe", "data.tasks=[asr]")
     model = build_audio_llm(recipe).eval()
@@ -373,16 +374,16 @@ def test_first_forward_leaves_global_rng_alone(tiny_corpus, tmp_path):
 
 def test_resume_without_checkpoint_fails(tiny_corpus, feature_cache, tmp_path):
     with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
-        run_train(recipe_for(tiny_corpus, tmp_path, feature_cache), resume=True, evaluate=False)
+        train_recipe(recipe_for(tiny_corpus, tmp_path, feature_cache), resume=True, evaluate=False)
 
 
 # ----------------------------------------------------------------------------- 5. atomic saves
 
 
 def test_crash_mid_save_keeps_previous_checkpoint(tiny_corpus, feature_cache, tmp_path, monkeypatch):
-    import safetensors.torch
+    import moeaudio.train.checkpoint as checkpoint
 
-    real_save = safetensors.torch.save_file
+    real_save = checkpoint.save_file
     calls = []
 
     def crashing_save(tensors, filename, metadata=None):
@@ -392,10 +393,10 @@ def test_crash_mid_save_keeps_previous_checkpoint(tiny_corpus, feature_cache, tm
             raise RuntimeError("simulated crash mid-save")
         return real_save(tensors, filename, metadata=metadata)
 
-    monkeypatch.setattr(safetensors.torch, "save_file", crashing_save)
+    monkeypatch.setattr(checkpoint, "save_file", crashing_save)
     recipe = recipe_for(tiny_corpus, tmp_path, feature_cache, "train.max_steps=2", "train.save_every=1")
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run_train(recipe, evaluate=False)
+        train_recipe(recipe, evaluate=False)
 
     root = tmp_path / "checkpoints"
     assert (root / "latest").read_text().strip() == "step-000001"
@@ -407,8 +408,8 @@ def test_crash_mid_save_keeps_previous_checkpoint(tiny_corpus, feature_cache, tm
     load_model(previous)  # complete and loadable
 
     # the run resumes from the intact checkpoint and the leftover temp dir is cleaned up
-    monkeypatch.setattr(safetensors.torch, "save_file", real_save)
-    result = run_train(recipe, resume=True, evaluate=False)
+    monkeypatch.setattr(checkpoint, "save_file", real_save)
+    result = train_recipe(recipe, resume=True, evaluate=False)
     assert result.steps == 2 and result.checkpoint == root / "step-000002"
     assert (root / "latest").read_text().strip() == "step-000002"
     assert not list(root.glob(".tmp-*"))
@@ -475,7 +476,7 @@ def test_conflict_probe_logged_during_training(tiny_corpus, feature_cache, tmp_p
         "train.max_steps=2",
         "train.conflict_every=2",
     )
-    history = run_train(recipe, evaluate=False).history
+    history = train_recipe(recipe, evaluate=False).history
     assert not any(k.startswith("conflict/") for k in history[0])
     pairs = {k: v for k, v in history[1].items() if k.startswith("conflict/")}
     assert set(pairs) == {"conflict/music-sound", "conflict/music-speech", "conflict/sound-speech"}

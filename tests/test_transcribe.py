@@ -81,7 +81,7 @@ def test_transcribe_two_minutes(tiny_checkpoint: Path, long_recording: Path) -> 
 def test_stitching_and_subtitle_files(
     tiny_checkpoint: Path, long_recording: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import moeaudio.eval.runner as runner
+    import moeaudio.eval.transcribe as runner
 
     seen: list[int] = []
 

@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.console import Group
+from rich.table import Table
 
 from moeaudio.io_utils import save_figure
 
@@ -398,3 +400,52 @@ def plot_conflict(
         if im is not None:
             fig.colorbar(im, ax=axes[r_i].tolist(), fraction=0.03)
     return save_figure(fig, path)
+
+
+def result_from_json(data: Mapping[str, Any]) -> ConflictResult:
+    """Rebuild a :class:`ConflictResult` from :meth:`ConflictResult.to_json` (e.g. for plotting)."""
+    return ConflictResult(
+        domains=list(data["domains"]),
+        lr=float(data["lr"]),
+        cosine=data["cosine"],
+        influence=data["influence"],
+        influence_normalized=data["influence_normalized"],
+        spread=data["spread"],
+        num_batches=dict(data["num_batches"]),
+        grad_norm=dict(data["grad_norm"]),
+        influence_exact=data.get("influence_exact"),
+        loss=data.get("loss"),
+    )
+
+
+def render_conflict(results: Mapping[str, Mapping[str, Any]]) -> Group:
+    """Rich tables: per checkpoint the cosine and influence matrices and the batch spread."""
+    tables = []
+    for name, r in results.items():
+        doms = r["domains"]
+        for key, fmt in (("cosine", "+.4f"), ("influence_normalized", "+.4f"), ("influence", "+.3e")):
+            t = Table(title=f"{name} ({r.get('adapter', '?')}): {key} [{r.get('loss_key', 'lm_loss')}]")
+            t.add_column("")
+            for d in doms:
+                t.add_column(d, justify="right")
+            for a in doms:
+                t.add_row(a, *(format(r[key][a][b], fmt) for b in doms))
+            tables.append(t)
+        t = Table(title=f"{name}: single-batch cosine spread (mean +- std, n)")
+        need = r.get("batch_size", 0) * max(r["num_batches"].values())
+        few = [d for d, n in r.get("examples_per_domain", {}).items() if n < need]
+        if few:
+            t.caption = (
+                f"[yellow]{', '.join(few)}: fewer clips than batches x batch size (batches repeat clips)[/]"
+            )
+        t.add_column("pair")
+        t.add_column("cosine", justify="right")
+        within = r["spread"]["within"]
+        cross = r["spread"]["cross"]
+        rows = [(f"{d} / {d}", within[d]) for d in doms]
+        rows += [(f"{a} / {b}", cross[a][b]) for i, a in enumerate(doms) for b in doms[i + 1 :]]
+        for label, s in rows:
+            cell = "-" if s["mean"] is None else f"{s['mean']:+.4f} +- {s['std']:.4f} (n={s['n']})"
+            t.add_row(label, cell)
+        tables.append(t)
+    return Group(*tables)

@@ -18,14 +18,17 @@ on standardised features (statistics from the train clips only), the usual linea
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
+from rich.table import Table
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from moeaudio.model.audio_llm import AudioLLM, Example
+from moeaudio.data.tasks import task_kind
+from moeaudio.errors import MissingDataError, UsageError
+from moeaudio.io_utils import save_figure
+from moeaudio.model.audio_llm import AudioBatch, AudioLLM
+from moeaudio.runtime.batching import Collator, Example, iter_batches
 
 __all__ = [
     "STAGES",
@@ -68,21 +71,20 @@ def pooled_stages(
     Runs the model's own audio path (``Collator`` -> ``encoder_states`` -> ``adapt``) in batches;
     the LLM does not run.
     """
-    from dataclasses import replace
+    collator = Collator(model, for_generation=True)
 
-    from moeaudio.model.audio_llm import Collator
+    def collate(batch: list[Example]) -> AudioBatch:  # the audio path needs no response
+        return collator([replace(e, target=None) for e in batch])
 
-    collate = Collator(model, for_generation=True)
     device = next(model.adapter.parameters()).device
-    pooled: dict[str, list[torch.Tensor]] = {s: [] for s in STAGES}
-    for start in range(0, len(examples), batch_size):
-        batch = collate([replace(e, target=None) for e in examples[start : start + batch_size]]).to(device)
+    pooled: dict[str, list[torch.Tensor | None]] = {s: [None] * len(examples) for s in STAGES}
+    for idx, batch in iter_batches(examples, batch_size, collate, device):
         states = model.encoder_states(batch)  # (batch, frames, d_model)
         y, token_lengths, _ = model.adapt(states, batch.frame_lengths)  # (valid_tokens, d_llm), (batch,)
         per_clip = y.split(token_lengths.tolist())
-        for i, n_frames in enumerate(batch.frame_lengths.tolist()):
-            pooled["encoder"].append(_pool(states[i, :n_frames].float()).cpu())
-            pooled["adapter"].append(_pool(per_clip[i].float()).cpu())
+        for j, (i, n_frames) in enumerate(zip(idx, batch.frame_lengths.tolist(), strict=True)):
+            pooled["encoder"][i] = _pool(states[j, :n_frames].float()).cpu()
+            pooled["adapter"][i] = _pool(per_clip[j].float()).cpu()
     return {s: torch.stack(v) for s, v in pooled.items()}
 
 
@@ -124,10 +126,9 @@ def probe_tasks(
     """Probe every classification task (targets from a closed label set) at every stage.
 
     ``tasks``: task names from the manifests' ``task`` field (default: every task the evaluation
-    scores as classification -- :func:`moeaudio.eval.tasks.task_for_manifest` -- so neither
+    scores as classification -- :func:`moeaudio.data.tasks.task_kind` -- so neither
     transcription, captions nor multiple choice).
     """
-    from moeaudio.eval.tasks import task_for_manifest
 
     def task_of(ex: Example) -> str:
         return str(ex.meta.get("task") or "unknown")
@@ -135,19 +136,17 @@ def probe_tasks(
     names = sorted({task_of(e) for e in train})
     if tasks is None:
         tasks = [
-            t
-            for t in names
-            if task_for_manifest(t, [e.meta for e in train if task_of(e) == t]).kind == "classification"
+            t for t in names if task_kind(t, [e.meta for e in train if task_of(e) == t]) == "classification"
         ]
     missing = [t for t in tasks if t not in names]
     if missing:
-        raise ValueError(f"task(s) {missing} have no train items; tasks present: {names}")
+        raise UsageError(f"task(s) {missing} have no train items; tasks present: {names}")
     results = []
     for task in tasks:
         tr = [e for e in train if task_of(e) == task]
         ev = [e for e in held_out if task_of(e) == task]
         if not ev:
-            raise ValueError(f"task {task!r} has no held-out items to score")
+            raise MissingDataError(f"task {task!r} has no held-out items to score")
         labels = sorted({str(e.target) for e in tr})
         index = {label: i for i, label in enumerate(labels)}
         y_tr = torch.tensor([index[str(e.target)] for e in tr])
@@ -167,10 +166,10 @@ def results_to_json(results: Sequence[ProbeResult]) -> list[dict]:
     return [asdict(r) for r in results]
 
 
-def render_probe_table(results: Sequence[ProbeResult], title: str = "linear probes (held-out accuracy)"):
+def render_probe_table(
+    results: Sequence[ProbeResult], title: str = "linear probes (held-out accuracy)"
+) -> Table:
     """Rich table: one row per task, one column per stage, chance beside."""
-    from rich.table import Table
-
     table = Table(title=title)
     table.add_column("task")
     for stage in STAGES:
@@ -197,8 +196,6 @@ def plot_probes(results: Sequence[ProbeResult], path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from moeaudio.io_utils import save_figure
 
     tasks = list(dict.fromkeys(r.task for r in results))
     width = 0.8 / len(STAGES)

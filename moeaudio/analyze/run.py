@@ -20,29 +20,29 @@ the response), as in the paper's figure; the balance/z losses are excluded unles
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
+import yaml
+from torch.func import functional_call
 
 from moeaudio.analyze.conflict import ConflictResult, conflict_analysis, unflatten_like
 from moeaudio.analyze.routing import RoutingStats, per_token_routing, routing_stats
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from moeaudio.model.audio_llm import AudioBatch, AudioLLM, Example
+from moeaudio.errors import MissingDataError, NoRouterError, UsageError
+from moeaudio.model.audio_llm import AudioBatch, AudioLLM
+from moeaudio.model.moe import Router, capture_routing
+from moeaudio.progress import progress_bar
+from moeaudio.runtime.batching import Collator, Example, iter_batches
 
 __all__ = [
     "CONFLICT_DOMAINS",
-    "NoRouterError",
     "TokenRouting",
     "checkpoint_name",
     "conflict_probe",
     "domain_examples",
-    "load_analysis_model",
-    "load_manifest_examples",
-    "resolve_checkpoint",
     "route_audio",
     "route_examples",
     "routing_report",
@@ -54,42 +54,9 @@ __all__ = [
 CONFLICT_DOMAINS: tuple[str, ...] = ("speech", "sound", "music")
 
 
-class NoRouterError(ValueError):
-    """The model's adapter has no router (dense, mlp or linear adapter): nothing to route."""
-
-
 # ----------------------------------------------------------------------------------------------
 # checkpoints
 # ----------------------------------------------------------------------------------------------
-
-
-def resolve_checkpoint(checkpoint: str | Path | None, runs_dir: str | Path = "runs") -> Path:
-    """``checkpoint`` as given, or the newest checkpoint under ``runs_dir`` when None.
-
-    A run directory (with ``checkpoints/``) resolves to its latest complete checkpoint.
-    """
-    from moeaudio.train.checkpoint import find_latest_run_checkpoint, latest_checkpoint
-
-    if checkpoint is None:
-        found = find_latest_run_checkpoint(runs_dir)
-        if found is None:
-            raise FileNotFoundError(f"no checkpoint under {runs_dir}/; pass --checkpoint DIR")
-        return found
-    path = Path(checkpoint)
-    if (path / "checkpoints").is_dir():
-        latest = latest_checkpoint(path)
-        if latest is not None:
-            return latest
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return path
-
-
-def load_analysis_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> AudioLLM:
-    """``train.checkpoint.load_model`` in eval mode (no dropout, routers do not count load)."""
-    from moeaudio.train.checkpoint import load_model
-
-    return load_model(checkpoint, device=device).eval()
 
 
 def checkpoint_name(checkpoint: str | Path, taken: Sequence[str] = ()) -> str:
@@ -98,8 +65,6 @@ def checkpoint_name(checkpoint: str | Path, taken: Sequence[str] = ()) -> str:
     name = path.name
     recipe = path / "recipe.yaml"
     if recipe.exists():
-        import yaml
-
         data = yaml.safe_load(recipe.read_text()) or {}
         name = str(data.get("name") or name)
     base, i = name, 2
@@ -113,8 +78,6 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 
 def _routers(model: AudioLLM) -> list[torch.nn.Module]:
-    from moeaudio.model.moe import Router
-
     routers = [m for m in model.adapter.modules() if isinstance(m, Router)]
     if not routers:
         raise NoRouterError(
@@ -158,8 +121,6 @@ def frame_seconds(model: AudioLLM) -> float:
 @torch.no_grad()
 def _route_batch(model: AudioLLM, batch: AudioBatch, layer: int) -> list[tuple[torch.Tensor, ...]]:
     """Run the audio path only and split the chosen router's decision per example."""
-    from moeaudio.model.moe import capture_routing
-
     router = _routers(model)[layer]
     with capture_routing(router) as decisions:
         model.encode_audio(batch.to(_device(model)))
@@ -176,33 +137,6 @@ def _route_batch(model: AudioLLM, batch: AudioBatch, layer: int) -> list[tuple[t
     return list(parts)
 
 
-def _progress(enabled: bool, description: str, total: int):
-    """A rich progress bar on stderr (a no-op context when disabled)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-        disable=not enabled,
-    )
-
-    class _Ctx:
-        def __enter__(self) -> Callable[[int], None]:
-            progress.start()
-            task = progress.add_task(description, total=total)
-            return lambda n: progress.advance(task, n)
-
-        def __exit__(self, *exc: object) -> None:
-            progress.stop()
-
-    return _Ctx()
-
-
 def route_examples(
     model: AudioLLM,
     examples: Sequence[Example],
@@ -216,59 +150,29 @@ def route_examples(
     cache); only the encoder, stacker and adapter run. ``layer`` picks the router when the adapter
     has several.
     """
-    from moeaudio.model.audio_llm import Collator
-    from moeaudio.train.data import example_length
+    num_experts, fs = _routers(model)[layer].num_experts, frame_seconds(model)  # fails early on dense
+    collator = Collator(model)
 
-    _routers(model)  # fail early on dense adapters
-    collate = Collator(model)
-    order = sorted(range(len(examples)), key=lambda i: example_length(examples[i]))
+    def collate(batch: list[Example]) -> AudioBatch:  # the routing pass needs no response
+        return collator([replace(e, target=None) for e in batch])
+
     out: list[TokenRouting | None] = [None] * len(examples)
-    num_experts, fs = _routers(model)[layer].num_experts, frame_seconds(model)
-    with _progress(progress, "routing", len(examples)) as advance:
-        for s in range(0, len(order), max(1, batch_size)):
-            idx = order[s : s + max(1, batch_size)]
-            batch = collate([_no_target(examples[i]) for i in idx])
+    with progress_bar("routing", len(examples), progress) as advance:
+        for idx, batch in iter_batches(examples, batch_size, collate, _device(model)):
             for i, (ids, gates, probs) in zip(idx, _route_batch(model, batch, layer), strict=True):
                 out[i] = TokenRouting(ids, gates, probs, num_experts, fs)
             advance(len(idx))
     return [r for r in out if r is not None]
 
 
-def _no_target(example: Example) -> Example:
-    """The routing pass does not need the response: drop it (examples without a target work too)."""
-    from dataclasses import replace
-
-    return replace(example, target=None)
-
-
 def route_audio(model: AudioLLM, wave: np.ndarray, layer: int = 0) -> TokenRouting:
     """Which experts every audio token of one waveform (at the encoder's sample rate) went to."""
-    from moeaudio.model.audio_llm import Example
-
     return route_examples(model, [Example("", None, wave=np.asarray(wave, dtype=np.float32))], layer=layer)[0]
-
-
-def load_manifest_examples(
-    model: AudioLLM, manifest: str | Path, progress: bool = False, limit: int | None = None
-) -> list[Example]:
-    """Examples of a manifest via ``train.data.load_examples`` (feature cache when the recipe has one).
-
-    The checkpoint's recipe filters apply (``data.tasks``, ``data.max_audio_seconds``).
-    ``limit`` keeps the first N items (before filtering).
-    """
-    from moeaudio.data.manifest import read_manifest
-    from moeaudio.train.data import load_examples
-
-    manifest = Path(manifest)
-    items = read_manifest(manifest)
-    if limit is not None:
-        items = items[:limit]
-    return load_examples(model, manifest, model.recipe, progress=progress, items=items)
 
 
 def _group_of(example: Example, by: str) -> str:
     if by not in ("domain", "task"):
-        raise ValueError(f"--by must be domain or task, got {by!r}")
+        raise UsageError(f"--by must be domain or task, got {by!r}")
     return str(example.meta.get(by) or "unknown")
 
 
@@ -324,12 +228,12 @@ def sample_domain_batches(
     it does not). Examples need a ``target`` (the loss is on the response).
     """
     if num_batches < 1 or batch_size < 1:
-        raise ValueError("num_batches and batch_size must be >= 1")
+        raise UsageError("num_batches and batch_size must be >= 1")
     out: dict[str, list[list[Example]]] = {}
     for d, exs in examples_by_domain.items():
         exs = [e for e in exs if e.target]
         if not exs:
-            raise ValueError(f"domain {d!r} has no examples with a target")
+            raise MissingDataError(f"domain {d!r} has no examples with a target")
         rng = np.random.default_rng(seed)
         need = num_batches * batch_size
         idx = np.concatenate([rng.permutation(len(exs)) for _ in range(-(-need // len(exs)))])[:need]
@@ -371,10 +275,9 @@ def conflict_probe(
     parameters' ``.grad`` (and DeepSpeed's accumulation) are untouched; the model runs in eval mode
     (no dropout, routers do not count load) and its train/eval mode is restored; torch's global RNG
     is not consumed. Not supported under ZeRO-3 (partitioned parameters). Forward hooks on the
-    routers (e.g. the trainer's load monitor) do see the probe's batches.
+    routers (e.g. ``capture_routing``) do see the probe's batches; the routers' own token counters do
+    not (eval mode), and the trainer resets them after the probe.
     """
-    from moeaudio.model.audio_llm import Collator
-
     batches = sample_domain_batches(examples_by_domain, num_batches, batch_size, seed)
     collate = Collator(model)
     names, params = _adapter_params(model)
@@ -385,7 +288,7 @@ def conflict_probe(
     model.eval()
     total = sum(len(b) for b in batches.values())
     try:
-        with _progress(progress, "gradients", total) as advance:
+        with progress_bar("gradients", total, progress) as advance:
 
             def grad_fn(batch: list[Example]) -> list[torch.Tensor]:
                 with torch.enable_grad():
@@ -422,217 +325,9 @@ def _functional_loss(
     key: str,
     device: torch.device,
 ) -> Callable[[list[Example], torch.Tensor], float]:
-    from torch.func import functional_call
-
     def loss_fn(batch: list[Example], flat: torch.Tensor) -> float:
         override = {f"adapter.{n}": t for n, t in zip(names, unflatten_like(flat, params), strict=True)}
         with torch.no_grad():
             return float(functional_call(model, override, (collate(batch).to(device),))[key])
 
     return loss_fn
-
-
-# ----------------------------------------------------------------------------------------------
-# command entry points (the CLI only parses options and prints)
-# ----------------------------------------------------------------------------------------------
-
-
-def analyze_routing_audio(
-    audio: str | Path,
-    checkpoint: str | Path | None = None,
-    png: str | Path | None = None,
-    layer: int = 0,
-    device: str = "cpu",
-) -> tuple[dict[str, Any], Any]:
-    """One recording: per-token routing JSON (``tokens``: ``time``, ``experts``, ``gates``,
-    ``probs``), the rich timeline, and optionally the spectrogram-over-routing PNG."""
-    from moeaudio.analyze.routing import plot_token_timeline, render_timeline
-    from moeaudio.data.audio import load_audio
-
-    ckpt = resolve_checkpoint(checkpoint)
-    model = load_analysis_model(ckpt, device)
-    _routers(model)
-    sr = model.encoder.sample_rate
-    wave = load_audio(audio, sr)
-    routed = route_audio(model, wave, layer=layer)
-    data = {"audio": str(audio), "checkpoint": str(ckpt), "duration": len(wave) / sr, **routed.to_json()}
-    if png is not None:
-        plot_token_timeline(
-            wave, sr, routed.expert_ids, routed.gates, routed.num_experts, routed.frame_seconds, png
-        )
-        data["png"] = str(png)
-    view = render_timeline(routed.expert_ids, routed.gates, routed.num_experts, routed.frame_seconds)
-    return data, view
-
-
-def analyze_routing_manifest(
-    manifest: str | Path,
-    checkpoints: Sequence[str | Path] | None = None,
-    by: str = "domain",
-    batch_size: int = 16,
-    png: str | Path | None = None,
-    limit: int | None = None,
-    layer: int = 0,
-    device: str = "cpu",
-    progress: bool = False,
-) -> tuple[dict[str, RoutingStats], dict[str, Any]]:
-    """Routing statistics per checkpoint over a manifest, the JSON view and the optional PNG.
-
-    JSON: one checkpoint -> ``activation``, ``load``, ``maxvio``, ``entropy``,
-    ``mutual_information`` (+ ``normalized_entropy``, ``tokens_per_group``) at top level; several ->
-    ``{name: those keys}``. Every checkpoint must be a MoE (:class:`NoRouterError` otherwise).
-    """
-    from moeaudio.analyze.routing import plot_activation_heatmap
-
-    paths = [resolve_checkpoint(c) for c in (checkpoints or [None])]
-    stats: dict[str, RoutingStats] = {}
-    for path in paths:
-        name = checkpoint_name(path, list(stats))
-        model = load_analysis_model(path, device)
-        try:
-            _routers(model)
-        except NoRouterError as exc:
-            raise NoRouterError(f"{path}: {exc}") from None
-        examples = load_manifest_examples(model, manifest, progress=progress, limit=limit)
-        if not examples:
-            raise ValueError(f"{manifest}: no usable items for {path}")
-        stats[name] = routing_report(model, examples, by, batch_size, layer, progress)
-    views = {
-        name: {"checkpoint": str(p), **s.to_json()} for (name, s), p in zip(stats.items(), paths, strict=True)
-    }
-    data: dict[str, Any] = next(iter(views.values())) if len(views) == 1 else dict(views)
-    if png is not None:
-        plot_activation_heatmap(stats, png)
-    return stats, data
-
-
-def analyze_conflict(
-    manifest: str | Path,
-    checkpoints: Sequence[str | Path] | None = None,
-    num_batches: int = 4,
-    batch_size: int = 8,
-    seed: int = 0,
-    lr: float | None = None,
-    include_aux: bool = False,
-    exact: bool = False,
-    png: str | Path | None = None,
-    limit: int | None = None,
-    device: str = "cpu",
-    progress: bool = False,
-) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """:func:`conflict_probe` per checkpoint on a manifest's speech/sound/music items.
-
-    Returns the per-checkpoint results and the JSON view (one checkpoint: top level; several:
-    keyed by name). ``png`` draws every checkpoint side by side (``plot_conflict``). ``lr``
-    defaults to each checkpoint's ``train.lr``.
-    """
-    from moeaudio.analyze.conflict import plot_conflict
-
-    paths = [resolve_checkpoint(c) for c in (checkpoints or [None])]
-    results: dict[str, dict[str, Any]] = {}
-    for path in paths:
-        name = checkpoint_name(path, list(results))
-        model = load_analysis_model(path, device)
-        by_domain = domain_examples(load_manifest_examples(model, manifest, progress=progress, limit=limit))
-        if len(by_domain) < 2:
-            raise ValueError(
-                f"{manifest}: need items of at least two of {CONFLICT_DOMAINS}, found {sorted(by_domain)}"
-            )
-        res = conflict_probe(
-            model, by_domain, num_batches, batch_size, seed, lr, include_aux, exact, progress=progress
-        )
-        res["checkpoint"] = str(path)
-        res["adapter"] = model.recipe.adapter.kind
-        results[name] = res
-    data: dict[str, Any] = next(iter(results.values())) if len(results) == 1 else dict(results)
-    if png is not None:
-        key = "influence_exact" if exact else "influence"
-        plot_conflict({n: result_from_json(r) for n, r in results.items()}, png, influence_key=key)
-    return results, data
-
-
-def result_from_json(data: Mapping[str, Any]) -> ConflictResult:
-    """Rebuild a :class:`ConflictResult` from :meth:`ConflictResult.to_json` (e.g. for plotting)."""
-    return ConflictResult(
-        domains=list(data["domains"]),
-        lr=float(data["lr"]),
-        cosine=data["cosine"],
-        influence=data["influence"],
-        influence_normalized=data["influence_normalized"],
-        spread=data["spread"],
-        num_batches=dict(data["num_batches"]),
-        grad_norm=dict(data["grad_norm"]),
-        influence_exact=data.get("influence_exact"),
-        loss=data.get("loss"),
-    )
-
-
-def render_conflict(results: Mapping[str, Mapping[str, Any]]):
-    """Rich tables: per checkpoint the cosine and influence matrices and the batch spread."""
-    from rich.console import Group
-    from rich.table import Table
-
-    tables = []
-    for name, r in results.items():
-        doms = r["domains"]
-        for key, fmt in (("cosine", "+.4f"), ("influence_normalized", "+.4f"), ("influence", "+.3e")):
-            t = Table(title=f"{name} ({r.get('adapter', '?')}): {key} [{r.get('loss_key', 'lm_loss')}]")
-            t.add_column("")
-            for d in doms:
-                t.add_column(d, justify="right")
-            for a in doms:
-                t.add_row(a, *(format(r[key][a][b], fmt) for b in doms))
-            tables.append(t)
-        t = Table(title=f"{name}: single-batch cosine spread (mean +- std, n)")
-        need = r.get("batch_size", 0) * max(r["num_batches"].values())
-        few = [d for d, n in r.get("examples_per_domain", {}).items() if n < need]
-        if few:
-            t.caption = (
-                f"[yellow]{', '.join(few)}: fewer clips than batches x batch size (batches repeat clips)[/]"
-            )
-        t.add_column("pair")
-        t.add_column("cosine", justify="right")
-        within = r["spread"]["within"]
-        cross = r["spread"]["cross"]
-        rows = [(f"{d} / {d}", within[d]) for d in doms]
-        rows += [(f"{a} / {b}", cross[a][b]) for i, a in enumerate(doms) for b in doms[i + 1 :]]
-        for label, s in rows:
-            cell = "-" if s["mean"] is None else f"{s['mean']:+.4f} +- {s['std']:.4f} (n={s['n']})"
-            t.add_row(label, cell)
-        tables.append(t)
-    return Group(*tables)
-
-
-def analyze_probe(
-    checkpoint: str | Path | None = None,
-    train_manifest: str | Path | None = None,
-    eval_manifest: str | Path | None = None,
-    tasks: Sequence[str] | None = None,
-    png: str | Path | None = None,
-    device: str = "cpu",
-    progress: bool = False,
-) -> tuple[list[Any], dict[str, Any]]:
-    """Linear probes (:mod:`moeaudio.analyze.probe`) for one checkpoint.
-
-    Manifests default to the checkpoint recipe's train and valid splits. Returns the results and
-    their JSON view.
-    """
-    from moeaudio.analyze.probe import plot_probes, probe_tasks, results_to_json
-    from moeaudio.train.data import manifest_path
-
-    path = resolve_checkpoint(checkpoint)
-    model = load_analysis_model(path, device)
-    train_path = Path(train_manifest) if train_manifest else manifest_path(model.recipe, "train")
-    eval_path = Path(eval_manifest) if eval_manifest else manifest_path(model.recipe, "valid")
-    train = load_manifest_examples(model, train_path, progress=progress)
-    held_out = load_manifest_examples(model, eval_path, progress=progress)
-    results = probe_tasks(model, train, held_out, tasks)
-    data = {
-        "checkpoint": str(path),
-        "train_manifest": str(train_path),
-        "eval_manifest": str(eval_path),
-        "probes": results_to_json(results),
-    }
-    if png is not None:
-        plot_probes(results, png)
-    return results, data

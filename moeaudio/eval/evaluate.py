@@ -1,9 +1,8 @@
 """`moeaudio eval`: score one task of a checkpoint and write a self-describing result file.
 
-:func:`run_eval` resolves the checkpoint (latest under ``runs/`` by default) and the data (the
-checkpoint recipe's ``test.jsonl``, else ``valid.jsonl``, narrowed to the task), generates answers
-(greedy or beam, optionally few-shot with audio in the earlier turns), scores them with the task's
-metric (:mod:`moeaudio.eval.tasks`) and writes, next to each other:
+Five steps, one function each: :func:`plan` (checkpoint, recipe, data and decoding settings),
+:func:`build_examples` (audio or text examples, few-shot shots), :func:`generate` (greedy or beam),
+:func:`score` (the task kind's handler) and :func:`write_results`, which writes side by side:
 
 * ``<checkpoint>/eval/<task>.json``: task, prompts, normaliser, decoding settings, checkpoint and
   manifest sha256, package versions, date, n, metrics, chance levels, throughput;
@@ -24,22 +23,38 @@ import json
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
+from rich.table import Table
+
+from moeaudio.config import Recipe, load_recipe
+from moeaudio.data.manifest import Item, read_manifest
+from moeaudio.errors import EvalDataError, EvalError
+from moeaudio.eval.generation import generate_all
+from moeaudio.eval.handlers import TaskHandler, handler_for
+from moeaudio.eval.metrics import plot_confusion, summarize_numbers
+from moeaudio.eval.options import EvalOptions
 from moeaudio.eval.tasks import EvalTask, get_task, prepare_hint
-from moeaudio.model.audio_llm import Collator
+from moeaudio.io_utils import atomic_write_text
+from moeaudio.model.audio_llm import AudioLLM
+from moeaudio.runtime.batching import Collator, Example
+from moeaudio.runtime.checkpoint import WEIGHTS, load_model, resolve_checkpoint
+from moeaudio.runtime.device import pick_device
+from moeaudio.runtime.examples import load_examples, manifest_path
 
 __all__ = [
     "EvalDataError",
     "EvalError",
-    "FewShotCollator",
+    "EvalOptions",
     "eval_json_summary",
+    "evaluate",
     "file_sha256",
     "package_versions",
     "render_eval",
-    "resolve_checkpoint",
     "resolve_manifest",
     "run_eval",
     "select_shots",
@@ -47,14 +62,6 @@ __all__ = [
 
 #: Instruction put before VoiceBench's text prompt in ``--modality text`` (mirrors the spoken version).
 TEXT_MCQ_INSTRUCTION = "Answer the multiple-choice question. Reply with the letter of the correct option."
-
-
-class EvalError(ValueError):
-    """A usage problem the CLI reports as one line (bad option, missing checkpoint, ...)."""
-
-
-class EvalDataError(EvalError, FileNotFoundError):
-    """No data for the task; the message names the `moeaudio prepare ...` command that makes it."""
 
 
 # ------------------------------------------------------------------------------------- provenance
@@ -78,36 +85,34 @@ def package_versions(names: Sequence[str] = ("moeaudio", "torch", "transformers"
     return out
 
 
-# ------------------------------------------------------------------------------------ resolution
+# ------------------------------------------------------------------------------------- step 1: plan
 
 
-def resolve_checkpoint(checkpoint: str | Path | None, runs_dir: str | Path = "runs") -> Path:
-    """The given checkpoint directory (a run directory means its latest checkpoint), else the newest."""
-    from moeaudio.train.checkpoint import WEIGHTS, find_latest_run_checkpoint, latest_checkpoint
+@dataclass
+class EvalPlan:
+    """Everything decided before the model runs."""
 
-    if checkpoint is None:
-        found = find_latest_run_checkpoint(runs_dir)
-        if found is None:
-            raise EvalError(
-                f"no checkpoint found under {runs_dir}/: train one first (`moeaudio train quickstart`) "
-                "or pass --checkpoint DIR"
-            )
-        return found
-    path = Path(checkpoint)
-    if not (path / WEIGHTS).exists() and (path / "checkpoints").is_dir():
-        run_latest = latest_checkpoint(path)
-        if run_latest is not None:
-            return run_latest
-    if not (path / WEIGHTS).exists():
-        raise EvalError(f"{path}: no {WEIGHTS}; pass a checkpoint directory (RUN/checkpoints/step-NNNNNN)")
-    return path
+    spec: EvalTask
+    handler: TaskHandler
+    checkpoint: Path
+    recipe: Recipe
+    manifest: Path
+    items: list[Item]  # the items scored (after max_items)
+    n_available: int
+    modality: str
+    few_shot: int
+    num_beams: int
+    batch_size: int
+    max_new_tokens: int
+    seed: int
+    device: torch.device
+    output: Path
+    n_longer_than_training_max: int  # scored all the same: n stays honest
+    shot_ids: list[str] = field(default_factory=list)
 
 
-def resolve_manifest(spec: EvalTask, recipe, manifest: str | Path | None) -> tuple[Path, list]:
+def resolve_manifest(spec: EvalTask, recipe: Recipe, manifest: str | Path | None) -> tuple[Path, list[Item]]:
     """``(manifest path, the task's items in it)``; raises :class:`EvalDataError` naming a fix."""
-    from moeaudio.data.manifest import read_manifest
-    from moeaudio.train.data import manifest_path
-
     root = Path(recipe.data.root)
     if manifest is not None:
         path = Path(manifest)
@@ -135,7 +140,49 @@ def resolve_manifest(spec: EvalTask, recipe, manifest: str | Path | None) -> tup
     )
 
 
-# ------------------------------------------------------------------------------------- few-shot
+def plan(opts: EvalOptions) -> EvalPlan:
+    """Resolve the checkpoint, recipe, data and decoding settings; fail before loading any model."""
+    if opts.modality not in ("audio", "text"):
+        raise EvalError(f"--modality must be audio or text (got {opts.modality!r})")
+    spec = get_task(opts.task)
+    if opts.modality == "text" and spec.kind != "mcq":
+        raise EvalError(
+            f"--modality text is for spoken multiple-choice tasks (mmsu, openbookqa), not '{opts.task}'"
+        )
+    ckpt = resolve_checkpoint(opts.checkpoint, opts.runs_dir)
+    recipe = load_recipe(ckpt / "recipe.yaml")
+    recipe.data.tasks = None  # eval picks its own task, whatever training was restricted to
+    manifest, items = resolve_manifest(spec, recipe, opts.manifest)
+    n_available = len(items)
+    few_shot = recipe.eval.few_shot if opts.few_shot is None else opts.few_shot
+    num_beams = recipe.eval.num_beams if opts.num_beams is None else opts.num_beams
+    batch_size = opts.batch_size or recipe.eval.batch_size
+    max_items = opts.max_items if opts.max_items is not None else recipe.eval.max_items
+    if few_shot < 0 or num_beams < 1 or batch_size < 1:
+        raise EvalError("--few-shot must be >= 0, --num-beams and --batch-size >= 1")
+    name = f"{opts.task}.text.json" if opts.modality == "text" else f"{opts.task}.json"
+    items = items[:max_items] if max_items else items
+    return EvalPlan(
+        spec=spec,
+        handler=handler_for(spec.kind),
+        checkpoint=ckpt,
+        recipe=recipe,
+        manifest=manifest,
+        items=items,
+        n_available=n_available,
+        modality=opts.modality,
+        few_shot=few_shot,
+        num_beams=num_beams,
+        batch_size=batch_size,
+        max_new_tokens=opts.max_new_tokens or spec.max_new_tokens,
+        seed=opts.seed,
+        device=pick_device(opts.device),
+        output=Path(opts.output) if opts.output else ckpt / "eval" / name,
+        n_longer_than_training_max=sum((i.duration or 0) > recipe.data.max_audio_seconds for i in items),
+    )
+
+
+# ------------------------------------------------------------------------------------- step 2: examples
 
 
 def select_shots(spec: EvalTask, items: list, n: int, seed: int = 0, exclude: set[str] = frozenset()) -> list:
@@ -157,74 +204,8 @@ def select_shots(spec: EvalTask, items: list, n: int, seed: int = 0, exclude: se
     return chosen
 
 
-class FewShotCollator(Collator):
-    """Generation batches whose prompt starts with the same solved examples (user/assistant turns).
-
-    Every shot keeps its audio: the batch carries one encoder row per clip in prompt order (shots,
-    then the query), which :meth:`AudioLLM.embed` scatters into the placeholders row by row.
-    """
-
-    def __init__(self, model, shots: list):
-        super().__init__(model, for_generation=True)
-        self.shots = list(shots)
-
-    def conversation_ids(self, turns: list, n_audio: list[int | None]) -> list[int]:
-        """Token ids of the chat ``shots + [query]`` with each placeholder expanded to its audio tokens."""
-        messages = []
-        for k, e in enumerate(turns):
-            messages.append(
-                {"role": "user", "content": self.user_content(e.instruction, n_audio[k] is not None)}
-            )
-            if k < len(turns) - 1:
-                messages.append({"role": "assistant", "content": e.target or ""})
-        if self.tok.chat_template:
-            kwargs = {"enable_thinking": False} if "enable_thinking" in self.tok.chat_template else {}
-            text = self.tok.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True, **kwargs
-            )
-        else:
-            text = "".join(f"{m['content']}\n" for m in messages)
-        ids = self.tok(text, add_special_tokens=False).input_ids
-        counts = iter(n for n in n_audio if n is not None)
-        out: list[int] = []
-        for token in ids:
-            out.extend([token] * next(counts) if token == self.model.audio_token_id else [token])
-        return out
-
-    def __call__(self, examples: list):
-        import torch
-
-        from moeaudio.model.audio_llm import AudioBatch
-
-        if not self.shots:
-            return super().__call__(examples)
-        model = self.model
-        conversations = [[*self.shots, e] for e in examples]
-        clips = [e for conv in conversations for e in conv if e.wave is not None or e.states is not None]
-        frame_lengths, enc_inputs, states = self.collate_audio(clips)
-        tokens = iter(model.stacker.token_lengths(frame_lengths).tolist())
-        rows = []
-        for conv in conversations:
-            n_audio = [next(tokens) if e.wave is not None or e.states is not None else None for e in conv]
-            rows.append(self.conversation_ids(conv, n_audio))
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), self.tok.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):  # left padding: every response starts at the same position
-            input_ids[i, width - len(row) :] = torch.tensor(row)
-            attention[i, width - len(row) :] = 1
-        return AudioBatch(
-            input_ids, attention, None, frame_lengths, enc_inputs, states, [e.meta for e in examples]
-        )
-
-
-# ------------------------------------------------------------------------------------- examples
-
-
-def _text_examples(items: list) -> list:
+def _text_examples(items: list[Item]) -> list[Example]:
     """Text-only Examples from ``meta.text_prompt``; every item must have one."""
-    from moeaudio.model.audio_llm import Example
-
     missing = [i.id for i in items if not (i.meta or {}).get("text_prompt")]
     if missing:
         raise EvalError(
@@ -236,27 +217,56 @@ def _text_examples(items: list) -> list:
     ]
 
 
-def _audio_examples(model, manifest: Path, recipe, items: list, progress: bool) -> list:
-    from moeaudio.train.data import load_examples
-
-    return load_examples(model, manifest, recipe, progress=progress, items=items)
-
-
-def _eval_recipe(recipe):
-    """The checkpoint's recipe with the training task filter lifted (eval picks its own task)."""
-    copy = recipe.model_copy(deep=True)
-    copy.data.tasks = None
-    return copy
+def _examples(
+    p: EvalPlan, model: AudioLLM, manifest: Path, items: list[Item], progress: bool
+) -> list[Example]:
+    if p.modality == "text":
+        return _text_examples(items)
+    return load_examples(model, manifest, p.recipe, progress=progress, items=items)
 
 
-# ------------------------------------------------------------------------------------- outputs
+def build_examples(p: EvalPlan, model: AudioLLM, progress: bool) -> tuple[list[Example], Collator]:
+    """The scored examples and the collator that prompts them (with few-shot shots when asked).
+
+    Every selected item is scored (n stays honest): clips longer than training's limit are kept.
+    """
+    p.recipe.data.max_audio_seconds = float("inf")
+    examples = _examples(p, model, p.manifest, p.items, progress)
+    if not p.few_shot:
+        return examples, Collator(model, for_generation=True)
+    train_manifest = manifest_path(p.recipe, "train")
+    if not train_manifest.exists():
+        raise EvalDataError(f"--few-shot needs the train manifest {train_manifest}; it does not exist")
+    shot_items = select_shots(
+        p.spec, read_manifest(train_manifest), p.few_shot, p.seed, {i.id for i in p.items}
+    )
+    if len(shot_items) < p.few_shot:
+        raise EvalDataError(
+            f"--few-shot {p.few_shot}: {train_manifest} has only {len(shot_items)} items for task '{p.spec.name}'"
+        )
+    p.shot_ids = [i.id for i in shot_items]
+    shots = _examples(p, model, train_manifest, shot_items, progress)
+    return examples, Collator(model, for_generation=True, shots=shots)
 
 
-def _stem(output: Path) -> Path:
-    return output.with_suffix("") if output.suffix == ".json" else output
+# ------------------------------------------------------------------------------------- steps 3-5
 
 
-def _mmau_official(items: list, predictions: list[str]) -> list[dict[str, Any]]:
+def generate(
+    p: EvalPlan, model: AudioLLM, examples: list[Example], collate: Collator, progress: bool
+) -> tuple[list[str], dict[str, float]]:
+    start = time.time()
+    predictions, rate = generate_all(
+        model, examples, p.batch_size, p.max_new_tokens, p.num_beams, progress, collate=collate
+    )
+    return predictions, {"items_per_s": rate, "seconds": time.time() - start}
+
+
+def score(p: EvalPlan, examples: list[Example], predictions: list[str]) -> dict[str, Any]:
+    return p.handler.score(p.spec, examples, predictions)
+
+
+def _mmau_official(items: list[Item], predictions: list[str]) -> list[dict[str, Any]]:
     """MMAU's own JSON layout (as in ``mmau-test-mini.json``) with the added ``model_output`` key."""
     out = []
     for item, pred in zip(items, predictions, strict=True):
@@ -280,39 +290,91 @@ def _mmau_official(items: list, predictions: list[str]) -> list[dict[str, Any]]:
     return out
 
 
-def _group_chance(examples: list) -> dict[str, dict[str, float]]:
-    """Chance accuracy (mean 1/#choices) per MCQ breakdown group, keyed like the metrics."""
-    groups: dict[str, dict[str, list[float]]] = {"by_domain": {}, "by_category": {}, "by_difficulty": {}}
-    for e in examples:
-        inner = e.meta.get("meta") or {}
-        p = 1 / len(e.meta["choices"])
-        for name, value in (
-            ("by_domain", e.meta.get("domain")),
-            ("by_category", inner.get("category")),
-            ("by_difficulty", inner.get("difficulty")),
-        ):
-            if value is not None:
-                groups[name].setdefault(str(value), []).append(p)
-    return {g: {k: sum(v) / len(v) for k, v in vals.items()} for g, vals in groups.items()}
+def _json_default(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else str(value)
 
 
-def _normalizer_name(spec: EvalTask, examples: list) -> str:
-    if spec.kind == "asr":
-        from moeaudio.eval.normalize import english_spelling_source, normalize_english, normalizer_for
+def write_results(
+    p: EvalPlan,
+    examples: list[Example],
+    predictions: list[str],
+    scored: dict[str, Any],
+    throughput: dict[str, float],
+) -> dict[str, Any]:
+    """Write predictions, figures and the result JSON (each atomically); return the result record."""
+    stem = p.output.with_suffix("") if p.output.suffix == ".json" else p.output
+    files: dict[str, str] = {}
+    answers = scored.pop("answers")
+    rows = []
+    for item, e, pred, ans in zip(p.items, examples, predictions, answers, strict=True):
+        row: dict[str, Any] = {"id": item.id, "audio": item.audio, "instruction": e.instruction}
+        row.update(target=item.target, prediction=pred, answer=ans, **p.handler.prediction_row(item, ans))
+        rows.append(row)
+    pred_path = stem.parent / f"{stem.name}.predictions.jsonl"
+    atomic_write_text(pred_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    files["predictions"] = str(pred_path)
+    metrics = scored["metrics"]
+    if p.spec.kind == "classification":
+        png = stem.parent / f"{stem.name}.confusion.png"
+        files["confusion_png"] = str(
+            plot_confusion(metrics["confusion"], metrics["labels"], png, title=p.spec.name)
+        )
+    if p.spec.name == "mmau":
+        mmau_path = stem.parent / f"{stem.name}.mmau.json"
+        atomic_write_text(
+            mmau_path, json.dumps(_mmau_official(p.items, predictions), indent=1, ensure_ascii=False)
+        )
+        files["mmau"] = str(mmau_path)
+    result: dict[str, Any] = {
+        "task": p.spec.name,
+        "kind": p.spec.kind,
+        "modality": p.modality,
+        "metric": p.spec.metric,
+        "n": len(examples),
+        "n_available": p.n_available,
+        "n_longer_than_training_max": p.n_longer_than_training_max,
+        "metrics": metrics,
+        "chance": p.handler.chance_by_metric(scored, examples),
+        "chance_level": scored["chance"],
+        "majority": scored.get("majority"),
+        "labels": scored.get("labels"),
+        "prompts": sorted({e.instruction for e in examples})[:50],
+        "normalizer": p.handler.normalizer(p.spec, examples),
+        "decoding": {
+            "strategy": "beam" if p.num_beams > 1 else "greedy",
+            "num_beams": p.num_beams,
+            "do_sample": False,
+            "max_new_tokens": p.max_new_tokens,
+            "batch_size": p.batch_size,
+            "few_shot": p.few_shot,
+            "few_shot_ids": p.shot_ids,
+            "seed": p.seed,
+        },
+        "checkpoint": str(p.checkpoint),
+        "checkpoint_sha256": file_sha256(p.checkpoint / WEIGHTS),
+        "manifest": str(p.manifest),
+        "manifest_sha256": file_sha256(p.manifest),
+        "versions": package_versions(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": str(p.device),
+        "throughput": throughput,
+        "files": files,
+        "output": str(p.output),
+    }
+    atomic_write_text(p.output, json.dumps(result, indent=1, ensure_ascii=False, default=_json_default))
+    return result
 
-        lang = examples[0].meta.get("lang") or "en"
-        if normalizer_for(lang) is normalize_english:
-            return f"whisper EnglishTextNormalizer (spelling map: {english_spelling_source()})"
-        return "whisper BasicTextNormalizer"
-    if spec.kind == "caption":
-        return "moeaudio.eval.metrics.normalize_caption"
-    if spec.kind == "mcq":
-        letters = "option letters mapped to option text, then " if spec.letter_answers else ""
-        return f"{letters}MMAU string_match (lower-case \\b\\w+\\b token sets)"
-    return "moeaudio.eval.metrics.match_label (case/punctuation-insensitive label match)"
+
+# ------------------------------------------------------------------------------------- entry points
 
 
-# ------------------------------------------------------------------------------------- main entry
+def evaluate(opts: EvalOptions, progress: bool = True) -> dict[str, Any]:
+    """Plan -> examples -> generate -> score -> write; returns the result record (also in the JSON)."""
+    p = plan(opts)
+    model = load_model(p.checkpoint, device=p.device)
+    examples, collate = build_examples(p, model, progress)
+    predictions, throughput = generate(p, model, examples, collate, progress)
+    return write_results(p, examples, predictions, score(p, examples, predictions), throughput)
 
 
 def run_eval(
@@ -321,183 +383,23 @@ def run_eval(
     manifest: str | Path | None = None,
     output: str | Path | None = None,
     *,
-    few_shot: int | None = None,
-    num_beams: int | None = None,
-    max_items: int | None = None,
-    modality: str = "audio",
-    runs_dir: str | Path = "runs",
-    batch_size: int | None = None,
-    max_new_tokens: int | None = None,
-    seed: int = 0,
-    device: str | None = None,
     progress: bool = True,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Evaluate ``task`` and write the result files; returns the result record (also in the JSON file).
-
-    ``None`` options take the task's default (decoding) or the checkpoint recipe's ``eval`` section
-    (few_shot, num_beams, batch_size, max_items). Raises :class:`EvalDataError` when the task has no
-    data (the message names the ``moeaudio prepare`` command) and :class:`EvalError` for bad options.
-    """
-    import torch
-
-    from moeaudio.eval.metrics import mmau_is_correct, plot_confusion
-    from moeaudio.eval.runner import generate_all, score_task
-    from moeaudio.io_utils import atomic_write_text
-    from moeaudio.train.checkpoint import WEIGHTS, load_model
-    from moeaudio.train.data import manifest_path
-
-    if modality not in ("audio", "text"):
-        raise EvalError(f"--modality must be audio or text (got {modality!r})")
-    spec = get_task(task)
-    if modality == "text" and spec.kind != "mcq":
-        raise EvalError(
-            f"--modality text is for spoken multiple-choice tasks (mmsu, openbookqa), not '{task}'"
-        )
-    ckpt = resolve_checkpoint(checkpoint, runs_dir)
-    from moeaudio.config import load_recipe
-
-    recipe = _eval_recipe(load_recipe(ckpt / "recipe.yaml"))
-    manifest_file, items = resolve_manifest(spec, recipe, manifest)
-    few_shot = recipe.eval.few_shot if few_shot is None else few_shot
-    num_beams = recipe.eval.num_beams if num_beams is None else num_beams
-    batch_size = batch_size or recipe.eval.batch_size
-    max_items = max_items if max_items is not None else recipe.eval.max_items
-    max_new_tokens = max_new_tokens or spec.max_new_tokens
-    if few_shot < 0 or num_beams < 1 or batch_size < 1:
-        raise EvalError("--few-shot must be >= 0, --num-beams and --batch-size >= 1")
-    total_items = len(items)
-    if max_items:
-        items = items[:max_items]
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(ckpt, device=device)
-    # every selected item is scored (n stays honest): clips longer than training's limit are not dropped
-    n_long = sum(1 for i in items if (i.duration or 0) > recipe.data.max_audio_seconds)
-    recipe.data.max_audio_seconds = float("inf")
-    if modality == "text":
-        examples = _text_examples(items)
-    else:
-        examples = _audio_examples(model, manifest_file, recipe, items, progress)
-
-    shots_meta: list[str] = []
-    collate = None
-    if few_shot:
-        from moeaudio.data.manifest import read_manifest
-
-        train_manifest = manifest_path(recipe, "train")
-        if not train_manifest.exists():
-            raise EvalDataError(f"--few-shot needs the train manifest {train_manifest}; it does not exist")
-        shot_items = select_shots(spec, read_manifest(train_manifest), few_shot, seed, {i.id for i in items})
-        if len(shot_items) < few_shot:
-            raise EvalDataError(
-                f"--few-shot {few_shot}: {train_manifest} has only {len(shot_items)} items for task '{task}'"
-            )
-        shots = (
-            _text_examples(shot_items)
-            if modality == "text"
-            else _audio_examples(model, train_manifest, recipe, shot_items, progress)
-        )
-        shots_meta = [i.id for i in shot_items]
-        collate = FewShotCollator(model, shots)
-
-    start = time.time()
-    with torch.no_grad():
-        predictions, rate = generate_all(
-            model, examples, batch_size, max_new_tokens, num_beams, progress, collate=collate
-        )
-    seconds = time.time() - start
-    scored = score_task(spec.manifest_task, examples, predictions, spec=spec)
-    answers = scored.pop("answers")
-
-    out = (
-        Path(output)
-        if output
-        else ckpt / "eval" / (f"{task}.text.json" if modality == "text" else f"{task}.json")
+    """Python entry point: ``run_eval("intent", "runs/x", max_items=50)``; options as :class:`EvalOptions`."""
+    to_str = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
+    opts = EvalOptions(
+        task=task,
+        checkpoint=None if checkpoint is None else str(checkpoint),
+        manifest=None if manifest is None else str(manifest),
+        output=None if output is None else str(output),
+        **to_str,
     )
-    stem = _stem(out)
-    files: dict[str, str] = {}
-
-    pred_rows = []
-    for item, e, pred, ans in zip(items, examples, predictions, answers, strict=True):
-        row: dict[str, Any] = {"id": item.id, "audio": item.audio, "instruction": e.instruction}
-        row.update(target=item.target, prediction=pred, answer=ans)
-        if spec.kind == "classification":
-            row["correct"] = ans == item.target
-        elif spec.kind == "mcq":
-            row["choices"] = item.choices
-            row["correct"] = mmau_is_correct(ans, item.target, item.choices)
-        pred_rows.append(row)
-    pred_path = stem.parent / f"{stem.name}.predictions.jsonl"
-    atomic_write_text(pred_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in pred_rows))
-    files["predictions"] = str(pred_path)
-
-    metrics = scored["metrics"]
-    chance: dict[str, Any] = {}
-    if spec.kind == "classification":
-        png = plot_confusion(
-            metrics["confusion"], metrics["labels"], stem.parent / f"{stem.name}.confusion.png", title=task
-        )
-        files["confusion_png"] = str(png)
-        chance = {"accuracy": scored["chance"], "uar": scored["chance"], "macro_f1": scored["chance"]}
-    elif spec.kind == "mcq":
-        chance = {"accuracy": scored["chance"], **_group_chance(examples)}
-    if spec.name == "mmau":
-        mmau_path = stem.parent / f"{stem.name}.mmau.json"
-        atomic_write_text(
-            mmau_path, json.dumps(_mmau_official(items, predictions), indent=1, ensure_ascii=False)
-        )
-        files["mmau"] = str(mmau_path)
-
-    result: dict[str, Any] = {
-        "task": task,
-        "kind": spec.kind,
-        "modality": modality,
-        "metric": spec.metric,
-        "n": len(examples),
-        "n_available": total_items,
-        "n_longer_than_training_max": n_long,
-        "metrics": metrics,
-        "chance": chance,
-        "chance_level": scored["chance"],
-        "majority": scored.get("majority"),
-        "labels": scored.get("labels"),
-        "prompts": sorted({e.instruction for e in examples})[:50],
-        "normalizer": _normalizer_name(spec, examples),
-        "decoding": {
-            "strategy": "beam" if num_beams > 1 else "greedy",
-            "num_beams": num_beams,
-            "do_sample": False,
-            "max_new_tokens": max_new_tokens,
-            "batch_size": batch_size,
-            "few_shot": few_shot,
-            "few_shot_ids": shots_meta,
-            "seed": seed,
-        },
-        "checkpoint": str(ckpt),
-        "checkpoint_sha256": file_sha256(ckpt / WEIGHTS),
-        "manifest": str(manifest_file),
-        "manifest_sha256": file_sha256(manifest_file),
-        "versions": package_versions(),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": str(device),
-        "throughput": {"items_per_s": rate, "seconds": seconds},
-        "files": files,
-        "output": str(out),
-    }
-    atomic_write_text(out, json.dumps(result, indent=1, ensure_ascii=False, default=_json_default))
-    return result
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
+    return evaluate(opts, progress=progress)
 
 
 def eval_json_summary(result: dict[str, Any]) -> dict[str, Any]:
     """The one object `eval --json` prints: flat numeric metrics plus identification."""
-    from moeaudio.eval.metrics import summarize_numbers
-
     return {
         "task": result["task"],
         "kind": result["kind"],
@@ -511,37 +413,14 @@ def eval_json_summary(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def render_eval(result: dict[str, Any]):
+def render_eval(result: dict[str, Any]) -> Table:
     """A rich table: each number with its chance level beside it."""
-    from rich.table import Table
-
     title = f"{result['task']} ({result['kind']}, {result['modality']}) n={result['n']}"
     table = Table("metric", "value", "chance", title=title)
-    m, chance = result["metrics"], result["chance"]
-
-    def add(name: str, value: Any, ch: Any = None) -> None:
+    for name, value, chance in handler_for(result["kind"]).table_rows(result):
         if isinstance(value, int | float):
-            table.add_row(name, f"{value:.3f}", "-" if ch is None else f"{ch:.3f}")
-
-    if result["kind"] == "asr":
-        for name in ("wer", "cer"):
-            add(name, m[name])
-    elif result["kind"] == "caption":
-        for name in ("bleu4", "rouge_l", "cider_d"):
-            add(name, m[name])
-    elif result["kind"] == "classification":
-        for name in ("accuracy", "uar", "macro_f1"):
-            add(name, m[name], chance.get(name))
-        if result.get("majority") is not None:
-            table.add_row("majority-class accuracy", f"{result['majority']:.3f}", "")
-    else:
-        add("accuracy", m["accuracy"], chance.get("accuracy"))
-        for group in ("by_domain", "by_category", "by_difficulty"):
-            for key, vals in (m.get(group) or {}).items():
-                add(
-                    f"{group.removeprefix('by_')}={key} (n={vals['total']})",
-                    vals["accuracy"],
-                    chance.get(group, {}).get(key),
-                )
+            table.add_row(name, f"{value:.3f}", "-" if chance is None else f"{chance:.3f}")
+    if result["kind"] == "classification" and result.get("majority") is not None:
+        table.add_row("majority-class accuracy", f"{result['majority']:.3f}", "")
     table.caption = f"{result['throughput']['items_per_s']:.2f} items/s on {result['device']}"
     return table

@@ -23,6 +23,16 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from moeaudio.data.audio import load_audio
+from moeaudio.data.tasks import TASK_INSTRUCTIONS
+from moeaudio.errors import MissingDataError, UsageError
+from moeaudio.eval.generation import generate_all
+from moeaudio.eval.options import TranscribeOptions
+from moeaudio.io_utils import atomic_write_text
+from moeaudio.runtime.batching import Example
+from moeaudio.runtime.checkpoint import load_model, resolve_checkpoint
+from moeaudio.runtime.device import pick_device
+
 __all__ = [
     "AUDIO_EXTENSIONS",
     "FORMATS",
@@ -79,7 +89,7 @@ def expand_audio_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     """Files, directories (recursively, audio extensions only) and globs -> unique files, in order.
 
     A named file is taken whatever its extension; a pattern or directory that matches no audio
-    raises ``FileNotFoundError`` naming it.
+    raises ``MissingDataError`` (a ``FileNotFoundError``) naming it.
     """
     out: list[Path] = []
     for raw in inputs:
@@ -100,9 +110,9 @@ def expand_audio_inputs(inputs: Sequence[str | Path]) -> list[Path]:
                 elif m.suffix.lower() in AUDIO_EXTENSIONS:
                     found.append(m)
         else:
-            raise FileNotFoundError(f"{text}: no such file or directory")
+            raise MissingDataError(f"{text}: no such file or directory")
         if not found:
-            raise FileNotFoundError(f"{text}: no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})")
+            raise MissingDataError(f"{text}: no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})")
         out += found
     return list(dict.fromkeys(out))
 
@@ -213,7 +223,7 @@ def format_transcript(t: Transcript, fmt: str, extra: dict[str, Any] | None = No
         return format_srt(t.segments)
     if fmt == "vtt":
         return format_vtt(t.segments)
-    raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    raise UsageError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
 def _output_names(paths: list[Path], fmt: str) -> list[str]:
@@ -258,37 +268,25 @@ def run_transcribe(
     ``==> path <==`` lines); with it, one ``<stem>.<fmt>`` file per input. ``model`` skips loading a
     checkpoint (an already built :class:`~moeaudio.model.audio_llm.AudioLLM`).
     """
-    import torch
-
-    from moeaudio.data.audio import load_audio
-    from moeaudio.data.tasks import TASK_INSTRUCTIONS
-    from moeaudio.eval.runner import generate_all
-    from moeaudio.io_utils import atomic_write_text
-    from moeaudio.model.audio_llm import Example
-
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+        raise UsageError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     if batch_size < 1:
-        raise ValueError("--batch-size must be >= 1")
+        raise UsageError("--batch-size must be >= 1")
     paths = expand_audio_inputs(audio)
     ckpt = None
     if model is None:
-        from moeaudio.eval.evaluate import resolve_checkpoint
-        from moeaudio.train.checkpoint import load_model
-
         ckpt = resolve_checkpoint(checkpoint, runs_dir)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model = load_model(ckpt, device=device)
+        model = load_model(ckpt, device=pick_device(device))
     model.eval()
     prompt = prompt or TASK_INSTRUCTIONS["asr"]
     limit = max_window_seconds(model)
     window_s = window or min(DEFAULT_WINDOW_S, limit or DEFAULT_WINDOW_S)
     if window_s <= 0:
-        raise ValueError("--window must be positive")
+        raise UsageError("--window must be positive")
     if limit is not None and window_s > limit + 1e-6:
-        raise ValueError(f"--window {window_s:g} s is longer than the encoder accepts ({limit:g} s)")
+        raise UsageError(f"--window {window_s:g} s is longer than the encoder accepts ({limit:g} s)")
 
     start_time = time.time()
     sr = model.encoder.sample_rate
@@ -299,8 +297,7 @@ def run_transcribe(
         for a, b in split_windows(wave, sr, window_s):
             examples.append(Example(prompt, None, wave=wave[a:b], meta={"id": f"{paths[k]}@{a / sr:.2f}"}))
             owners.append((k, a / sr, b / sr))
-    with torch.no_grad():
-        texts, _ = generate_all(model, examples, batch_size, max_new_tokens, num_beams, progress)
+    texts, _ = generate_all(model, examples, batch_size, max_new_tokens, num_beams, progress)
     elapsed = time.time() - start_time
 
     total_audio = sum(len(w) for w in waves) / sr
@@ -338,3 +335,11 @@ def run_transcribe(
         file=stderr,
     )
     return transcripts
+
+
+def transcribe_command(opts: TranscribeOptions) -> list[Transcript]:
+    """`moeaudio transcribe`: :func:`run_transcribe` with the command's options."""
+    return run_transcribe(
+        opts.audio, opts.checkpoint, opts.prompt, opts.fmt, opts.output_dir, opts.window, opts.batch_size,
+        device=opts.device,
+    )  # fmt: skip

@@ -1,12 +1,4 @@
-"""Checkpoints a user can copy: recipe + safetensors weights + tokenizer + trainer state.
-
-Layout of one checkpoint (``RUN/checkpoints/step-000200/``)::
-
-    recipe.yaml           the resolved recipe (rebuilds the model)
-    model.safetensors     consolidated weights (ZeRO-3 shards gathered); no pickle
-    tokenizer/            the tokenizer with its audio placeholder and chat template
-    trainer_state.json    step, seed, batches consumed, RNG states, metrics
-    deepspeed/            DeepSpeed's own shards, for exact resume only
+"""Writing checkpoints a user can copy (layout: ``moeaudio.runtime.checkpoint``, which reads them).
 
 A checkpoint is written into a hidden temporary directory and renamed into place only when
 complete, and ``RUN/checkpoints/latest`` is replaced atomically: a crash mid-save leaves the
@@ -22,39 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 
 from moeaudio.io_utils import atomic_write_text
-
-WEIGHTS = "model.safetensors"
-
-
-def checkpoint_root(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "checkpoints"
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint of a run (``latest`` pointer, else the highest step)."""
-    root = checkpoint_root(run_dir)
-    pointer = root / "latest"
-    if pointer.exists():
-        candidate = root / pointer.read_text().strip()
-        if (candidate / "trainer_state.json").exists():
-            return candidate
-    steps = sorted(p for p in root.glob("step-*") if (p / "trainer_state.json").exists())
-    return steps[-1] if steps else None
-
-
-def find_latest_run_checkpoint(runs_dir: str | Path = "runs") -> Path | None:
-    """The most recently written checkpoint under a runs directory (for `eval` without --checkpoint)."""
-    found = [p for p in Path(runs_dir).glob("**/checkpoints/step-*") if (p / "trainer_state.json").exists()]
-    return max(found, key=lambda p: (p / "trainer_state.json").stat().st_mtime) if found else None
+from moeaudio.runtime.checkpoint import WEIGHTS, checkpoint_root
+from moeaudio.train.distributed import barrier
 
 
 def consolidated_state_dict(model: torch.nn.Module, zero_stage: int) -> dict[str, torch.Tensor]:
     """Full tensors on CPU on every rank; under ZeRO-3 the partitions are gathered first."""
     params = list(model.parameters())
     if zero_stage == 3:
-        import deepspeed
+        import deepspeed  # lazy: importing it fixes the accelerator, init_distributed chooses it first
 
         with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
             return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
@@ -79,10 +50,6 @@ def save_checkpoint(
     keep_last: int = 2,
 ) -> Path:
     """Write step-NNNNNN atomically (every rank takes part: DeepSpeed shards are per rank)."""
-    from safetensors.torch import save_file
-
-    from moeaudio.train.distributed import barrier
-
     root = checkpoint_root(run_dir)
     final = root / f"step-{step:06d}"
     tmp = root / f".tmp-step-{step:06d}"
@@ -112,29 +79,3 @@ def _prune(root: Path, keep_last: int) -> None:
     steps = sorted(root.glob("step-*"))
     for old in steps[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
-    return json.loads((checkpoint / "trainer_state.json").read_text())
-
-
-def load_model(checkpoint: str | Path, device: str | torch.device = "cpu"):
-    """Rebuild the AudioLLM from a checkpoint directory without DeepSpeed (and without pickle)."""
-    from safetensors.torch import load_file
-
-    from moeaudio.config import load_recipe
-    from moeaudio.model.audio_llm import build_audio_llm
-
-    checkpoint = Path(checkpoint)
-    if not (checkpoint / WEIGHTS).exists():
-        raise FileNotFoundError(f"{checkpoint}: no {WEIGHTS}; is this a moeaudio checkpoint directory?")
-    recipe = load_recipe(checkpoint / "recipe.yaml")
-    model = build_audio_llm(recipe)
-    state = load_file(str(checkpoint / WEIGHTS))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("encoder.")]
-    if missing or unexpected:
-        raise ValueError(
-            f"{checkpoint / WEIGHTS}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
-        )
-    return model.to(device).eval()

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+
+from moeaudio.runtime.device import use_cuda
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def use_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available() and os.environ.get("MOEAUDIO_FORCE_CPU", "0") != "1"
 
 
 def init_distributed() -> tuple[int, int, int]:
@@ -60,9 +58,6 @@ def barrier() -> None:
 
 def launch_local(module_args: list[str], nproc: int) -> int:
     """``--nproc N``: start N local ranks of ``python -m moeaudio.train ...``; return the worst exit code."""
-    import subprocess
-    import sys
-
     port = str(free_port())
     procs = []
     for rank in range(nproc):

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from moeaudio.config import Recipe
+from moeaudio.eval.validation import render_report
+from moeaudio.io_utils import save_figure
 
 
 class Reporter:
@@ -105,8 +107,6 @@ class Reporter:
     def final_table(self, report: dict[str, Any], result) -> None:
         if not self.enabled:
             return
-        from moeaudio.eval.runner import render_report
-
         (self.run_dir / "validation.json").write_text(json.dumps(report, indent=1))
         self.console.print(render_report(report, title=f"validation after {result.steps} steps"))
         self.console.print(f"checkpoint: {result.checkpoint}   wall time: {result.wall_seconds:.0f} s")
@@ -118,8 +118,6 @@ def plot_loss_curve(history: list[dict[str, float]], path: Path) -> Path:
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-
-    from moeaudio.io_utils import save_figure
 
     steps = [r["step"] for r in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))

@@ -1,7 +1,11 @@
-"""`moeaudio train`: the DeepSpeed engine drives every step; this module only feeds it.
+"""The training loop: the DeepSpeed engine drives every step; this module only feeds it.
 
-One function, ``run_train``, does the whole job so that the CLI, ``python -m moeaudio.train``
-(for the ``deepspeed`` and ``torchrun`` launchers) and the tests all take the same path.
+:func:`run_train` is three steps around a small state object: :func:`setup` (process group,
+corpus, model, examples, engine, sampler, resume), :func:`train_step` (one optimizer step over
+``grad_accum`` micro-batches, plus what is logged) and :func:`save` (an atomic checkpoint).
+What the layers above know how to do is passed in, not imported: ``validate`` scores the final
+model on the valid split, ``conflict_probe`` measures per-domain gradient cosines every
+``train.conflict_every`` steps (``moeaudio.train.main`` wires the standard ones).
 """
 
 from __future__ import annotations
@@ -12,17 +16,32 @@ import json
 import os
 import random
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from moeaudio.config import Recipe
-from moeaudio.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
-from moeaudio.train.distributed import barrier, init_distributed, use_cuda
+from moeaudio.config import Recipe, RecipeError
+from moeaudio.data.loader import BucketBatchSampler
+from moeaudio.errors import CheckpointError
+from moeaudio.model.audio_llm import AudioLLM, build_audio_llm
+from moeaudio.model.moe import MoELayer, Router, end_step
+from moeaudio.runtime.batching import Collator, Example, example_length
+from moeaudio.runtime.checkpoint import latest_checkpoint, load_trainer_state
+from moeaudio.runtime.device import use_cuda
+from moeaudio.runtime.examples import ensure_corpus, load_examples, manifest_path
+from moeaudio.train.checkpoint import save_checkpoint
+from moeaudio.train.distributed import barrier, init_distributed
+from moeaudio.train.report import Reporter
 from moeaudio.train.schedule import lr_multiplier
+
+#: ``validate(model, manifest, recipe, progress) -> {task: result}`` (``eval.validation.validate``).
+Validator = Callable[[AudioLLM, Path, Recipe, bool], dict[str, Any]]
+#: ``conflict_probe(model, train_examples, recipe) -> {"conflict/a-b": cosine}``.
+ConflictProbe = Callable[[AudioLLM, list[Example], Recipe], dict[str, float]]
 
 
 @dataclass
@@ -49,7 +68,7 @@ def param_groups(model, recipe: Recipe) -> list[dict[str, Any]]:
     mult = recipe.train.lr_multipliers
     unknown = set(mult) - {"encoder", "frontend", "router", "adapter", "llm"}
     if unknown:
-        raise ValueError(
+        raise RecipeError(
             f"train.lr_multipliers: unknown part(s) {sorted(unknown)}; use encoder, frontend, router, adapter, llm"
         )
     groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
@@ -120,18 +139,40 @@ def _set_rng_state(state: dict[str, str]) -> None:
     random.setstate((3, tuple(json.loads(state["python"])), None))
 
 
-def run_train(
-    recipe: Recipe, output_dir: str | Path | None = None, resume: bool = False, evaluate: bool = True
-) -> TrainResult:
-    """Train the recipe's model with DeepSpeed; write checkpoints, metrics, TensorBoard and a loss PNG."""
-    import deepspeed
+@dataclass
+class TrainState:
+    """What changes from step to step, and what a checkpoint restores."""
 
-    from moeaudio.data.loader import BucketBatchSampler
-    from moeaudio.model.audio_llm import Collator, build_audio_llm
-    from moeaudio.train.data import ensure_corpus, example_length, load_examples, manifest_path
-    from moeaudio.train.report import Reporter
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    checkpoint: Path | None = None
 
-    start_time = time.time()
+
+@dataclass
+class Session:
+    """What :func:`setup` builds once and every step uses."""
+
+    recipe: Recipe
+    run_dir: Path
+    rank: int
+    world: int
+    quiet: bool
+    reporter: Reporter
+    model: AudioLLM
+    engine: Any  # deepspeed.DeepSpeedEngine
+    scheduler: Any
+    train_examples: list[Example]
+    batches: Iterator[Any]
+    routers: list[Router]
+    dump_loads: Path | None  # MOEAUDIO_DUMP_LOADS: this rank's per-step expert counts, for debugging
+
+
+def setup(
+    recipe: Recipe, output_dir: str | Path | None = None, resume: bool = False
+) -> tuple[Session, TrainState]:
+    """Process group, corpus, model, examples, DeepSpeed engine, sampler; restore state on resume."""
+    import deepspeed  # lazy: init_distributed picks the accelerator before deepspeed is imported
+
     rank, _local_rank, world = init_distributed()
     run_dir = Path(output_dir or recipe.train.output_dir)
     if output_dir:
@@ -155,9 +196,7 @@ def run_train(
     if recipe.train.zero_stage == 3 and recipe.adapter.kind == "moe":
         from deepspeed.utils import set_z3_leaf_modules
 
-        from moeaudio.model.moe import MoELayer
-
-        set_z3_leaf_modules(model, [MoELayer])
+        set_z3_leaf_modules(model, [MoELayer])  # an expert idle on one rank must not hang ZeRO-3
 
     # fused AdamW: one kernel per step instead of a loop over tensors (4-5x faster step on CPU here)
     optimizer = torch.optim.AdamW(
@@ -175,17 +214,17 @@ def run_train(
         rank=rank,
         world_size=world,
     )
-    step, history = 0, []
+    state = TrainState()
     if resume:
         ckpt = latest_checkpoint(run_dir)
         if ckpt is None:
-            raise FileNotFoundError(f"--resume: no complete checkpoint under {run_dir}/checkpoints")
+            raise CheckpointError(f"--resume: no complete checkpoint under {run_dir}/checkpoints")
         engine.load_checkpoint(str(ckpt / "deepspeed"), tag="state")
-        state = load_trainer_state(ckpt)
-        step, history = state["step"], state.get("history", [])
-        sampler.set_consumed(state["batches_consumed"])
-        _set_rng_state(state["rng"][str(rank)] if str(rank) in state["rng"] else state["rng"]["0"])
-        reporter.note(f"resumed from {ckpt} at step {step}")
+        saved = load_trainer_state(ckpt)
+        state = TrainState(saved["step"], saved.get("history", []))
+        sampler.set_consumed(saved["batches_consumed"])
+        _set_rng_state(saved["rng"][str(rank)] if str(rank) in saved["rng"] else saved["rng"]["0"])
+        reporter.note(f"resumed from {ckpt} at step {state.step}")
 
     # Worker processes build batches (feature extraction when the encoder is not cached) ahead of
     # the step; the sampler's order, not the workers, decides what is served, so resume is exact.
@@ -198,70 +237,101 @@ def run_train(
         # which would shift dropout masks after a resume restores that RNG
         generator=torch.Generator().manual_seed(recipe.train.seed),
     )
-    batches = iter(loader)
-    device = engine.device
     engine.train()
-    checkpoint = None
-    from moeaudio.model.moe import MoELayer, Router
-
-    moe_layers = [m for m in model.modules() if isinstance(m, MoELayer)]
-    loads = LoadMonitor([m for m in model.modules() if isinstance(m, Router)])
-    # Debugging aid: every rank appends its own per-step expert token counts (before any reduction).
+    routers = [m for m in model.modules() if isinstance(m, Router)]
+    for router in routers:  # count tokens per expert (for load_spread) even without bias balancing
+        router.count_tokens = True
     dump_loads = run_dir / f"expert_loads.rank{rank}.jsonl" if os.environ.get("MOEAUDIO_DUMP_LOADS") else None
-    with reporter.progress(recipe.train.max_steps, step) as progress:
-        while step < recipe.train.max_steps:
-            t0, tokens, sums = time.time(), 0, {}
-            for _ in range(recipe.train.grad_accum):
-                batch = next(batches).to(device)
-                out = engine(batch)
-                engine.backward(out["loss"])
-                engine.step()
-                tokens += int(batch.attention_mask.sum())
-                for k, v in out.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach()) / recipe.train.grad_accum
-            if recipe.adapter.bias_balancing:
-                for layer in moe_layers:
-                    layer.update_bias()
-            step += 1
-            record = {
-                "step": step,
-                "lr": scheduler.get_last_lr()[0],
-                "tokens_per_s": tokens * world / (time.time() - t0),
-            }
-            record.update(sums)
-            if dump_loads is not None:
-                dump_loads.parent.mkdir(parents=True, exist_ok=True)
-                with open(dump_loads, "a") as f:
-                    f.write(json.dumps({"step": step, "counts": loads.local_counts()}) + "\n")
-            record.update(loads.spread())
-            if recipe.train.conflict_every and step % recipe.train.conflict_every == 0:
-                record.update(_conflict_metrics(engine.module, train_examples, recipe, rank))
-                loads.counts = {}  # the probe's forwards are not training load
-            history.append(record)
-            reporter.log(record, progress)
-            last = step == recipe.train.max_steps
-            if last or (recipe.train.save_every and step % recipe.train.save_every == 0):
-                trainer_state = {
-                    "step": step,
-                    "seed": recipe.train.seed,
-                    "batches_consumed": step * recipe.train.grad_accum,
-                    "world_size": world,
-                    "rng": _gather_rng(world),
-                    "history": history,
-                }
-                checkpoint = save_checkpoint(
-                    engine, model, run_dir, step, trainer_state, rank, recipe.train.keep_last
-                )
-    reporter.finish(history)
-    result = TrainResult(
-        run_dir, checkpoint or latest_checkpoint(run_dir), step, history, time.time() - start_time
-    )
-    if evaluate and rank == 0 and recipe.train.max_steps > 0:
-        from moeaudio.eval.runner import evaluate_all_tasks
+    session = Session(
+        recipe, run_dir, rank, world, quiet, reporter, model, engine, scheduler, train_examples,
+        iter(loader), routers, dump_loads,
+    )  # fmt: skip
+    return session, state
 
-        model.eval()
-        report = evaluate_all_tasks(model, manifest_path(recipe, "valid"), recipe, progress=not quiet)
-        reporter.final_table(report, result)
+
+def train_step(
+    s: Session, state: TrainState, conflict_probe: ConflictProbe | None = None
+) -> dict[str, float]:
+    """One optimizer step over ``grad_accum`` micro-batches; returns the logged record."""
+    recipe = s.recipe
+    t0, tokens, sums = time.time(), 0, {}
+    for _ in range(recipe.train.grad_accum):
+        batch = next(s.batches).to(s.engine.device)
+        out = s.engine(batch)
+        s.engine.backward(out["loss"])
+        s.engine.step()
+        tokens += int(batch.attention_mask.sum())
+        for k, v in out.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach()) / recipe.train.grad_accum
+    local_loads = [r.tokens_per_expert.tolist() for r in s.routers]  # this rank's, before reduction
+    end_step(s.model)  # all ranks: sum the loads, move the biases (bias_balancing), reset the counts
+    state.step += 1
+    record = {
+        "step": state.step,
+        "lr": s.scheduler.get_last_lr()[0],
+        "tokens_per_s": tokens * s.world / (time.time() - t0),
+    }
+    record.update(sums)
+    if s.dump_loads is not None:
+        s.dump_loads.parent.mkdir(parents=True, exist_ok=True)
+        with open(s.dump_loads, "a") as f:
+            f.write(json.dumps({"step": state.step, "counts": local_loads}) + "\n")
+    record.update(load_spread(local_loads))
+    # Conflict probe: rank 0 only (other ranks wait in the next step's collective); not under ZeRO-3,
+    # whose partitioned parameters the probe cannot differentiate directly.
+    probing = (
+        conflict_probe is not None
+        and recipe.train.conflict_every
+        and state.step % recipe.train.conflict_every == 0
+    )
+    if probing and s.rank == 0 and recipe.train.zero_stage != 3:
+        record.update(conflict_probe(s.engine.module, s.train_examples, recipe))
+        for router in s.routers:  # the probe's forwards are not training load
+            router.tokens_per_expert.zero_()
+    state.history.append(record)
+    return record
+
+
+def save(s: Session, state: TrainState) -> Path:
+    """An atomic checkpoint of the current step (every rank takes part)."""
+    trainer_state = {
+        "step": state.step,
+        "seed": s.recipe.train.seed,
+        "batches_consumed": state.step * s.recipe.train.grad_accum,
+        "world_size": s.world,
+        "rng": _gather_rng(s.world),
+        "history": state.history,
+    }
+    state.checkpoint = save_checkpoint(
+        s.engine, s.model, s.run_dir, state.step, trainer_state, s.rank, s.recipe.train.keep_last
+    )
+    return state.checkpoint
+
+
+def run_train(
+    recipe: Recipe,
+    output_dir: str | Path | None = None,
+    resume: bool = False,
+    validate: Validator | None = None,
+    conflict_probe: ConflictProbe | None = None,
+) -> TrainResult:
+    """Train the recipe's model with DeepSpeed; write checkpoints, metrics, TensorBoard and a loss PNG,
+    then (rank 0, with ``validate``) the validation table."""
+    start_time = time.time()
+    s, state = setup(recipe, output_dir, resume)
+    t = recipe.train
+    with s.reporter.progress(t.max_steps, state.step) as progress:
+        while state.step < t.max_steps:
+            s.reporter.log(train_step(s, state, conflict_probe), progress)
+            if state.step == t.max_steps or (t.save_every and state.step % t.save_every == 0):
+                save(s, state)
+    s.reporter.finish(state.history)
+    checkpoint = state.checkpoint or latest_checkpoint(s.run_dir)
+    result = TrainResult(s.run_dir, checkpoint, state.step, state.history, time.time() - start_time)
+    if validate is not None and s.rank == 0 and t.max_steps > 0:
+        s.model.eval()
+        report = validate(s.model, manifest_path(recipe, "valid"), recipe, not s.quiet)
+        s.reporter.final_table(report, result)
     return result
 
 
@@ -274,51 +344,10 @@ def _gather_rng(world: int) -> dict[str, dict[str, str]]:
     return {str(i): s for i, s in enumerate(gathered)}
 
 
-def _conflict_metrics(model, examples, recipe: Recipe, rank: int) -> dict[str, float]:
-    """Per-domain gradient cosines of the adapter (the paper's conflict figure) during training.
-
-    Rank 0 only (other ranks wait in the next step's collective); not under ZeRO-3, whose
-    partitioned parameters the probe cannot differentiate directly.
-    """
-    if rank != 0 or recipe.train.zero_stage == 3:
+def load_spread(local_loads: list[list[int]]) -> dict[str, float]:
+    """Max load / mean load over the step (1.0 = perfectly balanced), averaged over MoE layers."""
+    if not local_loads:
         return {}
-    from moeaudio.analyze.run import conflict_probe, domain_examples
-
-    by_domain = domain_examples(examples)
-    if len(by_domain) < 2:
-        return {}
-    result = conflict_probe(model, by_domain, num_batches=2, batch_size=recipe.data.micro_batch_size, seed=0)
-    domains = sorted(result["cosine"])
-    return {
-        f"conflict/{a}-{b}": float(result["cosine"][a][b])
-        for i, a in enumerate(domains)
-        for b in domains[i + 1 :]
-    }
-
-
-class LoadMonitor:
-    """Expert loads seen by forward hooks on the routers since the last report (no change to forward)."""
-
-    def __init__(self, routers: list[torch.nn.Module]):
-        self.counts: dict[int, torch.Tensor] = {}
-        for i, router in enumerate(routers):
-            router.register_forward_hook(self._hook(i, router.num_experts))
-
-    def _hook(self, index: int, num_experts: int):
-        def hook(_module, _inputs, decision) -> None:
-            counts = torch.bincount(decision.expert_ids.flatten().cpu(), minlength=num_experts).float()
-            self.counts[index] = self.counts.get(index, torch.zeros(num_experts)) + counts
-
-        return hook
-
-    def local_counts(self) -> list[list[int]]:
-        """This rank's tokens per expert since the last report, one list per MoE layer."""
-        return [[int(n) for n in self.counts[i].tolist()] for i in sorted(self.counts)]
-
-    def spread(self) -> dict[str, float]:
-        """Max load / mean load over the step (1.0 = perfectly balanced), averaged over MoE layers."""
-        if not self.counts:
-            return {}
-        spreads = [float(c.max() / c.mean().clamp_min(1e-9)) for c in self.counts.values()]
-        self.counts = {}
-        return {"load_spread": sum(spreads) / len(spreads)}
+    counts = [torch.tensor(c, dtype=torch.float32) for c in local_loads]
+    spreads = [float(c.max() / c.mean().clamp_min(1e-9)) for c in counts]
+    return {"load_spread": sum(spreads) / len(spreads)}

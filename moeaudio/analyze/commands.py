@@ -1,0 +1,182 @@
+"""`moeaudio analyze-routing | analyze-conflict | analyze-probe`: options, then one plain function each.
+
+Each function returns the results and their JSON view; the CLI prints one or the other and
+renders tables with the renderers beside each result type (``routing.render_activation_table``,
+``conflict.render_conflict``, ``probe.render_probe_table``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import RenderableType
+
+from moeaudio.analyze.conflict import plot_conflict, result_from_json
+from moeaudio.analyze.probe import ProbeResult, plot_probes, probe_tasks, results_to_json
+from moeaudio.analyze.routing import (
+    RoutingStats,
+    plot_activation_heatmap,
+    plot_token_timeline,
+    render_timeline,
+)
+from moeaudio.analyze.run import (
+    CONFLICT_DOMAINS,
+    _routers,
+    checkpoint_name,
+    conflict_probe,
+    domain_examples,
+    route_audio,
+    routing_report,
+)
+from moeaudio.data.audio import load_audio
+from moeaudio.errors import MissingDataError, NoRouterError
+from moeaudio.runtime.checkpoint import load_model, resolve_checkpoint
+from moeaudio.runtime.examples import load_manifest_examples, manifest_path
+
+__all__ = [
+    "analyze_conflict",
+    "analyze_probe",
+    "analyze_routing_audio",
+    "analyze_routing_manifest",
+]
+
+
+def analyze_routing_audio(
+    audio: str | Path,
+    checkpoint: str | Path | None = None,
+    png: str | Path | None = None,
+    layer: int = 0,
+    device: str = "cpu",
+) -> tuple[dict[str, Any], RenderableType]:
+    """One recording: per-token routing JSON (``tokens``: ``time``, ``experts``, ``gates``,
+    ``probs``), the rich timeline, and optionally the spectrogram-over-routing PNG."""
+    ckpt = resolve_checkpoint(checkpoint)
+    model = load_model(ckpt, device)
+    _routers(model)
+    sr = model.encoder.sample_rate
+    wave = load_audio(audio, sr)
+    routed = route_audio(model, wave, layer=layer)
+    data = {"audio": str(audio), "checkpoint": str(ckpt), "duration": len(wave) / sr, **routed.to_json()}
+    if png is not None:
+        plot_token_timeline(
+            wave, sr, routed.expert_ids, routed.gates, routed.num_experts, routed.frame_seconds, png
+        )
+        data["png"] = str(png)
+    view = render_timeline(routed.expert_ids, routed.gates, routed.num_experts, routed.frame_seconds)
+    return data, view
+
+
+def analyze_routing_manifest(
+    manifest: str | Path,
+    checkpoints: Sequence[str | Path] | None = None,
+    by: str = "domain",
+    batch_size: int = 16,
+    png: str | Path | None = None,
+    limit: int | None = None,
+    layer: int = 0,
+    device: str = "cpu",
+    progress: bool = False,
+) -> tuple[dict[str, RoutingStats], dict[str, Any]]:
+    """Routing statistics per checkpoint over a manifest, the JSON view and the optional PNG.
+
+    JSON: one checkpoint -> ``activation``, ``load``, ``maxvio``, ``entropy``,
+    ``mutual_information`` (+ ``normalized_entropy``, ``tokens_per_group``) at top level; several ->
+    ``{name: those keys}``. Every checkpoint must be a MoE (:class:`NoRouterError` otherwise).
+    """
+    paths = [resolve_checkpoint(c) for c in (checkpoints or [None])]
+    stats: dict[str, RoutingStats] = {}
+    for path in paths:
+        name = checkpoint_name(path, list(stats))
+        model = load_model(path, device)
+        try:
+            _routers(model)
+        except NoRouterError as exc:
+            raise NoRouterError(f"{path}: {exc}") from None
+        examples = load_manifest_examples(model, manifest, progress=progress, limit=limit)
+        if not examples:
+            raise MissingDataError(f"{manifest}: no usable items for {path}")
+        stats[name] = routing_report(model, examples, by, batch_size, layer, progress)
+    views = {
+        name: {"checkpoint": str(p), **s.to_json()} for (name, s), p in zip(stats.items(), paths, strict=True)
+    }
+    data: dict[str, Any] = next(iter(views.values())) if len(views) == 1 else dict(views)
+    if png is not None:
+        plot_activation_heatmap(stats, png)
+    return stats, data
+
+
+def analyze_conflict(
+    manifest: str | Path,
+    checkpoints: Sequence[str | Path] | None = None,
+    num_batches: int = 4,
+    batch_size: int = 8,
+    seed: int = 0,
+    lr: float | None = None,
+    include_aux: bool = False,
+    exact: bool = False,
+    png: str | Path | None = None,
+    limit: int | None = None,
+    device: str = "cpu",
+    progress: bool = False,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """:func:`conflict_probe` per checkpoint on a manifest's speech/sound/music items.
+
+    Returns the per-checkpoint results and the JSON view (one checkpoint: top level; several:
+    keyed by name). ``png`` draws every checkpoint side by side (``plot_conflict``). ``lr``
+    defaults to each checkpoint's ``train.lr``.
+    """
+    paths = [resolve_checkpoint(c) for c in (checkpoints or [None])]
+    results: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        name = checkpoint_name(path, list(results))
+        model = load_model(path, device)
+        by_domain = domain_examples(load_manifest_examples(model, manifest, progress=progress, limit=limit))
+        if len(by_domain) < 2:
+            raise MissingDataError(
+                f"{manifest}: need items of at least two of {CONFLICT_DOMAINS}, found {sorted(by_domain)}"
+            )
+        res = conflict_probe(
+            model, by_domain, num_batches, batch_size, seed, lr, include_aux, exact, progress=progress
+        )
+        res["checkpoint"] = str(path)
+        res["adapter"] = model.recipe.adapter.kind
+        results[name] = res
+    data: dict[str, Any] = next(iter(results.values())) if len(results) == 1 else dict(results)
+    if png is not None:
+        key = "influence_exact" if exact else "influence"
+        plot_conflict({n: result_from_json(r) for n, r in results.items()}, png, influence_key=key)
+    return results, data
+
+
+def analyze_probe(
+    checkpoint: str | Path | None = None,
+    train_manifest: str | Path | None = None,
+    eval_manifest: str | Path | None = None,
+    tasks: Sequence[str] | None = None,
+    png: str | Path | None = None,
+    device: str = "cpu",
+    progress: bool = False,
+) -> tuple[list[ProbeResult], dict[str, Any]]:
+    """Linear probes (:mod:`moeaudio.analyze.probe`) for one checkpoint.
+
+    Manifests default to the checkpoint recipe's train and valid splits. Returns the results and
+    their JSON view.
+    """
+    path = resolve_checkpoint(checkpoint)
+    model = load_model(path, device)
+    train_path = Path(train_manifest) if train_manifest else manifest_path(model.recipe, "train")
+    eval_path = Path(eval_manifest) if eval_manifest else manifest_path(model.recipe, "valid")
+    train = load_manifest_examples(model, train_path, progress=progress)
+    held_out = load_manifest_examples(model, eval_path, progress=progress)
+    results = probe_tasks(model, train, held_out, tasks)
+    data = {
+        "checkpoint": str(path),
+        "train_manifest": str(train_path),
+        "eval_manifest": str(eval_path),
+        "probes": results_to_json(results),
+    }
+    if png is not None:
+        plot_probes(results, png)
+    return results, data

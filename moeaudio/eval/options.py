@@ -1,0 +1,43 @@
+"""Options of `moeaudio eval` and `moeaudio transcribe`, light enough for `moeaudio --help`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from moeaudio.options import argument, option
+
+__all__ = ["EvalOptions", "TranscribeOptions"]
+
+
+@dataclass
+class EvalOptions:
+    """What `moeaudio eval` takes; ``None`` means the task's default or the checkpoint recipe's ``eval``."""
+
+    task: str = option(help="asr, emotion, sound, mmau, mmsu, intent, mcq, ...")
+    checkpoint: str | None = option(None, "checkpoint or run dir (default: newest under --runs-dir)")
+    manifest: str | None = option(None, "manifest (default: the recipe's test, else valid split)")
+    output: str | None = option(None, "result JSON (default: CHECKPOINT/eval/TASK.json)")
+    few_shot: int | None = option(None, "train examples shown first")
+    num_beams: int | None = option(None, "1 = greedy")
+    max_items: int | None = option(None, "score only the first N items")
+    modality: str = option("audio", "audio | text (spoken-question MCQ)")
+    runs_dir: str = option("runs", "where to look for checkpoints")
+    batch_size: int | None = option(None, "items per generate call")
+    max_new_tokens: int | None = option(None, "tokens generated per item (default: the task's)")
+    seed: int = option(0, "few-shot selection seed")
+    device: str | None = option(None, "cpu | cuda (default: cuda when available)")
+    as_json: bool = option(False, "print one JSON object, nothing else", flag="--json")
+
+
+@dataclass
+class TranscribeOptions:
+    """What `moeaudio transcribe` takes."""
+
+    audio: list[str] = argument(help="audio files, directories (recursive) or globs")
+    checkpoint: str | None = option(None, "checkpoint or run dir (default: newest under runs/)")
+    prompt: str | None = option(None, "instruction (default: transcribe)")
+    fmt: str = option("txt", "txt | json | srt | vtt", flag="--format")
+    output_dir: str | None = option(None, "one file per input (default: stdout)")
+    window: float | None = option(None, "seconds per window (default 30, the encoder limit)")
+    batch_size: int = option(8, "windows per generate call")
+    device: str | None = option(None, "cpu | cuda (default: cuda when available)")

@@ -1,0 +1,81 @@
+"""From a recipe's data section and its manifests to model-ready :class:`Example`\\ s.
+
+With a frozen encoder and ``data.feature_cache`` set, examples carry cached encoder states
+(computed once, keyed by audio content and encoder identity); otherwise they carry waveforms at
+the encoder's sample rate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from moeaudio.config import Recipe
+from moeaudio.data.audio import load_audio
+from moeaudio.data.feature_cache import FeatureCache
+from moeaudio.data.manifest import Item, read_manifest
+from moeaudio.data.synth import make_synth_corpus
+from moeaudio.data.tasks import item_prompt
+from moeaudio.errors import MissingDataError
+from moeaudio.model.audio_llm import AudioLLM
+from moeaudio.runtime.batching import Example
+
+__all__ = ["ensure_corpus", "load_examples", "load_manifest_examples", "manifest_path", "select_items"]
+
+
+def manifest_path(recipe: Recipe, split: str) -> Path:
+    """The manifest of ``split`` (train / valid / test): absolute, or relative to ``data.root``."""
+    path = Path(getattr(recipe.data, split))
+    return path if path.is_absolute() else Path(recipe.data.root) / path
+
+
+def ensure_corpus(recipe: Recipe, progress: bool = True) -> None:
+    """Create the built-in synthetic corpus when the recipe's manifests are missing and allowed."""
+    if manifest_path(recipe, "train").exists():
+        return
+    if not recipe.data.synth_if_missing:
+        raise MissingDataError(
+            f"{manifest_path(recipe, 'train')} not found: prepare data first (e.g. `moeaudio prepare synth "
+            f"{recipe.data.root}`) or set data.synth_if_missing=true"
+        )
+    make_synth_corpus(
+        Path(recipe.data.root), seed=recipe.data.synth_seed, size=recipe.data.synth_size, progress=progress
+    )
+
+
+def select_items(recipe: Recipe, items: list[Item]) -> list[Item]:
+    """The recipe's filters: ``data.tasks`` (None keeps every task) and ``data.max_audio_seconds``."""
+    keep = set(recipe.data.tasks) if recipe.data.tasks else None
+    return [
+        i for i in items if (keep is None or i.task in keep) and i.duration <= recipe.data.max_audio_seconds
+    ]
+
+
+def load_examples(
+    model: AudioLLM, manifest: Path, recipe: Recipe, progress: bool = True, items: list[Item] | None = None
+) -> list[Example]:
+    """Examples for a manifest (or the given ``items`` of it): cached encoder states or waveforms."""
+    items = select_items(recipe, items if items is not None else read_manifest(manifest))
+    paths = [item.resolve_audio(manifest) for item in items]
+    if recipe.encoder.freeze and recipe.data.feature_cache:
+        cache = FeatureCache(recipe.data.feature_cache, model.encoder.identity)
+        states = cache.fill(model.encoder, paths, progress=progress)
+        waves = [None] * len(items)
+    else:
+        states = [None] * len(items)
+        waves = [load_audio(p, model.encoder.sample_rate) for p in paths]
+    return [
+        Example(item_prompt(item), item.target, wave=w, states=s, meta=item.to_dict())
+        for item, w, s in zip(items, waves, states, strict=True)
+    ]
+
+
+def load_manifest_examples(
+    model: AudioLLM, manifest: str | Path, progress: bool = False, limit: int | None = None
+) -> list[Example]:
+    """Every item of a manifest under the model's own recipe filters; ``limit`` keeps the first N
+    items (before filtering)."""
+    manifest = Path(manifest)
+    items = read_manifest(manifest)
+    if limit is not None:
+        items = items[:limit]
+    return load_examples(model, manifest, model.recipe, progress=progress, items=items)

@@ -1,0 +1,30 @@
+"""Options of `moeaudio train` and `python -m moeaudio.train` (one parser for both)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from moeaudio.options import argument, option
+
+__all__ = ["TrainOptions"]
+
+
+@dataclass
+class TrainOptions:
+    """What `moeaudio train` takes. ``--local_rank`` is what the ``deepspeed`` launcher appends;
+    it is accepted and ignored (``LOCAL_RANK`` from the environment is used)."""
+
+    recipe: str = argument(help="recipe YAML path or shipped name (e.g. quickstart)")
+    overrides: list[str] | None = argument(None, "section.key=value overrides, e.g. adapter.top_k=2")
+    output_dir: str | None = option(None, "run directory (default: train.output_dir)")
+    resume: bool = option(False, "continue from the run's last complete checkpoint")
+    nproc: int = option(1, "local processes (data parallel)")
+    no_eval: bool = option(False, "skip the validation pass at the end")
+    local_rank: int | None = option(None, flag="--local_rank", hidden=True)
+
+    def launcher_args(self) -> list[str]:
+        """The same options for each rank's ``python -m moeaudio.train`` (``--nproc`` dropped)."""
+        args = [self.recipe, *(self.overrides or [])]
+        args += ["--output-dir", self.output_dir] if self.output_dir else []
+        args += ["--resume"] if self.resume else []
+        return args + (["--no-eval"] if self.no_eval else [])
