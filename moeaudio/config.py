@@ -9,19 +9,27 @@ from __future__ import annotations
 
 import copy
 import difflib
+from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from moeaudio.errors import MoeaudioError
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+# The repository's top-level recipes/: used only when moeaudio runs from a source tree that is not
+# installed (the wheel ships the same files as the package moeaudio.recipes; see shipped_recipes()).
 REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 PITCH_BANDS = 61  # semitone bands of encoder.pitch_features (MIDI 36-96); moeaudio/model/pitch.py
 PITCH_CLASSES = 12  # the same energy folded into one octave (a pitch-class profile, "chroma")
 PITCH_BINS = PITCH_BANDS + PITCH_CLASSES  # width the pitch stream adds to every encoder frame
 
 
-class RecipeError(ValueError):
+class RecipeError(MoeaudioError, ValueError):
     """A recipe or override that cannot be used; the message names the key and the fix."""
 
 
@@ -194,14 +202,32 @@ class Recipe(_Section):
 # ----------------------------------------------------------------------------- loading
 
 
-def resolve_recipe_path(recipe: str | Path) -> Path:
-    """A path, or a shipped recipe name such as ``quickstart`` or ``paper/table1_moe``."""
+def shipped_recipes() -> Traversable:
+    """The folder of the shipped recipes.
+
+    An installed moeaudio (a wheel, or ``pip install -e .``) has them as the package ``moeaudio.recipes``:
+    pyproject.toml maps the repository's top-level ``recipes/`` to it. A source tree run without being
+    installed (``python -m pytest`` from the checkout) has no such package, and reads ``recipes/`` itself.
+    """
+    try:
+        return resources.files("moeaudio.recipes")
+    except ModuleNotFoundError:
+        return REPO_RECIPES
+
+
+def resolve_recipe_path(recipe: str | Path) -> Path | Traversable:
+    """A YAML file path, or a shipped recipe name such as ``quickstart`` or ``paper/table1_moe``."""
     path = Path(recipe)
-    if path.exists():
+    if path.is_file():
         return path
-    for candidate in (REPO_RECIPES / recipe, REPO_RECIPES / f"{recipe}.yaml"):
-        if candidate.exists():
-            return candidate
+    root = shipped_recipes()
+    name = str(recipe).replace("\\", "/")
+    for candidate in (name, f"{name}.yaml"):
+        node = root
+        for part in candidate.split("/"):
+            node = node / part
+        if node.is_file():
+            return node
     shipped = ", ".join(list_recipes()) or "none"
     raise RecipeError(
         f"recipe '{recipe}' not found: give a YAML path or one of the shipped recipes ({shipped})"
@@ -209,9 +235,19 @@ def resolve_recipe_path(recipe: str | Path) -> Path:
 
 
 def list_recipes() -> list[str]:
-    if not REPO_RECIPES.is_dir():
-        return []
-    return sorted(str(p.relative_to(REPO_RECIPES).with_suffix("")) for p in REPO_RECIPES.rglob("*.yaml"))
+    """Names of the shipped recipes (``quickstart``, ``tiny/moe``, ...), sorted."""
+
+    def walk(node: Traversable, prefix: str) -> list[str]:
+        names = []
+        for child in node.iterdir():
+            if child.is_dir():
+                names.extend(walk(child, f"{prefix}{child.name}/"))
+            elif child.name.endswith(".yaml"):
+                names.append(prefix + child.name.removesuffix(".yaml"))
+        return names
+
+    root = shipped_recipes()
+    return sorted(walk(root, "")) if root.is_dir() else []
 
 
 def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
