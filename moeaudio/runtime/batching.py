@@ -74,7 +74,8 @@ class Collator:
     def prompt_ids(self, turns: Sequence[Example], n_audio: Sequence[int | None]) -> list[int]:
         """Token ids of the chat ``turns`` (earlier ones answered) with each placeholder expanded to
         its clip's audio tokens; ``n_audio[i] = None`` marks a text-only turn."""
-        messages = []
+        system = self.model.recipe.llm.system_prompt
+        messages = [] if system is None else [{"role": "system", "content": system}]
         for k, e in enumerate(turns):
             messages.append(
                 {"role": "user", "content": self.user_content(e.instruction, n_audio[k] is not None)}

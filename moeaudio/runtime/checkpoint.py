@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from moeaudio.config import load_recipe
+from moeaudio.config import Recipe, load_recipe
 from moeaudio.errors import CheckpointError
 from moeaudio.model.audio_llm import AudioLLM, build_audio_llm
 
@@ -33,6 +33,7 @@ __all__ = [
     "latest_checkpoint",
     "load_model",
     "load_trainer_state",
+    "rebuilt_parts",
     "resolve_checkpoint",
 ]
 
@@ -86,6 +87,18 @@ def resolve_checkpoint(checkpoint: str | Path | None, runs_dir: str | Path = "ru
     return path
 
 
+def rebuilt_parts(recipe: Recipe) -> tuple[str, ...]:
+    """State-dict prefixes a checkpoint does not store: frozen parts rebuilt from their reference
+    (hub id, path or offline weights) when the model is built. A ``tiny`` part is random, so it is
+    always stored; a frozen LLM with LoRA is stored (its adapters are trained)."""
+    parts = []
+    if recipe.encoder.freeze and recipe.encoder.name != "tiny":
+        parts.append("encoder.")
+    if recipe.llm.freeze and recipe.llm.lora_r == 0 and recipe.llm.name != "tiny":
+        parts.append("llm.")
+    return tuple(parts)
+
+
 def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
     return json.loads((checkpoint / "trainer_state.json").read_text())
 
@@ -93,8 +106,8 @@ def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> AudioLLM:
     """Rebuild the AudioLLM from a checkpoint directory, in eval mode, without DeepSpeed or pickle.
 
-    A frozen encoder that is rebuilt from its reference (hub id, path, offline weights) is not in
-    the weights file; every other parameter must be.
+    Frozen parts rebuilt from their reference (:func:`rebuilt_parts`) are not in the weights file;
+    every other parameter must be.
     """
     checkpoint = Path(checkpoint)
     if not (checkpoint / WEIGHTS).exists():
@@ -103,7 +116,8 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> Au
     model = build_audio_llm(recipe)
     state = load_file(str(checkpoint / WEIGHTS))
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("encoder.")]
+    rebuilt = rebuilt_parts(recipe)
+    missing = [k for k in missing if not k.startswith(rebuilt)]
     if missing or unexpected:
         raise CheckpointError(
             f"{checkpoint / WEIGHTS}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"

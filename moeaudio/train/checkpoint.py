@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from moeaudio.io_utils import atomic_write_text
-from moeaudio.runtime.checkpoint import WEIGHTS, checkpoint_root
+from moeaudio.runtime.checkpoint import WEIGHTS, checkpoint_root, rebuilt_parts
 from moeaudio.train.distributed import barrier
 
 
@@ -33,11 +33,9 @@ def consolidated_state_dict(model: torch.nn.Module, zero_stage: int) -> dict[str
 
 
 def weights_to_save(model, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop a frozen encoder that is rebuilt from its reference (hub id, path, offline weights)."""
-    recipe = model.recipe
-    if recipe.encoder.freeze and recipe.encoder.name != "tiny":
-        state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
-    return state
+    """Drop frozen parts that are rebuilt from their reference (:func:`rebuilt_parts`)."""
+    rebuilt = rebuilt_parts(model.recipe)
+    return {k: v for k, v in state.items() if not k.startswith(rebuilt)}
 
 
 def save_checkpoint(
