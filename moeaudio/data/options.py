@@ -21,7 +21,9 @@ class PrepareOptions:
         help="[SRC] OUT: the dataset's release folder (not for synth), then the output folder"
     )
     seed: int = option(0, "synth: random seed")
-    size: str = option("default", "synth: tiny | small | default")
+    size: str = option(
+        "default", "synth: tiny | small | default | smol (default + spoken QA and open-vocabulary speech)"
+    )
     opt: list[str] | None = option(None, "preparer option key=value (repeatable)")
 
 

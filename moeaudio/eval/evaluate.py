@@ -205,7 +205,8 @@ def select_shots(spec: EvalTask, items: list, n: int, seed: int = 0, exclude: se
 
 
 def _text_examples(items: list[Item]) -> list[Example]:
-    """Text-only Examples from ``meta.text_prompt``; every item must have one."""
+    """Text-only Examples: ``meta.text_instruction`` (the whole prompt, worded as the audio item asks)
+    or else the VoiceBench form, our MCQ instruction and ``meta.text_prompt``."""
     missing = [i.id for i in items if not (i.meta or {}).get("text_prompt")]
     if missing:
         raise EvalError(
@@ -213,7 +214,12 @@ def _text_examples(items: list[Item]) -> list[Example]:
             f"{len(missing)} of {len(items)} items lack it, e.g. {missing[0]}"
         )
     return [
-        Example(f"{TEXT_MCQ_INSTRUCTION}\n{i.meta['text_prompt']}", i.target, meta=i.to_dict()) for i in items
+        Example(
+            i.meta.get("text_instruction") or f"{TEXT_MCQ_INSTRUCTION}\n{i.meta['text_prompt']}",
+            i.target,
+            meta=i.to_dict(),
+        )
+        for i in items
     ]
 
 

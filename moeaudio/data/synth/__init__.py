@@ -11,7 +11,19 @@ access or licences. Everything here is generated from code:
   at a known tempo;
 * sound: one generator per event class (rain, wind, engine, siren, ...);
 * mixed: speech over music or noise at a set SNR;
-* MMAU-style multiple-choice questions over the three single-domain kinds of audio.
+* MMAU-style multiple-choice questions over the three single-domain kinds of audio;
+* for a pretrained LLM behind the adapter (size ``smol`` only): spoken questions whose answer needs the
+  LLM's knowledge (task ``spoken_qa``, a CPU-scale twin of VoiceBench's MMSU / OpenBookQA: "What is the
+  opposite of hot?" spoken, four text options) and open-vocabulary speech (WordNet 3.0's example
+  sentences read aloud; task ``asr`` with ``meta.vocab == "open"``).
+
+Sizes (clips per job in :data:`SIZES`; valid and test each get 10 %, at least ``HELD_OUT_MIN``):
+``tiny`` (~150 clips, for tests), ``small``, ``default`` (the quickstart's, 3,300 clips) and ``smol``
+(``default`` plus 1,499 / 188 / 188 spoken questions and 2,000 / 250 / 250 open-vocabulary sentences for
+train / valid / test; its other clips are byte-identical to ``default``'s). Only ``smol`` has the
+spoken-question and open-vocabulary jobs, so the other sizes are unchanged by them. Held-out spoken
+questions and sentences are disjoint from train's (split by a stable hash of their text), and held-out
+voices are too (every speech job: :data:`SPEAKER_VARIANTS`).
 
 Labels are honest by construction: they are the parameters the audio was made from (the variant's
 gender line, the words-per-minute we set, the chord intervals we played), never a guess about the audio.
@@ -25,7 +37,8 @@ Layout (one job per module): :mod:`~moeaudio.data.synth.labels` (task and label 
 sizes; registers the tasks in :data:`moeaudio.data.tasks.TASK_REGISTRY`), :mod:`~moeaudio.data.synth.dsp`
 (filters, noise, envelopes, fades, normalisation), :mod:`~moeaudio.data.synth.music`,
 :mod:`~moeaudio.data.synth.sounds`, :mod:`~moeaudio.data.synth.speech`, :mod:`~moeaudio.data.synth.mcq`
-(the generators), :mod:`~moeaudio.data.synth.items` (the item records) and
+(the generators), :mod:`~moeaudio.data.synth.spoken_qa` and :mod:`~moeaudio.data.synth.open_asr` (the
+``smol`` jobs: question bank, WordNet sentences), :mod:`~moeaudio.data.synth.items` (the item records) and
 :mod:`~moeaudio.data.synth.corpus` (per-item streams, planning, writing clips and manifests). This
 package re-exports their names, so ``from moeaudio.data.synth import ...`` works as it always did.
 """
@@ -76,6 +89,12 @@ from moeaudio.data.synth.labels import (
     _JOBS as _JOBS,
 )
 from moeaudio.data.synth.labels import (
+    _LLM_JOBS as _LLM_JOBS,
+)
+from moeaudio.data.synth.labels import (
+    ALL_TASKS as ALL_TASKS,
+)
+from moeaudio.data.synth.labels import (
     CHORD_QUALITIES,
     INSTRUMENTS,
     INTENTS,
@@ -86,6 +105,9 @@ from moeaudio.data.synth.labels import (
 )
 from moeaudio.data.synth.labels import (
     HELD_OUT_MIN as HELD_OUT_MIN,
+)
+from moeaudio.data.synth.labels import (
+    LLM_TASKS as LLM_TASKS,
 )
 from moeaudio.data.synth.labels import (
     RATE_WPM as RATE_WPM,
@@ -101,6 +123,12 @@ from moeaudio.data.synth.music import (
 )
 from moeaudio.data.synth.music import (
     _render_music as _render_music,
+)
+from moeaudio.data.synth.open_asr import (
+    load_sentences as load_sentences,
+)
+from moeaudio.data.synth.open_asr import (
+    sentence_pool as sentence_pool,
 )
 from moeaudio.data.synth.sounds import (
     NOISE_TYPES as NOISE_TYPES,
@@ -134,6 +162,9 @@ from moeaudio.data.synth.speech import (
 )
 from moeaudio.data.synth.speech import (
     spoken_form as spoken_form,
+)
+from moeaudio.data.synth.spoken_qa import (
+    question_bank as question_bank,
 )
 
 __all__ = [

@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from moeaudio.data.synth.dsp import SR, _active_rms, _fade, _normalize
 from moeaudio.data.synth.items import _Made, _Spec
 from moeaudio.data.synth.labels import (
     _JOB_INDEX,
+    ALL_TASKS,
     CHORD_QUALITIES,
     HELD_OUT_MIN,
     INSTRUMENTS,
@@ -37,8 +38,10 @@ from moeaudio.data.synth.labels import (
 )
 from moeaudio.data.synth.mcq import _MCQ_CATEGORIES, _make_mcq
 from moeaudio.data.synth.music import CHORD_TASK_ROOTS, _render_music
+from moeaudio.data.synth.open_asr import _make_open_asr
 from moeaudio.data.synth.sounds import NOISE_TYPES, _render_noise, _render_sound
 from moeaudio.data.synth.speech import _MAX_S, _pad_speech, _pick_voice, _speak, _speech_kind
+from moeaudio.data.synth.spoken_qa import _make_spoken_qa
 from moeaudio.data.tts import synthesize
 from moeaudio.errors import UsageError
 from moeaudio.io_utils import atomic_path, atomic_write_text
@@ -122,6 +125,10 @@ def _make_mixed(rng: np.random.Generator, spec: _Spec, task: str) -> _Made:
 
 def _make(rng: np.random.Generator, spec: _Spec) -> _Made:
     task, domain = _JOB_INDEX[spec.job]
+    if task == "spoken_qa":
+        return _make_spoken_qa(rng, spec)
+    if spec.job == "speech_open_asr":
+        return _make_open_asr(rng, spec)
     if task == "mcq":
         return _make_mcq(rng, spec, domain)
     if domain == "speech":
@@ -156,7 +163,7 @@ def _build_item(args: tuple[str, int, _Spec]) -> dict[str, Any]:
         "sample_rate": SR,
         "domain": domain,
         "task": task,
-        "instruction": made.instruction or SYNTH_TASKS[task]["instruction"],
+        "instruction": made.instruction or ALL_TASKS[task]["instruction"],
         "target": made.target,
         "choices": made.choices,
         "answer": made.answer,
@@ -200,18 +207,24 @@ def _job_labels(job: str) -> tuple[str, ...] | None:
     task, domain = _JOB_INDEX[job]
     if task == "mcq":
         return _MCQ_CATEGORIES[domain]
-    return SYNTH_TASKS[task]["labels"]
+    if task == "spoken_qa":  # the correct option's letter: balanced answer positions
+        return tuple("ABCD")
+    return ALL_TASKS[task]["labels"]
 
 
 _PLAN_INDEX = 2**32 - 1  # stream key for the planner's label order; never an item index
 
 
-def _plan(seed: int, size: str) -> list[_Spec]:
+def _plan(seed: int, size: str, jobs: Collection[str] | None = None) -> list[_Spec]:
     """All item specs, in manifest order. Class labels go round-robin over a per-(split, job) shuffled
-    label order, so every class is present as soon as a split has as many items as classes."""
+    label order, so every class is present as soon as a split has as many items as classes.
+
+    ``jobs`` keeps only those jobs' items (their specs, and so their bytes, are what the full plan has)."""
     specs: list[_Spec] = []
     for split in SPLITS:
         for job, total in SIZES[size].items():
+            if not total or (jobs is not None and job not in jobs):
+                continue
             labels = _job_labels(job)
             order = list(labels) if labels else []
             if order:
@@ -273,7 +286,7 @@ def _summary_md(summary: dict[str, Any]) -> str:
         "|---|---|" + "---:|" * (len(SPLITS) + 2),
     ]
     for d, t, ns in _summary_rows(summary["counts"]):
-        ch = SYNTH_TASKS[t]["chance"]
+        ch = ALL_TASKS[t]["chance"]
         lines.append(
             f"| {d} | {t} | "
             + " | ".join(map(str, ns))
@@ -297,7 +310,7 @@ def _print_table(summary: dict[str, Any], seconds: float) -> None:
     for col in ("domain", "task", *SPLITS, "total", "chance"):
         table.add_column(col, justify="left" if col in ("domain", "task") else "right")
     for d, t, ns in _summary_rows(summary["counts"]):
-        ch = SYNTH_TASKS[t]["chance"]
+        ch = ALL_TASKS[t]["chance"]
         table.add_row(d, t, *map(str, ns), str(sum(ns)), "-" if ch is None else f"{ch:.3f}")
     n = [summary["clips"][s] for s in SPLITS]
     table.add_row("all", "", *map(str, n), str(sum(n)), "", style="bold")
@@ -313,7 +326,13 @@ def _default_workers(size: str) -> int:
 
 
 def make_synth_corpus(
-    out: Path, seed: int = 0, size: str = "default", progress: bool = True, *, workers: int | None = None
+    out: Path,
+    seed: int = 0,
+    size: str = "default",
+    progress: bool = True,
+    *,
+    workers: int | None = None,
+    jobs: Collection[str] | None = None,
 ) -> SynthSummary:
     """Generate the corpus into ``out`` and return its summary.
 
@@ -321,14 +340,18 @@ def make_synth_corpus(
     (audio paths relative to ``out``), ``out/summary.json`` and ``out/summary.md``. The manifests are
     written last and atomically, so a manifest never points at a clip that is missing. ``progress=False``
     is silent (no bar, no table). ``workers`` defaults to 2 processes (1 for ``tiny``); the output bytes
-    do not depend on it.
+    do not depend on it. ``jobs`` (job names of the size, e.g. ``["speech_qa"]``) generates only those
+    jobs' clips, each byte-identical to its clip in the full corpus (for tests and partial rebuilds).
     """
     if size not in SIZES:
         raise UsageError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+    unknown = sorted(set(jobs or ()) - set(SIZES[size]))
+    if unknown:
+        raise UsageError(f"size {size!r} has no job {', '.join(unknown)}; its jobs: {', '.join(SIZES[size])}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    specs = _plan(seed, size)
+    specs = _plan(seed, size, jobs)
     order = {_item_id(s): i for i, s in enumerate(specs)}
     rows: list[dict[str, Any]] = []
     stream = _iter_rows(out, seed, specs, workers or _default_workers(size))
@@ -348,6 +371,7 @@ def make_synth_corpus(
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in split_rows)
         manifests[split] = atomic_write_text(out / f"{split}.jsonl", text)
     stats = _summarize(by_split)
+    size_tasks = {_JOB_INDEX[job][0] for job, total in SIZES[size].items() if total}
     summary = {
         "size": size,
         "seed": seed,
@@ -358,7 +382,7 @@ def make_synth_corpus(
         "total_hours": round(sum(stats["hours"].values()), 4),
         "counts": stats["counts"],
         "speakers": {s: sorted({r["speaker"] for r in by_split[s] if r["speaker"]}) for s in SPLITS},
-        "chance": {t: spec["chance"] for t, spec in SYNTH_TASKS.items()},
+        "chance": {t: spec["chance"] for t, spec in ALL_TASKS.items() if t in SYNTH_TASKS or t in size_tasks},
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(out / "summary.md", _summary_md(summary))

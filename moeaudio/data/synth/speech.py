@@ -4,6 +4,7 @@ voices (two English accents x eSpeak NG voice variants, pitch and rate varied) a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -96,18 +97,34 @@ def _pad_speech(rng: np.random.Generator, speech: np.ndarray) -> np.ndarray:
     return x
 
 
+#: Draws a transcript and its meta from an item's stream (the default is :func:`_text` of ``kind``).
+TextFn = Callable[[np.random.Generator], tuple[str, dict[str, Any]]]
+
+
 def _speak(
-    rng: np.random.Generator, split: str, kind: str, gender: str | None = None, rate: str | None = None
+    rng: np.random.Generator,
+    split: str,
+    kind: str,
+    gender: str | None = None,
+    rate: str | None = None,
+    *,
+    text_fn: TextFn | None = None,
+    max_s: float = _MAX_S,
 ) -> tuple[np.ndarray, str, Voice, dict[str, Any]]:
-    """Synthesise a padded utterance of ``kind`` that fits in 1-4 s (re-drawing the text if too long)."""
+    """Synthesise a padded utterance of ``kind`` that fits in 1-``max_s`` s (re-drawing the text if too long).
+
+    ``text_fn`` replaces the built-in texts (the spoken questions and WordNet sentences of the ``smol``
+    jobs); the utterance is then the text itself (``kind`` other than ``digits``). Without it, the random
+    draws are exactly those the corpus has always made.
+    """
     voice, vmeta = _pick_voice(rng, split, gender, rate)
     for _ in range(8):
-        text, tmeta = _text(rng, kind)
+        text, tmeta = text_fn(rng) if text_fn else _text(rng, kind)
         speech, _ = synthesize(spoken_form(text, kind), voice, sample_rate=SR)
         audio = _pad_speech(rng, speech)
-        if len(audio) <= int(_MAX_S * SR):
+        if len(audio) <= int(max_s * SR):
             return audio, text, voice, {**vmeta, **tmeta, "text": text}
-    raise RuntimeError(f"could not fit an utterance in {_MAX_S} s with voice {voice}")
+    raise RuntimeError(f"could not fit an utterance in {max_s} s with voice {voice}")
 
 
 def _speech_kind(rng: np.random.Generator) -> str:
