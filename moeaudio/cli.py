@@ -28,8 +28,12 @@ app = typer.Typer(
     add_completion=False,
 )
 recipes_app = typer.Typer(help="List and show the shipped recipes.", no_args_is_help=True)
+studies_app = typer.Typer(
+    help="The paper's tables and figures as studies (`moeaudio reproduce`).", no_args_is_help=True
+)
 bench_app = typer.Typer(help="Benchmarks: ratios measured side by side in one run.", no_args_is_help=True)
 app.add_typer(recipes_app, name="recipes")
+app.add_typer(studies_app, name="studies")
 app.add_typer(bench_app, name="bench")
 
 
@@ -90,6 +94,20 @@ def recipes_show(opts: RecipeOptions) -> None:
     print(load_recipe(opts.recipe, opts.overrides or []).to_yaml())
 
 
+def studies_list() -> None:
+    """List the shipped studies: scales, arms (baseline first) and what each reproduces."""
+    from rich.table import Table
+
+    from moeaudio.study import list_studies, load_study
+
+    table = Table("study", "scales", "arms", "seeds", "title")
+    for name in list_studies():
+        s = load_study(name)
+        arms = [s.baseline, *(a for a in s.arm_names if a != s.baseline)]
+        table.add_row(name, ", ".join(s.scales), ", ".join(arms), str(len(s.seeds)), s.title)
+    _console().print(table)
+
+
 def prepare_cmd(opts: Any) -> None:
     """Write train/valid/test manifests: the built-in synthetic corpus, or a dataset from its release layout."""
     from moeaudio.data.prepare import run_prepare
@@ -133,6 +151,25 @@ def transcribe_cmd(opts: Any) -> None:
     from moeaudio.eval.transcribe import transcribe_command
 
     transcribe_command(opts)
+
+
+def reproduce_cmd(opts: Any) -> None:
+    """Reproduce a table or figure of the paper: train every arm x seed, evaluate, analyse, write results.md."""
+    from rich.console import Console
+
+    from moeaudio.reproduce.runner import reproduce
+
+    result = reproduce(opts)
+    if opts.print_commands:
+        print(result["commands"], end="")  # stdout: the commands alone, for a pipe or a file
+        Console(stderr=True).print(f"wrote {result['path']}", highlight=False)
+        return
+    out, missing = result["output"], result["missing_runs"]
+    _console().print(
+        f"results: {out}/results.md, {out}/results.json"
+        + (f"; not finished: {', '.join(missing)}" if missing else ""),
+        highlight=False,
+    )
 
 
 # ----------------------------------------------------------------------------- looking inside
@@ -244,6 +281,8 @@ _register(app, "prepare", _lazy("moeaudio.data.options", "PrepareOptions"), prep
 _register(app, "convert", _lazy("moeaudio.data.options", "ConvertOptions"), convert_cmd)
 _register(app, "train", _lazy("moeaudio.train.options", "TrainOptions"), train_cmd)
 _register(app, "eval", _lazy("moeaudio.eval.options", "EvalOptions"), eval_cmd)
+_register(app, "reproduce", _lazy("moeaudio.reproduce.options", "ReproduceOptions"), reproduce_cmd)
+studies_app.command("list")(studies_list)
 _register(app, "transcribe", _lazy("moeaudio.eval.options", "TranscribeOptions"), transcribe_cmd)
 _register(app, "analyze-routing", _lazy("moeaudio.analyze.options", "RoutingOptions"), analyze_routing_cmd)
 _register(app, "analyze-conflict", _lazy("moeaudio.analyze.options", "ConflictOptions"), analyze_conflict_cmd)

@@ -238,12 +238,19 @@ def resolve_recipe_path(recipe: str | Path) -> Path | Traversable:
     )
 
 
+#: Subfolder of the shipped recipes that holds studies (``moeaudio reproduce``), not recipes.
+STUDIES_DIR = "studies"
+
+
 def list_recipes() -> list[str]:
-    """Names of the shipped recipes (``quickstart``, ``tiny/moe``, ...), sorted."""
+    """Names of the shipped recipes (``quickstart``, ``tiny/moe``, ...), sorted; the studies in
+    ``recipes/studies/`` are not recipes (see :mod:`moeaudio.study`)."""
 
     def walk(node: Traversable, prefix: str) -> list[str]:
         names = []
         for child in node.iterdir():
+            if child.is_dir() and not prefix and child.name == STUDIES_DIR:
+                continue
             if child.is_dir():
                 names.extend(walk(child, f"{prefix}{child.name}/"))
             elif child.name.endswith(".yaml"):

@@ -106,3 +106,88 @@ def test_overrides_change_the_count() -> None:
     s = json.loads(result.stdout)
     assert s["adapter_params_breakdown"]["active_linear_weights"] == (2 * 1280 + 10240) * 4608
     assert s["adapter_params_total"] == 94_401_536
+
+
+# ----------------------------------------------------------------------------- Tables 2 and 3
+
+IO = 2560 + 2048  # every expert and the shared path read 2560 and write 2048 (reading (b))
+SHARED = 10240  # the always-on shared path's hidden width
+
+
+def _expected(num_experts: int, top_k: int, width: int) -> dict[str, int]:
+    """Reading (b) counts from PAPER.md's formulas: E*D*(2560+2048) + 10240*(2560+2048) total,
+    (k*D + 10240)*(2560+2048) active; router 2560*E; input and final LayerNorm."""
+    linear = num_experts * width * IO + SHARED * IO
+    active = (top_k * width + SHARED) * IO
+    router = 2560 * num_experts
+    return {
+        "linear": linear,
+        "active_linear": active,
+        "router": router,
+        "total": linear + router + LN_IN + LN_OUT,
+        "active": active + router + LN_IN + LN_OUT,
+    }
+
+
+# recipe: (E, k, expert width D, total linear weights, active linear weights), the last two by hand
+PAPER_ARMS = {
+    "paper/table1_moe": (8, 4, 1280, 94_371_840, 70_778_880),  # Table 2's default 8 choose 4
+    "paper/table2_16c4": (16, 4, 1280, 141_557_760, 70_778_880),
+    "paper/table2_8c1": (8, 1, 1280, 94_371_840, 53_084_160),
+    "paper/table2_4c2": (4, 2, 1280, 70_778_880, 58_982_400),
+    "paper/table2_half_width": (8, 4, 640, 70_778_880, 58_982_400),
+    "paper/table2_double_width": (8, 4, 2560, 141_557_760, 94_371_840),
+    "paper/table3_no_balance": (8, 4, 1280, 94_371_840, 70_778_880),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(PAPER_ARMS))
+def test_table2_and_table3_arms(recipe: str) -> None:
+    num_experts, top_k, width, linear, active = PAPER_ARMS[recipe]
+    want = _expected(num_experts, top_k, width)
+    assert (want["linear"], want["active_linear"]) == (linear, active)  # the formula = the hand count
+    s = _inspect(recipe)
+    b = s["adapter_params_breakdown"]
+    assert s["adapter_kind"] == "moe"
+    assert b["linear_weights"] == linear
+    assert b["active_linear_weights"] == active
+    assert b["router"] == want["router"]
+    assert b["norm"] == LN_IN + LN_OUT and b["bias"] == 0
+    assert s["adapter_params_total"] == want["total"]
+    assert s["adapter_params_active"] == want["active"]
+    assert (s["adapter_in_dim"], s["adapter_out_dim"]) == (2560, 2048)
+    recipe_cfg = s["recipe"]
+    assert recipe_cfg["adapter"]["shared_path"] == "parallel"
+    assert recipe_cfg["adapter"]["aux_loss_coef"] == (0.0 if recipe.endswith("no_balance") else 0.01)
+
+
+@pytest.mark.parametrize("recipe", ["paper/table1_dense", "paper/table1_moe_sequential", *sorted(PAPER_ARMS)])
+def test_paper_arms_share_the_papers_setup(recipe: str) -> None:
+    """Whisper-large-v3 + Qwen3-1.7B, ZeRO-2 bf16, AdamW 0.9/0.95, WSD, peak 1e-5, 20 warmup steps,
+    and one token budget for every arm."""
+    from moeaudio.config import load_recipe
+
+    r = load_recipe(recipe)
+    assert (r.encoder.name, r.encoder.d_model, r.encoder.stack, r.encoder.projection_dim) == (
+        "openai/whisper-large-v3",
+        1280,
+        4,
+        2560,
+    )
+    assert (r.llm.name, r.llm.hidden_size) == ("Qwen/Qwen3-1.7B", 2048)
+    t = r.train
+    assert (t.zero_stage, t.precision, tuple(t.betas), t.schedule, t.lr, t.warmup_steps) == (
+        2,
+        "bf16",
+        (0.9, 0.95),
+        "wsd",
+        1e-5,
+        20,
+    )
+    base = load_recipe("paper/table1_moe")
+    assert (t.max_steps, r.data.micro_batch_size, t.grad_accum, t.seed) == (
+        base.train.max_steps,
+        base.data.micro_batch_size,
+        base.train.grad_accum,
+        base.train.seed,
+    )

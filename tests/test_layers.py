@@ -26,12 +26,14 @@ PACKAGE = REPO / "moeaudio"
 # moeaudio's top-level modules and subpackages by rank: a module may import its own rank or lower.
 LAYERS: dict[int, tuple[str, ...]] = {
     # base utilities (moeaudio.recipes is the shipped YAML, read as data by config.py)
-    0: ("config", "errors", "io_utils", "options", "progress", "recipes"),
+    # (study: the studies' schema, over config; stats: pure statistics over seeds)
+    0: ("config", "errors", "io_utils", "options", "progress", "recipes", "study", "stats"),
     1: ("data", "model"),
     2: ("runtime", "summary"),
     3: ("eval", "analyze"),
     4: ("train", "bench"),
-    5: ("cli", "__main__"),
+    5: ("reproduce",),  # trains, evaluates and analyses whole studies
+    6: ("cli", "__main__"),
 }
 TOP = max(LAYERS)  # moeaudio/__init__.py (the package's public API, if it gets one) is the top
 RANK = {f"moeaudio.{name}": rank for rank, names in LAYERS.items() for name in names} | {"moeaudio": TOP}

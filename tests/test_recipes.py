@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from moeaudio.config import REPO_RECIPES, Recipe, list_recipes, load_recipe, shipped_recipes
+from moeaudio.study import list_studies
 
 REPO = REPO_RECIPES.parent
 
@@ -21,7 +22,8 @@ SHIPPED = list_recipes()
 
 def test_recipes_are_shipped() -> None:
     assert {"quickstart", "quickstart_dense", "tiny/moe", "tiny/dense", "paper/table1_moe"} <= set(SHIPPED)
-    assert len(SHIPPED) == len(list(REPO_RECIPES.rglob("*.yaml")))
+    # every YAML under recipes/ is a recipe, except the studies (tests/test_studies.py)
+    assert len(SHIPPED) == len([p for p in REPO_RECIPES.rglob("*.yaml") if p.parent.name != "studies"])
     # from a checkout (installed editable or not at all) the shipped recipes are the repository's
     assert Path(str(shipped_recipes())).resolve() == REPO_RECIPES.resolve()
 
@@ -120,9 +122,10 @@ def test_installed_wheel_finds_recipes(wheel: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     probe = (
-        "import json, moeaudio.config as c; "
+        "import json, moeaudio.config as c, moeaudio.study as s; "
         "print(json.dumps([c.__file__, str(c.shipped_recipes()), c.list_recipes(), "
-        "str(c.resolve_recipe_path('tiny/moe')), c.load_recipe('paper/table1_moe').name]))"
+        "str(c.resolve_recipe_path('tiny/moe')), c.load_recipe('paper/table1_moe').name, "
+        "s.list_studies(), s.load_study('table2').name]))"
     )
     env = {
         **os.environ,
@@ -138,9 +141,12 @@ def test_installed_wheel_finds_recipes(wheel: Path, tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    module, root, names, tiny_moe, paper_name = json.loads(proc.stdout.strip().splitlines()[-1])
+    module, root, names, tiny_moe, paper_name, studies, table2 = json.loads(
+        proc.stdout.strip().splitlines()[-1]
+    )
     assert Path(module).is_relative_to(site), module  # the unpacked wheel's moeaudio, not the checkout's
     assert Path(root) == site / "moeaudio" / "recipes"
     assert names == SHIPPED
     assert Path(tiny_moe) == site / "moeaudio" / "recipes" / "tiny" / "moe.yaml"
     assert paper_name == load_recipe("paper/table1_moe").name
+    assert studies == list_studies() and table2 == "table2"  # the studies ship beside the recipes

@@ -1,0 +1,50 @@
+"""Options of `moeaudio reproduce`, light enough for `moeaudio --help`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from moeaudio.errors import UsageError
+from moeaudio.options import argument, option
+
+__all__ = ["LAUNCHERS", "ReproduceOptions"]
+
+LAUNCHERS = ("torchrun", "deepspeed", "python")
+
+
+@dataclass
+class ReproduceOptions:
+    """What `moeaudio reproduce` takes."""
+
+    study: str = argument(
+        help="shipped study (table1, table1_modality, table2, table3, figures) or YAML path"
+    )
+    overrides: list[str] | None = argument(
+        None, "section.key=value overrides for every arm, e.g. train.max_steps=300"
+    )
+    scale: str = option("cpu", "cpu (quickstart twins, built-in corpus) | paper (recipes/paper/)")
+    seeds: int | None = option(None, "number of seeds (default: the study's list)")
+    arms: str | None = option(None, "comma-separated arms to run (default: all; the baseline is always run)")
+    output: str | None = option(None, "study folder (default: runs/studies/STUDY-SCALE)")
+    print_commands: bool = option(
+        False, "train nothing: write one launcher command per arm x seed to OUTPUT/commands.sh and stdout"
+    )
+    launcher: str = option("torchrun", "with --print-commands: torchrun | deepspeed | python")
+    collect: bool = option(
+        False, "train nothing: gather the runs launched elsewhere, evaluate where missing, write results"
+    )
+    device: str | None = option(None, "evaluation and analyses: cpu | cuda (default: cuda when available)")
+
+    def validate(self) -> None:
+        if self.print_commands and self.collect:
+            raise UsageError("--print-commands and --collect exclude each other: print first, collect later")
+        if self.launcher not in LAUNCHERS:
+            raise UsageError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {self.launcher!r}")
+
+    def arm_list(self) -> list[str] | None:
+        if self.arms is None:
+            return None
+        arms = [a.strip() for a in self.arms.split(",") if a.strip()]
+        if not arms:
+            raise UsageError("--arms needs at least one arm name")
+        return arms

@@ -1,0 +1,341 @@
+"""`moeaudio reproduce`: train, evaluate and analyse every arm x seed of a study, then write it up.
+
+Each run (arm x seed, :mod:`moeaudio.reproduce.plan`) goes through three states, read from its folder
+``OUTPUT/<arm>/seed-<seed>`` so a killed study resumes where it stopped:
+
+* no final checkpoint: train it (``--resume`` from its last checkpoint when it has one);
+* final checkpoint (``trainer_state.json`` step = ``train.max_steps``), no ``done.json``: evaluate
+  every column of the study (``moeaudio eval``; result files already beside the checkpoint are
+  reused), then write ``done.json`` atomically;
+* ``done.json``: finished; nothing runs again.
+
+``done.json`` holds the recipe's fingerprint; a folder trained with another recipe (an edited study, other
+overrides) is an error, never silently mixed in. ``--collect`` does the same without training (runs
+launched elsewhere with ``--print-commands``); unfinished runs are listed as missing. Then the figure
+analyses run on the finished checkpoints (cached in ``<run>/analysis/<name>.json``) and
+``results.json``, ``results.md`` and ``figures/<name>.png`` are written (:mod:`~moeaudio.reproduce.report`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from moeaudio.analyze.commands import analyze_conflict, analyze_routing_manifest
+from moeaudio.analyze.conflict import plot_conflict, result_from_json
+from moeaudio.analyze.routing import RoutingStats, plot_activation_heatmap
+from moeaudio.config import load_recipe
+from moeaudio.eval.evaluate import run_eval
+from moeaudio.io_utils import atomic_write_text
+from moeaudio.reproduce.options import ReproduceOptions
+from moeaudio.reproduce.plan import PlannedRun, StudyPlan, launcher_script, plan_study, recipe_fingerprint
+from moeaudio.reproduce.report import build_results, render_markdown
+from moeaudio.runtime.checkpoint import WEIGHTS, latest_checkpoint, load_trainer_state
+from moeaudio.runtime.device import pick_device
+from moeaudio.runtime.examples import manifest_path
+from moeaudio.study import Analysis, StudyError, load_study
+from moeaudio.summary import adapter_summary
+from moeaudio.train.main import train_recipe
+
+__all__ = [
+    "DONE",
+    "check_equal_params",
+    "final_checkpoint",
+    "process_run",
+    "read_done",
+    "reproduce",
+    "run_study",
+]
+
+#: The marker a finished run (trained and evaluated) gets, written atomically after evaluation.
+DONE = "done.json"
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+class StudyProgress:
+    """Plain lines on stderr: runs done / total and the time left (the trainer draws its own bar)."""
+
+    def __init__(self, total: int, done: int, expected_minutes: float | None, enabled: bool = True):
+        self.total, self.done = total, done
+        self.expected = expected_minutes
+        self.durations: list[float] = []
+        self.console = Console(stderr=True, highlight=False) if enabled else None
+
+    def time_left(self) -> str:
+        left = self.total - self.done
+        if left == 0:
+            return "nothing left"
+        if self.durations:
+            minutes = left * sum(self.durations) / len(self.durations) / 60
+            return f"about {minutes:.0f} min left"
+        if self.expected:
+            return f"about {left * self.expected:.0f} min left (expected {self.expected:g} min per run)"
+        return "time left unknown until a run finishes"
+
+    def line(self, text: str) -> None:
+        if self.console is not None:
+            self.console.print(f"[reproduce {self.done}/{self.total} runs done, {self.time_left()}] {text}")
+
+    def finished(self, seconds: float | None) -> None:
+        self.done += 1
+        if seconds is not None:
+            self.durations.append(seconds)
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+def read_done(run: PlannedRun) -> dict[str, Any] | None:
+    """The run's done record, or None while it is not finished (no marker, or its checkpoint is gone)."""
+    path = run.run_dir / DONE
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    if record.get("fingerprint") != run.fingerprint:
+        raise StudyError(
+            f"{run.run_dir} was trained with a different recipe than the study now asks for "
+            "(edited study or other overrides): use another --output, or delete that folder to retrain it"
+        )
+    if not (run.run_dir / record["checkpoint"] / WEIGHTS).exists():
+        return None
+    return record
+
+
+def final_checkpoint(run: PlannedRun) -> Path | None:
+    """The run's checkpoint at ``train.max_steps``, if training got there."""
+    ckpt = latest_checkpoint(run.run_dir)
+    if ckpt is None or load_trainer_state(ckpt)["step"] < run.recipe.train.max_steps:
+        return None
+    return ckpt
+
+
+def _check_trained_recipe(run: PlannedRun, ckpt: Path) -> None:
+    saved = ckpt / "recipe.yaml"
+    if saved.exists() and recipe_fingerprint(load_recipe(saved)) != run.fingerprint:
+        raise StudyError(
+            f"{ckpt} was trained with a different recipe than the study now asks for: use another "
+            "--output, or delete that run folder to retrain it"
+        )
+
+
+def _eval_file(ckpt: Path, task: str, modality: str) -> Path:
+    return ckpt / "eval" / (f"{task}.text.json" if modality == "text" else f"{task}.json")
+
+
+def evaluate_run(
+    plan: StudyPlan, run: PlannedRun, ckpt: Path, device: str | None
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Each column's number for the checkpoint (``moeaudio eval``; existing result files reused)."""
+    settings = plan.study.eval_settings(plan.scale).model_dump(exclude_none=True)
+    values: dict[str, float] = {}
+    files: dict[str, str] = {}
+    for col in plan.study.columns_at(plan.scale):
+        if col.gap is not None:
+            continue
+        task = col.task.at(plan.scale)
+        assert task is not None
+        path = _eval_file(ckpt, task, col.modality)
+        if path.exists():
+            result = json.loads(path.read_text())
+        else:
+            result = run_eval(task, ckpt, modality=col.modality, progress=False, device=device, **settings)
+        values[col.name] = float(result["metrics"][col.metric or result["metric"]])
+        files[col.name] = str(path.relative_to(run.run_dir))
+    return values, files
+
+
+def process_run(
+    plan: StudyPlan, run: PlannedRun, progress: StudyProgress, train: bool = True, device: str | None = None
+) -> dict[str, Any] | None:
+    """Bring one run to done (train if needed and allowed, evaluate, mark); its record, or None."""
+    record = read_done(run)
+    if record is not None:
+        return record
+    ckpt = final_checkpoint(run)
+    train_seconds = None
+    if ckpt is None:
+        if not train:
+            progress.line(f"{run.key}: no final checkpoint in {run.run_dir}: missing")
+            return None
+        partial = latest_checkpoint(run.run_dir)
+        if partial is not None:
+            _check_trained_recipe(run, partial)
+        progress.line(f"{run.key}: training" + (f" (resuming from {partial.name})" if partial else ""))
+        start = time.time()
+        result = train_recipe(
+            run.recipe.model_copy(deep=True), run.run_dir, resume=partial is not None, evaluate=False
+        )
+        train_seconds = time.time() - start
+        ckpt = result.checkpoint
+    else:
+        _check_trained_recipe(run, ckpt)
+    columns = [c for c in plan.study.columns_at(plan.scale) if c.gap is None]
+    progress.line(f"{run.key}: evaluating {len(columns)} column(s)")
+    start = time.time()
+    values, files = evaluate_run(plan, run, ckpt, device)
+    eval_seconds = time.time() - start
+    record = {
+        "study": plan.study.name,
+        "scale": plan.scale,
+        "arm": run.arm,
+        "seed": run.seed,
+        "recipe": run.recipe_ref,
+        "overrides": run.overrides,
+        "fingerprint": run.fingerprint,
+        "checkpoint": str(ckpt.relative_to(run.run_dir)),
+        "steps": load_trainer_state(ckpt)["step"],
+        "train_seconds": train_seconds,
+        "eval_seconds": eval_seconds,
+        "values": values,
+        "eval_files": files,
+        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write_text(run.run_dir / DONE, json.dumps(record, indent=1))
+    progress.finished(None if train_seconds is None else train_seconds + eval_seconds)
+    return record
+
+
+# ----------------------------------------------------------------------------- analyses and figures
+
+
+def _analysis(an: Analysis, run: PlannedRun, ckpt: Path, device: str) -> dict[str, Any]:
+    path = run.run_dir / "analysis" / f"{an.name}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    manifest = manifest_path(run.recipe, an.split)
+    if an.kind == "routing":
+        if run.recipe.adapter.kind != "moe":
+            data: dict[str, Any] = {"skipped": f"a {run.recipe.adapter.kind} adapter has no router"}
+        else:
+            stats, data = analyze_routing_manifest(manifest, [ckpt], limit=an.limit, device=device)
+            st = next(iter(stats.values()))
+            data.update(num_experts=st.num_experts, top_k=st.top_k, groups=st.groups, counts=st.counts)
+    else:
+        _, data = analyze_conflict(
+            manifest, [ckpt], an.num_batches, an.batch_size, seed=0, limit=an.limit, device=device
+        )
+    atomic_write_text(path, json.dumps(data, indent=1, default=str))
+    return data
+
+
+def run_analyses(
+    plan: StudyPlan, records: dict[str, dict[str, Any] | None], device: str, progress: StudyProgress
+) -> dict[str, dict[str, dict[int, dict[str, Any]]]]:
+    """analysis name -> arm -> seed -> its JSON, for every finished run of the arms it compares."""
+    out: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
+    for an in plan.study.analyses:
+        out[an.name] = {}
+        for run in plan.runs:
+            record = records.get(run.key)
+            if run.arm not in an.arms or record is None:
+                continue
+            progress.line(f"{run.key}: {an.kind} analysis '{an.name}'")
+            data = _analysis(an, run, run.run_dir / record["checkpoint"], device)
+            out[an.name].setdefault(run.arm, {})[run.seed] = data
+    return out
+
+
+def _routing_stats(data: dict[str, Any]) -> RoutingStats:
+    return RoutingStats(
+        num_experts=data["num_experts"],
+        top_k=data["top_k"],
+        groups=list(data["groups"]),
+        activation=data["activation"],
+        load=data["load"],
+        maxvio=data["maxvio"],
+        entropy=data["entropy"],
+        normalized_entropy=data["normalized_entropy"],
+        mutual_information=data["mutual_information"],
+        tokens_per_group=data["tokens_per_group"],
+        counts=data.get("counts", {}),
+    )
+
+
+def draw_figures(
+    plan: StudyPlan, analyses: dict[str, dict[str, dict[int, dict[str, Any]]]]
+) -> dict[str, dict[str, Any]]:
+    """One PNG per analysis (arms side by side) from the first seed every compared arm finished."""
+    figures: dict[str, dict[str, Any]] = {}
+    for an in plan.study.analyses:
+        per_arm = analyses.get(an.name, {})
+        arms = [a for a in an.arms if a in plan.arms]
+        for seed in plan.seeds:
+            data = {a: per_arm.get(a, {}).get(seed) for a in arms}
+            if any(d is None for d in data.values()):
+                continue
+            drawn = {a: d for a, d in data.items() if "skipped" not in d}
+            if not drawn:
+                break
+            png = plan.output / "figures" / f"{an.name}.png"
+            if an.kind == "routing":
+                plot_activation_heatmap(
+                    {f"{a} (seed {seed})": _routing_stats(d) for a, d in drawn.items()}, png
+                )
+            else:
+                results = {f"{a} (seed {seed})": result_from_json(d) for a, d in drawn.items()}
+                plot_conflict(results, png, influence_key=an.influence)
+            figures[an.name] = {"figure": str(png.relative_to(plan.output)), "figure_seed": seed}
+            break
+    return figures
+
+
+# ----------------------------------------------------------------------------- the study
+
+
+def check_equal_params(plan: StudyPlan) -> dict[str, int]:
+    """Total adapter linear weights per arm; a StudyError when the study asks for equal ones and they differ."""
+    first = {run.arm: run for run in reversed(plan.runs)}
+    counts = {
+        arm: adapter_summary(first[arm].recipe)["adapter_params_breakdown"]["linear_weights"]
+        for arm in plan.arms
+    }
+    if plan.study.equal_total_params and len(set(counts.values())) > 1:
+        raise StudyError(
+            f"study '{plan.study.name}' compares adapters of equal total parameters, but at scale "
+            f"'{plan.scale}' their linear weights differ: "
+            + ", ".join(f"{arm} {n:,}" for arm, n in counts.items())
+        )
+    return counts
+
+
+def run_study(
+    plan: StudyPlan, train: bool = True, device: str | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Train (unless ``train`` is False), evaluate, analyse, and write results.json / results.md."""
+    check_equal_params(plan)
+    plan.output.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(
+        plan.output / "study.yaml", yaml.safe_dump(plan.study.model_dump(mode="json"), sort_keys=False)
+    )
+    already = sum(read_done(run) is not None for run in plan.runs)
+    bar = StudyProgress(len(plan.runs), already, plan.study.minutes_per_run.get(plan.scale), enabled=progress)
+    records = {run.key: process_run(plan, run, bar, train, device) for run in plan.runs}
+    analysis_device = str(pick_device(device))
+    analyses = run_analyses(plan, records, analysis_device, bar)
+    figures = draw_figures(plan, analyses)
+    results = build_results(plan, records, analyses, figures)
+    atomic_write_text(plan.output / "results.json", json.dumps(results, indent=1))
+    atomic_write_text(plan.output / "results.md", render_markdown(results))
+    bar.line(f"wrote {plan.output / 'results.md'} and results.json" + (", figures/" if figures else ""))
+    return results
+
+
+def reproduce(opts: ReproduceOptions) -> dict[str, Any]:
+    """`moeaudio reproduce`: print the launcher commands, or run (or collect) the study."""
+    opts.validate()
+    study = load_study(opts.study)
+    plan = plan_study(study, opts.scale, opts.seeds, opts.arm_list(), opts.output, opts.overrides or [])
+    if opts.print_commands:
+        check_equal_params(plan)
+        script = launcher_script(plan, opts.launcher)
+        path = atomic_write_text(plan.output / "commands.sh", script)
+        return {"commands": script, "path": str(path)}
+    return run_study(plan, train=not opts.collect, device=opts.device)
