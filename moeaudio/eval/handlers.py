@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from moeaudio.data.tasks import scalar_label
 from moeaudio.eval.metrics import (
     caption_metrics,
     classification_metrics,
@@ -215,6 +216,7 @@ def _group_chance(examples: Sequence[Example]) -> dict[str, dict[str, float]]:
             ("by_category", inner.get("category")),
             ("by_difficulty", inner.get("difficulty")),
         ):
+            value = scalar_label(value)
             if value is not None:
                 groups[name].setdefault(str(value), []).append(p)
     return {g: {k: sum(v) / len(v) for k, v in vals.items()} for g, vals in groups.items()}
