@@ -164,7 +164,7 @@ def plan(opts: EvalOptions) -> EvalPlan:
     items = items[:max_items] if max_items else items
     return EvalPlan(
         spec=spec,
-        handler=handler_for(spec.kind),
+        handler=handler_for(spec.kind, spec.scorer),
         checkpoint=ckpt,
         recipe=recipe,
         manifest=manifest,
@@ -263,7 +263,7 @@ def generate(
 
 
 def score(p: EvalPlan, examples: list[Example], predictions: list[str]) -> dict[str, Any]:
-    return p.handler.score(p.spec, examples, predictions)
+    return p.handler.score(p.spec, examples, predictions, seed=p.seed)
 
 
 def _mmau_official(items: list[Item], predictions: list[str]) -> list[dict[str, Any]]:
@@ -308,7 +308,9 @@ def write_results(
     rows = []
     for item, e, pred, ans in zip(p.items, examples, predictions, answers, strict=True):
         row: dict[str, Any] = {"id": item.id, "audio": item.audio, "instruction": e.instruction}
-        row.update(target=item.target, prediction=pred, answer=ans, **p.handler.prediction_row(item, ans))
+        row.update(target=item.target, prediction=pred, answer=ans)
+        # kind-specific fields; may restate "answer" (VoiceBench: the letter scored)
+        row.update(p.handler.prediction_row(item, ans))
         rows.append(row)
     pred_path = stem.parent / f"{stem.name}.predictions.jsonl"
     atomic_write_text(pred_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
@@ -330,6 +332,8 @@ def write_results(
         "kind": p.spec.kind,
         "modality": p.modality,
         "metric": p.spec.metric,
+        "scorer": scored["scorer"],
+        "scoring_rule": p.handler.scoring_rule(p.spec),
         "n": len(examples),
         "n_available": p.n_available,
         "n_longer_than_training_max": p.n_longer_than_training_max,
@@ -417,7 +421,7 @@ def render_eval(result: dict[str, Any]) -> Table:
     """A rich table: each number with its chance level beside it."""
     title = f"{result['task']} ({result['kind']}, {result['modality']}) n={result['n']}"
     table = Table("metric", "value", "chance", title=title)
-    for name, value, chance in handler_for(result["kind"]).table_rows(result):
+    for name, value, chance in handler_for(result["kind"], result.get("scorer")).table_rows(result):
         if isinstance(value, int | float):
             table.add_row(name, f"{value:.3f}", "-" if chance is None else f"{chance:.3f}")
     if result["kind"] == "classification" and result.get("majority") is not None:

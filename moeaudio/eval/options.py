@@ -24,7 +24,9 @@ class EvalOptions:
     runs_dir: str = option("runs", "where to look for checkpoints")
     batch_size: int | None = option(None, "items per generate call")
     max_new_tokens: int | None = option(None, "tokens generated per item (default: the task's)")
-    seed: int = option(0, "few-shot selection seed")
+    seed: int = option(
+        0, "seed of the few-shot selection and of random scoring steps (VoiceBench fallback letter)"
+    )
     device: str | None = option(None, "cpu | cuda (default: cuda when available)")
     as_json: bool = option(False, "print one JSON object, nothing else", flag="--json")
 
