@@ -98,11 +98,12 @@ def prepare_cmd(opts: Any) -> None:
 
 
 def convert_cmd(opts: Any) -> None:
-    """Convert manifests between moeaudio, SLAM-LLM, ms-swift / LLaMA-Factory and NeMo layouts."""
-    from moeaudio.data.formats import convert
+    """Convert manifests between moeaudio, SLAM-LLM, ms-swift / LLaMA-Factory and NeMo layouts; report
+    how each item's task was decided (the peer's tag, or a guess) and what was kept in meta."""
+    from moeaudio.data.formats import convert_manifest
 
-    n = convert(opts.src, opts.dst, opts.src_format, opts.dst_format, task=opts.task)
-    print(f"wrote {n} items to {opts.dst} ({opts.dst_format})")
+    report = convert_manifest(opts.src, opts.dst, opts.src_format, opts.dst_format, task=opts.task)
+    print_json(report.to_dict()) if opts.as_json else print("\n".join(report.lines()))
 
 
 # ----------------------------------------------------------------------------- train, eval, transcribe
