@@ -26,7 +26,7 @@ PACKAGE = REPO / "moeaudio"
 # moeaudio's top-level modules and subpackages by rank: a module may import its own rank or lower.
 LAYERS: dict[int, tuple[str, ...]] = {
     # base utilities (moeaudio.recipes is the shipped YAML, read as data by config.py)
-    0: ("config", "errors", "io_utils", "options", "progress", "recipes"),
+    0: ("config", "errors", "io_utils", "logs", "options", "progress", "recipes"),
     1: ("data", "model"),
     2: ("runtime", "summary"),
     3: ("eval", "analyze"),

@@ -23,6 +23,9 @@ class PrepareOptions:
     seed: int = option(0, "synth: random seed")
     size: str = option("default", "synth: tiny | small | default")
     opt: list[str] | None = option(None, "preparer option key=value (repeatable)")
+    as_json: bool = option(
+        False, "print the preparation report as one JSON object; the rest on stderr", flag="--json"
+    )
 
 
 @dataclass

@@ -39,6 +39,7 @@ class TranscribeOptions:
     checkpoint: str | None = option(None, "checkpoint or run dir (default: newest under runs/)")
     prompt: str | None = option(None, "instruction (default: transcribe)")
     fmt: str = option("txt", "txt | json | srt | vtt", flag="--format")
+    as_json: bool = option(False, "the same as --format json (one JSON object per file)", flag="--json")
     output_dir: str | None = option(None, "one file per input (default: stdout)")
     window: float | None = option(None, "seconds per window (default 30, the encoder limit)")
     batch_size: int = option(8, "windows per generate call")

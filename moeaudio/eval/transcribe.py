@@ -339,7 +339,10 @@ def run_transcribe(
 
 def transcribe_command(opts: TranscribeOptions) -> list[Transcript]:
     """`moeaudio transcribe`: :func:`run_transcribe` with the command's options."""
+    if opts.as_json and opts.fmt not in ("txt", "json"):
+        raise UsageError(f"--json is --format json; it cannot be combined with --format {opts.fmt}")
+    fmt = "json" if opts.as_json else opts.fmt
     return run_transcribe(
-        opts.audio, opts.checkpoint, opts.prompt, opts.fmt, opts.output_dir, opts.window, opts.batch_size,
+        opts.audio, opts.checkpoint, opts.prompt, fmt, opts.output_dir, opts.window, opts.batch_size,
         device=opts.device,
     )  # fmt: skip

@@ -8,6 +8,7 @@ batch gives the same states as encoding each clip alone (up to float rounding).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,7 +182,7 @@ def build_encoder(cfg: EncoderConfig, seed: int = 0) -> AudioEncoder:
 
 def _build_base_encoder(cfg: EncoderConfig, seed: int = 0) -> AudioEncoder:
     """Load the configured encoder. Offline names never touch the network."""
-    from transformers import AutoFeatureExtractor, WhisperConfig, WhisperFeatureExtractor, WhisperModel
+    from transformers import AutoFeatureExtractor, WhisperConfig, WhisperFeatureExtractor
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
     if cfg.family == "whisper":
@@ -195,7 +196,7 @@ def _build_base_encoder(cfg: EncoderConfig, seed: int = 0) -> AudioEncoder:
             identity = _identity("tiny", f"{sorted(cfg.tiny.items())}|{seed}|{cfg.output_layer}")
             return WhisperAudioEncoder(encoder, fe, identity, cfg.output_layer)
         source = str(offline_whisper_dir()) if cfg.name == OFFLINE_WHISPER_ID else cfg.name
-        encoder = WhisperModel.from_pretrained(source).get_encoder()  # the decoder is dropped here
+        encoder = _whisper_model_class().from_pretrained(source).get_encoder()  # the decoder is dropped here
         fe = WhisperFeatureExtractor.from_pretrained(source)
         identity = _identity(cfg.name, _weights_stamp(source) + _layer_tag(cfg.output_layer))
         return WhisperAudioEncoder(encoder, fe, identity, cfg.output_layer)
@@ -229,6 +230,22 @@ def _build_base_encoder(cfg: EncoderConfig, seed: int = 0) -> AudioEncoder:
     fe = AutoFeatureExtractor.from_pretrained(cfg.name)
     identity = _identity(cfg.name, _weights_stamp(cfg.name) + _layer_tag(cfg.output_layer))
     return HFWaveformEncoder(model, fe, identity, cfg.output_layer)
+
+
+@functools.cache
+def _whisper_model_class() -> type:
+    """``WhisperModel`` that does not report a generation head (``proj_out``) as an unexpected key.
+
+    Whisper checkpoints are saved as ``WhisperForConditionalGeneration`` (the offline conversion too);
+    loading the bare ``WhisperModel`` from them leaves that head out, as intended, and transformers
+    printed a LOAD REPORT table saying so on every command. Missing keys are still reported.
+    """
+    from transformers import WhisperModel
+
+    class WhisperModelWithoutHead(WhisperModel):
+        _keys_to_ignore_on_load_unexpected = [r"proj_out\.weight"]
+
+    return WhisperModelWithoutHead
 
 
 def _layer_tag(output_layer: int) -> str:
