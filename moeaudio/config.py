@@ -125,6 +125,9 @@ class LLMConfig(_Section):
     lora_dropout: float = 0.0
     lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     audio_placeholder: str = "<|audio|>"
+    # Attention kernel passed to transformers (None: transformers' default, sdpa where available).
+    # flash_attention_2 needs the flash-attn package and a CUDA GPU.
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = None
     # Where the audio sits in the user turn. after_instruction: the LLM reads the audio knowing the task.
     audio_position: Literal["before_instruction", "after_instruction"] = "before_instruction"
 
@@ -155,6 +158,12 @@ class TrainConfig(_Section):
     keep_last: int = 2
     log_every: int = 10
     conflict_every: int = 0  # gradient-conflict probe every N steps (0: off)
+    # Where the training metrics go: metrics.jsonl, TensorBoard (RUN/tensorboard) and/or Weights & Biases
+    # (`pip install 'moeaudio[wandb]'`; project from $WANDB_PROJECT, else "moeaudio"; WANDB_MODE=offline
+    # keeps the run on disk under RUN/wandb)
+    report_to: list[Literal["jsonl", "tensorboard", "wandb"]] = Field(
+        default_factory=lambda: ["jsonl", "tensorboard"]
+    )
 
 
 class EvalConfig(_Section):

@@ -6,7 +6,7 @@ one table the user asked for. :func:`configure` (called by every command, see
 :func:`moeaudio.options.command`) sends Python warnings through logging and sets the libraries'
 loggers to ERROR (their warnings hidden, their errors kept), or, with ``verbose``, to WARNING with
 moeaudio's own loggers at INFO. It also sets the environment variables that the libraries read when
-they are first imported (``TRANSFORMERS_VERBOSITY``, ``HF_HUB_DISABLE_PROGRESS_BARS``), so the
+they are first imported (``TRANSFORMERS_VERBOSITY``, ``HF_HUB_DISABLE_PROGRESS_BARS``, ``WANDB_SILENT``), so the
 libraries loaded later by the command, and the ranks ``train --nproc`` starts, follow the same choice.
 
 Library users of ``import moeaudio`` are left alone: a library does not configure logging for its caller.
@@ -55,6 +55,7 @@ def configure(verbose: bool = False) -> None:
     os.environ[_ENV_FLAG] = "1" if verbose else "0"
     os.environ["TRANSFORMERS_VERBOSITY"] = "warning" if verbose else "error"
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "0" if verbose else "1"
+    os.environ["WANDB_SILENT"] = "false" if verbose else "true"  # train.report_to: [wandb]
     library_level = logging.WARNING if verbose else logging.ERROR
     logging.captureWarnings(True)
     warnings.simplefilter("default" if verbose else "ignore")  # hidden warnings are not even formatted

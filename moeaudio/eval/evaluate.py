@@ -43,7 +43,7 @@ from moeaudio.io_utils import atomic_write_text
 from moeaudio.model.audio_llm import AudioLLM
 from moeaudio.runtime.batching import Collator, Example
 from moeaudio.runtime.checkpoint import WEIGHTS, load_model, resolve_checkpoint
-from moeaudio.runtime.device import pick_device
+from moeaudio.runtime.device import inference_dtype, pick_device
 from moeaudio.runtime.examples import load_examples, manifest_path
 
 __all__ = [
@@ -106,6 +106,7 @@ class EvalPlan:
     max_new_tokens: int
     seed: int
     device: torch.device
+    dtype: torch.dtype  # bf16 on a GPU, fp32 on CPU (--precision auto)
     output: Path
     n_longer_than_training_max: int  # scored all the same: n stays honest
     shot_ids: list[str] = field(default_factory=list)
@@ -176,7 +177,8 @@ def plan(opts: EvalOptions) -> EvalPlan:
         batch_size=batch_size,
         max_new_tokens=opts.max_new_tokens or spec.max_new_tokens,
         seed=opts.seed,
-        device=pick_device(opts.device),
+        device=(device := pick_device(opts.device)),
+        dtype=inference_dtype(device, opts.precision),
         output=Path(opts.output) if opts.output else ckpt / "eval" / name,
         n_longer_than_training_max=sum((i.duration or 0) > recipe.data.max_audio_seconds for i in items),
     )
@@ -353,6 +355,7 @@ def write_results(
             "few_shot": p.few_shot,
             "few_shot_ids": p.shot_ids,
             "seed": p.seed,
+            "precision": str(p.dtype).removeprefix("torch."),
         },
         "checkpoint": str(p.checkpoint),
         "checkpoint_sha256": file_sha256(p.checkpoint / WEIGHTS),
@@ -375,7 +378,7 @@ def write_results(
 def evaluate(opts: EvalOptions, progress: bool = True) -> dict[str, Any]:
     """Plan -> examples -> generate -> score -> write; returns the result record (also in the JSON)."""
     p = plan(opts)
-    model = load_model(p.checkpoint, device=p.device)
+    model = load_model(p.checkpoint, device=p.device, dtype=p.dtype)
     examples, collate = build_examples(p, model, progress)
     predictions, throughput = generate(p, model, examples, collate, progress)
     return write_results(p, examples, predictions, score(p, examples, predictions), throughput)

@@ -28,6 +28,7 @@ class EvalOptions:
         0, "seed of the few-shot selection and of random scoring steps (VoiceBench fallback letter)"
     )
     device: str | None = option(None, "cpu | cuda (default: cuda when available)")
+    precision: str = option("auto", "auto | fp32 | bf16 (auto: bf16 on a GPU, fp32 on CPU)")
     as_json: bool = option(False, "print one JSON object, nothing else", flag="--json")
 
 
@@ -44,3 +45,4 @@ class TranscribeOptions:
     window: float | None = option(None, "seconds per window (default 30, the encoder limit)")
     batch_size: int = option(8, "windows per generate call")
     device: str | None = option(None, "cpu | cuda (default: cuda when available)")
+    precision: str = option("auto", "auto | fp32 | bf16 (auto: bf16 on a GPU, fp32 on CPU)")

@@ -90,8 +90,11 @@ def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
     return json.loads((checkpoint / "trainer_state.json").read_text())
 
 
-def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> AudioLLM:
-    """Rebuild the AudioLLM from a checkpoint directory, in eval mode, without DeepSpeed or pickle.
+def load_model(
+    checkpoint: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> AudioLLM:
+    """Rebuild the AudioLLM from a checkpoint directory, in eval mode, without DeepSpeed or pickle;
+    on ``device``, its floating-point weights cast to ``dtype`` when given (bf16 inference on a GPU).
 
     A frozen encoder that is rebuilt from its reference (hub id, path, offline weights) is not in
     the weights file; every other parameter must be.
@@ -108,4 +111,4 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> Au
         raise CheckpointError(
             f"{checkpoint / WEIGHTS}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
         )
-    return model.to(device).eval()
+    return (model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)).eval()

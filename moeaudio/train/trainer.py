@@ -334,6 +334,7 @@ def run_train(
         report = validate(s.model, manifest_path(recipe, "valid"), recipe, not s.quiet)
         result.validation = report
         s.reporter.final_table(report, result)
+    s.reporter.close()
     return result
 
 
