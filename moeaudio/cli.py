@@ -152,6 +152,22 @@ def transcribe_cmd(opts: Any) -> None:
     transcribe_command(opts)
 
 
+def export_cmd(opts: Any) -> None:
+    """A self-contained folder: encoder weights, LLM (LoRA merged or as a PEFT adapter), tokenizer, recipe, model card."""
+    from moeaudio.runtime.export import export_checkpoint
+
+    with contextlib.redirect_stdout(sys.stderr) if opts.as_json else contextlib.nullcontext():
+        manifest = export_checkpoint(opts.checkpoint, opts.out, lora=opts.lora, overwrite=opts.overwrite)
+    if opts.as_json:
+        print_json(manifest)
+        return
+    _console().print(
+        f"exported {manifest['source_checkpoint']} to {manifest['out']} "
+        f"({len(manifest['files'])} files; model card: {manifest['out']}/README.md)",
+        highlight=False,
+    )
+
+
 # ----------------------------------------------------------------------------- looking inside
 
 
@@ -262,6 +278,7 @@ _register(app, "convert", _lazy("moeaudio.data.options", "ConvertOptions"), conv
 _register(app, "train", _lazy("moeaudio.train.options", "TrainOptions"), train_cmd)
 _register(app, "eval", _lazy("moeaudio.eval.options", "EvalOptions"), eval_cmd)
 _register(app, "transcribe", _lazy("moeaudio.eval.options", "TranscribeOptions"), transcribe_cmd)
+_register(app, "export", _lazy("moeaudio.runtime.options", "ExportOptions"), export_cmd)
 _register(app, "analyze-routing", _lazy("moeaudio.analyze.options", "RoutingOptions"), analyze_routing_cmd)
 _register(app, "analyze-conflict", _lazy("moeaudio.analyze.options", "ConflictOptions"), analyze_conflict_cmd)
 _register(app, "analyze-probe", _lazy("moeaudio.analyze.options", "ProbeOptions"), analyze_probe_cmd)

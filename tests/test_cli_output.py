@@ -61,10 +61,10 @@ def _commands(group, prefix: str = ""):
 def test_every_command_has_verbose_and_completion_is_on() -> None:
     root = typer.main.get_command(app)
     names = dict(_commands(root))
-    assert {"train", "eval", "prepare", "convert", "transcribe", "recipes list"} <= set(names)
+    assert {"train", "eval", "prepare", "convert", "transcribe", "export", "recipes list"} <= set(names)
     missing = [n for n, cmd in names.items() if "--verbose" not in {o for p in cmd.params for o in p.opts}]
     assert not missing, f"commands without --verbose: {missing}"
-    result_commands = ["inspect", "prepare", "convert", "train", "eval", "transcribe", "analyze-routing",
+    result_commands = ["inspect", "prepare", "convert", "train", "eval", "transcribe", "export", "analyze-routing",
                        "analyze-conflict", "analyze-probe", "bench adapter", "recipes list"]  # fmt: skip
     no_json = [n for n in result_commands if "--json" not in {o for p in names[n].params for o in p.opts}]
     assert not no_json, f"commands producing a result without --json: {no_json}"

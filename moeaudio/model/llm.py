@@ -96,6 +96,10 @@ def build_llm(cfg: LLMConfig, vocab_size: int, seed: int = 0) -> nn.Module:
         model = AutoModelForCausalLM.from_pretrained(cfg.name, dtype=torch.float32, **attention)
     if model.get_input_embeddings().num_embeddings < vocab_size:
         model.resize_token_embeddings(vocab_size)
+    if cfg.lora_adapter:  # a saved PEFT adapter (an export's ./lora): its own config, its own weights
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, cfg.lora_adapter, is_trainable=not cfg.freeze)
     if cfg.lora_r > 0:
         from peft import LoraConfig, get_peft_model
 
