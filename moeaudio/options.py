@@ -6,8 +6,11 @@ has one options dataclass; :func:`command` turns it into a typer command whose p
 the fields, builds the dataclass from the parsed values and calls the plain function with it.
 ``moeaudio train`` and ``python -m moeaudio.train`` build their parsers from the same class.
 
-User faults (:class:`~moeaudio.errors.MoeaudioError`) are printed as one line on stderr with exit
-status 2; any other exception is a bug and keeps its traceback.
+Every command also gets ``--verbose`` / ``-v`` (library warnings, load reports and progress bars
+shown; :func:`moeaudio.logs.configure`), without the options classes declaring it.
+
+User faults (:class:`~moeaudio.errors.MoeaudioError`) are printed as one line on stderr with the
+error's ``exit_code`` (2 unless it names another); any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -24,8 +27,11 @@ import typer
 from rich.console import Console
 
 from moeaudio.errors import MoeaudioError, UsageError
+from moeaudio.logs import configure
 
-__all__ = ["argument", "command", "fail", "option", "parse_key_values", "print_json"]
+__all__ = ["VERBOSE_HELP", "argument", "command", "fail", "option", "parse_key_values", "print_json"]
+
+VERBOSE_HELP = "show the libraries' warnings, load reports and progress bars (hidden by default)"
 
 
 def option(default: Any = None, help: str = "", *, flag: str | None = None, hidden: bool = False) -> Any:
@@ -40,7 +46,9 @@ def argument(default: Any = dataclasses.MISSING, help: str = "") -> Any:
 
 def fail(message: str, status: int = 2) -> typing.NoReturn:
     """Print ``error: message`` on stderr and exit with ``status``."""
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    Console(stderr=True, soft_wrap=True).print(
+        f"[bold red]error:[/] {message}", highlight=False
+    )  # one line, greppable
     raise typer.Exit(status)
 
 
@@ -74,17 +82,27 @@ def _parameter(f: dataclasses.Field, hint: Any) -> inspect.Parameter:
     )
 
 
+def _verbose_parameter() -> inspect.Parameter:
+    info = typer.Option("--verbose", "-v", help=VERBOSE_HELP)
+    return inspect.Parameter(
+        "verbose", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[bool, info]
+    )
+
+
 def command(options_cls: type, run: Callable[[Any], Any]) -> Callable[..., Any]:
-    """A typer-ready function whose parameters are ``options_cls``'s fields; calls ``run(options)``."""
+    """A typer-ready function whose parameters are ``options_cls``'s fields plus ``--verbose``; it
+    configures logging (:func:`moeaudio.logs.configure`) and calls ``run(options)``."""
     hints = typing.get_type_hints(options_cls)
     params = [_parameter(f, hints[f.name]) for f in dataclasses.fields(options_cls)]
+    params.append(_verbose_parameter())
 
     @functools.wraps(run)
     def wrapper(**kwargs: Any) -> None:
+        configure(verbose=kwargs.pop("verbose", False))
         try:
             run(options_cls(**kwargs))
         except MoeaudioError as exc:
-            fail(str(exc))
+            fail(str(exc), getattr(exc, "exit_code", 2))
 
     wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in params}

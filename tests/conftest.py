@@ -71,3 +71,52 @@ def tiny_dense_checkpoint(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFa
     return train_recipe(
         tiny_recipe(tiny_corpus, run, "dense", "train.max_steps=30"), evaluate=False
     ).checkpoint
+
+
+def write_checkpoint(model, out: Path) -> Path:
+    """A checkpoint directory of an (untrained) model, laid out as training writes one (no DeepSpeed
+    shards): what eval, transcribe and export read."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from moeaudio.train.checkpoint import weights_to_save
+
+    out.mkdir(parents=True, exist_ok=True)
+    state = {
+        k: v.detach().clone().contiguous() for k, v in weights_to_save(model, model.state_dict()).items()
+    }
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt", "step": "0"})
+    (out / "recipe.yaml").write_text(model.recipe.to_yaml())
+    model.tokenizer.save_pretrained(str(out / "tokenizer"))
+    (out / "trainer_state.json").write_text(json.dumps({"step": 0, "history": []}))
+    return out
+
+
+@pytest.fixture(scope="session")
+def whisper_cache(whisper_dir: Path) -> Path:
+    """A MOEAUDIO_CACHE holding the converted offline Whisper (point the environment at it)."""
+    return whisper_dir.parent
+
+
+@pytest.fixture(scope="session")
+def quickstart_checkpoint(
+    tiny_corpus: Path, whisper_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The quickstart's model (offline Whisper tiny.en frozen, pitch stream, MoE-Adapter, small Qwen2),
+    untrained, saved as a checkpoint: the frozen encoder is left out of its weights as in training."""
+    import os
+
+    from moeaudio.config import load_recipe
+    from moeaudio.model.audio_llm import build_audio_llm
+
+    recipe = load_recipe(
+        "quickstart", [f"data.root={tiny_corpus}", "data.synth_if_missing=false", "data.feature_cache=null"]
+    )
+    old = os.environ.get("MOEAUDIO_CACHE")
+    os.environ["MOEAUDIO_CACHE"] = str(whisper_cache)
+    try:
+        model = build_audio_llm(recipe)
+    finally:
+        os.environ.pop("MOEAUDIO_CACHE") if old is None else os.environ.__setitem__("MOEAUDIO_CACHE", old)
+    return write_checkpoint(model, tmp_path_factory.mktemp("quickstart_ckpt") / "checkpoints" / "step-000000")

@@ -218,6 +218,12 @@ def test_text_modality_few_shot_and_mmau_format(
     )
     assert speech["n"] == text["n"] == 3 and text["modality"] == "text"
     assert all(_in_unit(r["metrics"]["accuracy"]) for r in (speech, text))
+    # VoiceBench's own rule, cited in the result file, with its fail rate and seeded fallback
+    assert speech["scorer"] == "voicebench" and "MatthewCYM/VoiceBench" in speech["scoring_rule"]["source"]
+    assert {"fail_rate", "accuracy_parsed", "n_failed"} <= set(speech["metrics"])
+    scored_rows = _rows(Path(speech["files"]["predictions"]))
+    assert all({"extracted", "fallback", "reference", "correct"} <= set(r) for r in scored_rows)
+    assert all(r["answer"] in "ABCD" and r["reference"] in "ABCD" for r in scored_rows)
     assert all("text_prompt" not in p and "Reply with the letter" in p for p in text["prompts"])
     with pytest.raises(EvalError, match="text_prompt"):
         run_eval(

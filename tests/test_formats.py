@@ -37,7 +37,8 @@ def test_roundtrip_through_format(manifest: Path, tmp_path: Path, fmt: str) -> N
             assert (a.id, a.instruction) == (b.id, b.instruction)
         else:
             assert (a.duration, a.lang) == (b.duration, b.lang)
-    assert not Path(again[0].audio).is_absolute()  # moeaudio output is relative to the manifest
+    # the external file named absolute paths (its loader resolves relative ones against the cwd): they stay
+    assert all(Path(i.audio).is_absolute() for i in again)
 
 
 def test_external_records_look_right(manifest: Path, tmp_path: Path) -> None:
@@ -91,3 +92,208 @@ def test_relative_source_paths_and_bad_records(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match=r"bad.jsonl:1: not a valid slam record \(missing key 'source'\)"):
         read_items(tmp_path / "bad.jsonl", "slam")
     assert set(FORMATS) == {"moeaudio", "slam", "swift", "llamafactory", "nemo"}
+
+
+# ----------------------------------------------------------------------------- peers' own manifests
+# Rows as the peers ship them: SLAM-LLM's examples (drcap_zeroshot_aac/data_examples/clotho_test.jsonl and
+# audiocaps_test.jsonl, asr_librispeech, mc_musiccaps, aispeech_asr, st_covost2 READMEs), ms-swift /
+# LLaMA-Factory chat rows and NeMo ASR / Canary / instruction rows.
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return path
+
+
+SLAM_CLOTHO = {
+    "key": "Santa Motor", "prompt": "<AAC>", "source": "/data/dataset/Clotho/evaluation/Santa Motor.wav",
+    "target": "A machine whines and squeals while rhythmically punching or stamping.", "target_len": 10,
+    "source_len": 10, "text-type": "Transcribe", "audio_language": "english", "text_language": "english",
+    "task-type": "<AAC>", "similar_captions": ["A mini-fan motor is being pushed against a mic.",
+                                               "A rear view mirror is sounding robotic."],
+}  # fmt: skip
+SLAM_AUDIOCAPS = {
+    "key": "Y7fmOlUlwoNg_1", "source": "/data/dataset/AudioCaps/test/Y7fmOlUlwoNg.wav",
+    "target": "Constant rattling noise and sharp vibrations", "target_len": 6, "source_len": 6,
+    "text-type": "Transcribe", "audio_language": "english", "text_language": "english", "task-type": "<AAC>",
+    "similar_captions": ["The engine of a small machine pulling chains"],
+}  # fmt: skip
+
+
+def test_slam_captioning_stays_captioning_and_absolute_paths_stay_absolute(tmp_path: Path) -> None:
+    """SLAM-LLM's own Clotho / AudioCaps manifests: '<AAC>' is a task tag, not a prompt; the items are
+    sound captions, not transcriptions, and /data/... stays /data/... (not ../../data/...)."""
+    from moeaudio.data.formats import convert_manifest
+
+    src = _jsonl(tmp_path / "slam" / "clotho_test.jsonl", [SLAM_CLOTHO, SLAM_AUDIOCAPS])
+    dst = tmp_path / "out" / "deep" / "clotho.jsonl"
+    report = convert_manifest(src, dst)
+    assert report.src_format == "slam" and report.items == 2 and report.guessed == 0
+    assert report.tasks == {"caption/sound": 2}
+    assert report.decisions == {
+        "caption/sound <- SLAM-LLM tag '<AAC>' (task-type)": 2,
+    }
+    assert report.absolute_paths == 2
+    assert {"similar_captions", "text-type", "source_task", "target_len"} <= set(report.kept_in_meta)
+    clotho, caps = read_manifest(dst)
+    assert (clotho.task, clotho.domain, clotho.lang) == ("caption", "sound", "en")
+    assert clotho.instruction == "Describe the audio in one sentence."  # not "<AAC>"
+    assert clotho.target.startswith("A machine whines") and clotho.id == "Santa Motor"
+    assert clotho.audio == "/data/dataset/Clotho/evaluation/Santa Motor.wav"  # absolute, as in the source
+    assert clotho.meta["source_task"] == "<AAC>" and clotho.meta["similar_captions"][0].startswith(
+        "A mini-fan"
+    )
+    assert clotho.meta["converted"] == {
+        "from": "slam",
+        "task": "SLAM-LLM tag '<AAC>' (task-type)",
+        "guessed": False,
+    }
+    assert caps.task == "caption" and caps.audio == "/data/dataset/AudioCaps/test/Y7fmOlUlwoNg.wav"
+    # similar captions are retrieval context in DRCap, not references: eval scores against the target only
+    from moeaudio.eval.handlers import caption_references
+    from moeaudio.runtime.batching import Example
+
+    assert caption_references(Example("x", caps.target, meta=caps.to_dict())) == [caps.target]
+
+
+def test_slam_untagged_rows_are_guessed_and_reported(tmp_path: Path) -> None:
+    rows = [  # asr_librispeech (no tag: the path names LibriSpeech), mc_musiccaps (relative path, no tag)
+        {"key": "1001-134707-0000_ASR", "source": "/data/open_data/librispeech_audio/audio/librispeech_1001-134707-0000.wav",
+         "target": "1 little recks the laborer."},
+        {"key": "[-0Gj8-vB1q4]-[30-40]", "source": "MusicCaps/wav/[-0Gj8-vB1q4]-[30-40].wav",
+         "target": "The low quality recording features a ballad song.", "duration": 10.0, "sample_rate": 48000},
+        {"key": "k3", "source": "/corpus/x.wav", "target": "hello"},
+    ]  # fmt: skip
+    from moeaudio.data.formats import convert_manifest
+
+    src = _jsonl(tmp_path / "slam" / "mixed.jsonl", rows)
+    report = convert_manifest(src, tmp_path / "out" / "m.jsonl")
+    assert report.guessed == 3 and report.absolute_paths == 2
+    assert report.decisions == {
+        "asr/speech <- guessed from path (librispeech)": 1,
+        "caption/music <- guessed from path (musiccaps)": 1,
+        "asr/speech <- guessed from default (asr)": 1,
+    }
+    ls, mc, plain = read_manifest(tmp_path / "out" / "m.jsonl")
+    assert (ls.task, ls.domain) == ("asr", "speech") and ls.instruction == "Transcribe the audio."
+    assert (mc.task, mc.domain) == ("caption", "music") and mc.meta["converted"]["guessed"] is True
+    assert (
+        mc.audio == "../slam/MusicCaps/wav/[-0Gj8-vB1q4]-[30-40].wav"
+    )  # relative in the source: relative here
+    assert mc.meta["sample_rate"] == 48000 and mc.meta["duration"] == 10.0
+    assert plain.task == "asr"
+    lines = "\n".join(report.lines())
+    assert "guessed: the task of 3 of 3 items" in lines
+    # an explicit --task is not a guess
+    again = convert_manifest(src, tmp_path / "out" / "m2.jsonl", task="caption")
+    assert again.guessed == 0 and {i.task for i in read_manifest(tmp_path / "out" / "m2.jsonl")} == {
+        "caption"
+    }
+
+
+def test_slam_aispeech_and_covost_layouts(tmp_path: Path) -> None:
+    rows = [
+        {"key": "BAC009S0002W0122", "task": "ASR", "target": "而对楼市成交抑制作用最大的限购",
+         "path": "/aistor/asr/train/data/data_wav.1.ark:17"},
+        {"key": "BAC009S0764W0238", "task": "hotword", "path": "/aistor/asr/test/data/data_wav.1.ark:17343733",
+         "target": "形成一批具有国际竞争力的中国企业", "hotword": "中国"},
+    ]  # fmt: skip
+    from moeaudio.data.formats import convert_manifest
+
+    report = convert_manifest(_jsonl(tmp_path / "a.jsonl", rows), tmp_path / "a_out.jsonl")
+    asr, hot = read_manifest(tmp_path / "a_out.jsonl")
+    assert (asr.task, hot.task, hot.meta["hotword"], hot.meta["source_task"]) == (
+        "asr",
+        "asr",
+        "中国",
+        "hotword",
+    )
+    assert any("Kaldi .ark" in n for n in report.notes) and report.guessed == 0
+
+    covost = [  # st_covost2 README: prompt = language tag, gt = TRANSCRIPT<|xx|>TRANSLATION
+        {"audio": "/cv/en/clips/common_voice_en_699711.mp3", "prompt": "<|en|>", "gt": "\"She'll be all right.\"",
+         "source": "covost_en"},
+        {"audio": "/cv/en/clips/common_voice_en_699711.mp3", "prompt": "<|de|>",
+         "gt": "\"She'll be all right.\"<|de|>Sie wird schon in Ordnung sein.", "source": "covost_ende"},
+        {"audio": "/cv/en/clips/common_voice_en_699711.mp3", "prompt": "\"She'll be all right.\"<|ja|>",
+         "gt": "\"She'll be all right.\"<|ja|>彼女は大丈夫だろう。", "source": "covost_enenja"},
+    ]  # fmt: skip
+    src = _jsonl(tmp_path / "st.jsonl", covost)
+    assert detect_format(src) == "slam"
+    report = convert_manifest(src, tmp_path / "st_out.jsonl")
+    en, de, ja = read_manifest(tmp_path / "st_out.jsonl")
+    assert (en.task, en.lang, en.target, en.domain) == ("asr", "en", '"She\'ll be all right."', "speech")
+    assert (de.task, de.target, de.meta["target_lang"]) == (
+        "translation",
+        "Sie wird schon in Ordnung sein.",
+        "de",
+    )
+    assert (
+        de.meta["transcript"] == '"She\'ll be all right."'
+        and de.instruction == "Translate the speech into German."
+    )
+    assert (ja.task, ja.target, ja.meta["source"]) == ("translation", "彼女は大丈夫だろう。", "covost_enenja")
+    assert en.audio == "/cv/en/clips/common_voice_en_699711.mp3" and report.guessed == 0
+    assert any("no translation scorer" in n for n in report.notes)
+
+
+def test_chat_roles_and_prompts(tmp_path: Path) -> None:
+    rows = [  # ms-swift messages (system + multi-turn), LLaMA-Factory sharegpt, ms-swift query/response
+        {"messages": [{"role": "system", "content": "You are a helpful audio assistant."},
+                      {"role": "user", "content": "<audio>Please describe the sound in this clip."},
+                      {"role": "assistant", "content": "A dog barks twice."},
+                      {"role": "user", "content": "Is it indoors?"}, {"role": "assistant", "content": "No."}],
+         "audios": ["/data/esc50/audio/1-100032-A-0.wav"]},
+        {"conversations": [{"from": "human", "value": "<audio>What emotion does the speaker convey?"},
+                           {"from": "gpt", "value": "happy"}], "audios": ["/data/ravdess/03-01-03.wav"],
+         "tools": "[]"},
+        {"query": "<audio>Transcribe the speech.", "response": "hello there", "audios": ["/data/ls/1.flac"]},
+        {"messages": [{"role": "user", "content": "<audio>Tell me about it."},
+                      {"role": "assistant", "content": "It is loud."}], "audios": ["/x/y.wav"]},
+    ]  # fmt: skip
+    from moeaudio.data.formats import convert_manifest
+
+    src = _jsonl(tmp_path / "chat.jsonl", rows)
+    assert detect_format(src) == "swift"
+    report = convert_manifest(src, tmp_path / "chat_out.jsonl")
+    cap, emo, asr, unknown = read_manifest(tmp_path / "chat_out.jsonl")
+    assert (cap.task, cap.domain, cap.target) == ("caption", "sound", "A dog barks twice.")
+    assert cap.instruction == "Please describe the sound in this clip."
+    assert cap.meta["system"] == "You are a helpful audio assistant."
+    assert cap.meta["extra_turns"] == [{"role": "user", "content": "Is it indoors?"},
+                                       {"role": "assistant", "content": "No."}]  # fmt: skip
+    assert (emo.task, emo.domain, emo.target, emo.meta["tools"]) == ("emotion", "speech", "happy", "[]")
+    assert (asr.task, asr.target, asr.instruction) == ("asr", "hello there", "Transcribe the speech.")
+    assert unknown.task == "asr" and unknown.instruction == "Tell me about it."
+    assert report.guessed == 4
+    assert report.decisions["caption/sound <- guessed from prompt text"] == 1
+    assert report.decisions["asr/speech <- guessed from default (asr)"] == 1
+
+
+def test_nemo_canary_and_instruction_rows(tmp_path: Path) -> None:
+    rows = [
+        {"audio_filepath": "/data/cv/de_1.wav", "duration": 3.2, "text": "Hallo Welt", "taskname": "s2t_translation",
+         "source_lang": "en", "target_lang": "de", "pnc": "yes"},
+        {"audio_filepath": "/data/cv/en_1.wav", "duration": 2.0, "text": "hello world", "taskname": "asr",
+         "source_lang": "en", "target_lang": "en", "pnc": "no"},
+        {"audio_filepath": "music/clip.wav", "duration": 10.0, "offset": 2.0,
+         "question": "What is the genre of this music?", "answer": "jazz"},
+    ]  # fmt: skip
+    from moeaudio.data.formats import convert_manifest
+
+    report = convert_manifest(_jsonl(tmp_path / "nemo" / "m.jsonl", rows), tmp_path / "nemo_out.jsonl")
+    st, asr, qa = read_manifest(tmp_path / "nemo_out.jsonl")
+    assert (st.task, st.domain, st.lang, st.target) == ("translation", "speech", "en", "Hallo Welt")
+    assert st.instruction == "Translate the speech into German." and st.meta["target_lang"] == "de"
+    assert st.meta["source_task"] == "s2t_translation" and st.meta["pnc"] == "yes"
+    assert (asr.task, asr.lang, asr.instruction) == ("asr", "en", "Transcribe the audio.")
+    assert (qa.task, qa.domain, qa.target, qa.instruction) == (
+        "genre",
+        "music",
+        "jazz",
+        "What is the genre of this music?",
+    )
+    assert qa.meta["offset"] == 2.0 and qa.audio == "nemo/music/clip.wav"
+    assert any("'offset'" in n for n in report.notes)
+    assert report.guessed == 1 and report.absolute_paths == 2

@@ -311,6 +311,39 @@ def test_mmau(tmp_path: Path) -> None:
     )
 
 
+def test_mmau_list_valued_labels(tmp_path: Path) -> None:
+    """The released test-mini stores ``category`` (and occasionally other labels) as a one-element list in
+    some entries: those come out as the plain string, so the breakdown has one "Reasoning" category."""
+    entries = [
+        {"id": "a", "audio_id": "./test-mini-audios/a.wav", "question": "Which came first?",
+         "choices": ["dog", "bell"], "answer": "dog", "dataset": "Clotho-AQA", "task": "sound",
+         "split": "test-mini", "category": "Reasoning", "sub-category": "Temporal Reasoning", "difficulty": "hard"},
+        {"id": "b", "audio_id": "./test-mini-audios/b.wav", "question": "How many speakers?",
+         "choices": ["one", "two"], "answer": "two", "dataset": ["VoxCeleb"], "task": ["speech"],
+         "split": "test-mini", "category": ["Reasoning"], "sub-category": ["Counting"], "difficulty": ["easy"]},
+        {"id": "c", "audio_id": "./test-mini-audios/c.wav", "question": "What plays?",
+         "choices": ["piano", "drums"], "answer": ["piano"], "task": "music", "split": "test-mini",
+         "category": ["Perception", "Reasoning", "Perception"], "sub-category": [], "difficulty": " medium "},
+    ]  # fmt: skip
+    for e in entries:
+        tone(tmp_path / "mmau" / e["audio_id"])
+    (tmp_path / "mmau" / "mmau-test-mini.json").write_text(json.dumps(entries))
+    report = SOURCES["mmau"].prepare(tmp_path / "mmau", tmp_path / "out")
+    _, items = load(report, "test-mini")
+    a, b, c = (by_id(items)[f"mmau/{k}"] for k in "abc")
+    assert a.meta == {"dataset": "Clotho-AQA", "category": "Reasoning", "sub_category": "Temporal Reasoning",
+                      "difficulty": "hard"}  # fmt: skip
+    assert b.meta == {
+        "dataset": "VoxCeleb",
+        "category": "Reasoning",
+        "sub_category": "Counting",
+        "difficulty": "easy",
+    }
+    assert b.domain == "speech" and b.target == "two" and b.answer == "B"
+    assert c.meta == {"category": "Perception; Reasoning", "difficulty": "medium"} and c.answer == "A"
+    assert {i.meta["category"] for i in items} == {"Reasoning", "Perception; Reasoning"}
+
+
 def _wav_bytes(seconds: float = 0.2, sr: int = SR) -> bytes:
     buf = io.BytesIO()
     sf.write(buf, 0.2 * np.sin(np.arange(int(seconds * sr)) / 5), sr, format="WAV")
@@ -366,6 +399,31 @@ def test_voicebench(tmp_path: Path) -> None:
     assert obqa.choices == ["star", "planet"] and obqa.answer == "A"
 
 
+def test_voicebench_list_columns(tmp_path: Path) -> None:
+    """A label column stored as a list (one element in most rows) reaches meta as a plain string."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    audio_t = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    path = tmp_path / "vb" / "mmsu" / "law-00000-of-00001.parquet"
+    path.parent.mkdir(parents=True)
+    table = pa.table({
+        "audio": pa.array([{"bytes": _wav_bytes(), "path": "a.wav"}, {"bytes": _wav_bytes(), "path": "b.wav"}],
+                          type=audio_t),
+        "prompt": ["Q1? A. w B. x C. y D. z", "Q2? A. w B. x C. y D. z"],
+        "reference": [["C"], ["A"]],
+        "category": [["law"], ["law", "ethics"]],
+        "src": ["ori_mmlu-jurisprudence", "stemez"],
+    })  # fmt: skip
+    pq.write_table(table, path)
+    report = SOURCES["voicebench"].prepare(tmp_path / "vb", tmp_path / "out", subsets=("mmsu",))
+    _, items = load(report, "mmsu")
+    assert [(i.answer, i.target, i.meta["category"], i.meta["src"]) for i in items] == [
+        ("C", "y", "law", "ori_mmlu-jurisprudence"),
+        ("A", "w", "law; ethics", "stemez"),
+    ]
+
+
 def test_jsonl_and_csv_generic(tmp_path: Path) -> None:
     tone(tmp_path / "data" / "clips" / "a.wav")
     tone(tmp_path / "data" / "clips" / "b.wav")
@@ -387,6 +445,20 @@ def test_jsonl_and_csv_generic(tmp_path: Path) -> None:
     path, (it,) = load(report, "train")
     check_paths(path, [it])
     assert (it.id, it.target, it.speaker, it.meta, it.task) == ("a", "hello", "s1", {"extra": 3}, "asr")
+
+    # label fields stored as lists are flattened; a list target keeps every reference in meta
+    (tmp_path / "data" / "cap.jsonl").write_text(
+        json.dumps({"id": "c1", "audio": "clips/a.wav", "task": ["caption"], "target": ["a tone", "a beep"],
+                    "lang": ["en"], "category": ["Perception"], "captions_model": ["x", "y"]}) + "\n"
+    )  # fmt: skip
+    report = SOURCES["jsonl"].prepare(tmp_path / "data" / "cap.jsonl", tmp_path / "out_cap")
+    _, (cap,) = load(report, "cap")
+    assert (cap.task, cap.target, cap.lang) == ("caption", "a tone", "en")
+    assert cap.meta == {
+        "category": "Perception",
+        "references": ["a tone", "a beep"],
+        "captions_model": ["x", "y"],
+    }
 
     (tmp_path / "data" / "dev.csv").write_text("path,label,gender\nclips/b.wav,happy,female\n")
     report = SOURCES["csv"].prepare(

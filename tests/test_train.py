@@ -9,6 +9,7 @@ aux-loss-free bias balancing (the router biases matter) and a router LR multipli
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -279,12 +280,37 @@ def _cli_overrides(corpus: Path, run_dir: Path, cache: Path, *overrides: str) ->
 RENDEZVOUS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
-def _run_cli(args: list[str], cwd: Path, timeout: float, **env: str) -> str:
-    """Run ``moeaudio`` in a fresh process group; a hang is killed (all ranks) and fails the test."""
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _stop(launcher: subprocess.Popen, marker: str) -> None:
+    """Stop a launcher and its ranks. The elastic agent starts each rank in a session of its own, so
+    killing the launcher's process group would leave them running: SIGTERM first (the agent forwards
+    it), then SIGKILL whatever still names ``marker`` (the test's directory) on its command line."""
+    import time
+
+    if launcher.poll() is None:
+        launcher.send_signal(signal.SIGTERM)
+        try:
+            launcher.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    time.sleep(1)
+    for pid in _processes_naming(marker):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _run_cli(
+    args: list[str], cwd: Path, timeout: float, expect_ok: bool = True, **env: str
+) -> subprocess.CompletedProcess:
+    """Run ``moeaudio`` (this checkout's) in a fresh process group; a hang is killed (all ranks) and fails."""
+    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     proc = subprocess.Popen(
         [sys.executable, "-c", "from moeaudio.cli import app; app()", *args],
         cwd=cwd,
-        env={k: v for k, v in os.environ.items() if k not in RENDEZVOUS} | {"MOEAUDIO_QUIET": "1", **env},
+        env={k: v for k, v in os.environ.items() if k not in RENDEZVOUS}
+        | {"MOEAUDIO_QUIET": "1", "PYTHONPATH": pythonpath, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -293,11 +319,12 @@ def _run_cli(args: list[str], cwd: Path, timeout: float, **env: str) -> str:
     try:
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        _stop(proc, str(cwd))
         output, _ = proc.communicate()
         pytest.fail(f"`moeaudio {' '.join(args[:2])}` hung (killed after {timeout} s):\n{output[-3000:]}")
-    assert proc.returncode == 0, output[-3000:]
-    return output
+    if expect_ok:
+        assert proc.returncode == 0, output[-3000:]
+    return subprocess.CompletedProcess(args, proc.returncode, output)
 
 
 @pytest.mark.parametrize(
@@ -463,6 +490,91 @@ def test_two_process_zero3_with_an_idle_expert(tiny_corpus, feature_cache, tmp_p
     model = load_model(ckpt)
     biases = [b for n, b in model.named_buffers() if n.endswith("expert_bias")]
     assert biases and biases[0].abs().sum() > 0  # balanced on the global (all-reduced) load
+
+
+def test_nproc_failed_rank_stops_the_job_at_once(tiny_corpus, feature_cache, tmp_path):
+    """Rank 1 of a 2-rank run dies before joining the process group (a test-only switch); rank 0 would
+    wait for it in the rendezvous for the process-group timeout (30 minutes) if the launcher only waited
+    on each rank in turn. Under the elastic agent the job stops within seconds, names the failed rank and
+    shows its error, and exits with the rank's exit code."""
+    import time
+
+    from moeaudio.train.distributed import CRASH_RANK_ENV
+
+    overrides = [
+        f"data.root={tiny_corpus}",
+        f"train.output_dir={tmp_path / 'run'}",
+        "data.synth_if_missing=false",
+        f"data.feature_cache={feature_cache}",
+        "data.tasks=[asr]",
+        "train.max_steps=2",
+    ]
+    start = time.monotonic()
+    proc = _run_cli(
+        ["train", "tiny/moe", *overrides, "--nproc", "2", "--no-eval"], tmp_path, 180, expect_ok=False,
+        **{CRASH_RANK_ENV: "1"},
+    )  # fmt: skip
+    elapsed = time.monotonic() - start
+    out = proc.stdout
+    assert proc.returncode == 1, out[-3000:]
+    assert elapsed < 60, f"the job took {elapsed:.0f} s to stop after rank 1 died"
+    assert "error: rank 1 of 2" in out and "simulated crash of rank 1" in out, out[-3000:]
+    assert "Traceback" in out  # the rank's own traceback is shown
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def _processes_naming(text: str) -> list[int]:
+    """PIDs whose command line contains ``text`` (Linux /proc)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc to find the ranks")
+def test_nproc_signal_reaches_every_rank(tiny_corpus, feature_cache, tmp_path):
+    """SIGTERM to `train --nproc 2` stops both ranks (the elastic agent forwards it) within seconds."""
+    import time
+
+    run_dir = tmp_path / "signalled-run"
+    overrides = [
+        f"data.root={tiny_corpus}", f"train.output_dir={run_dir}", "data.synth_if_missing=false",
+        f"data.feature_cache={feature_cache}", "data.tasks=[asr]", "train.max_steps=100000",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in RENDEZVOUS}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env["MOEAUDIO_QUIET"] = "0"  # rank 0 writes metrics.jsonl from the first step: training has started
+    log = open(tmp_path / "launcher.log", "w+")  # a file, not a pipe nobody reads while the ranks write
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", "from moeaudio.cli import app; app()", "train", "tiny/moe", *overrides,
+         "--nproc", "2", "--no-eval"],
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while (
+            not (run_dir / "metrics.jsonl").exists()
+            and time.monotonic() < deadline
+            and launcher.poll() is None
+        ):
+            time.sleep(0.5)
+        ranks = [p for p in _processes_naming(str(run_dir)) if p != launcher.pid]
+        assert (run_dir / "metrics.jsonl").exists() and len(ranks) == 2, launcher.poll()
+        launcher.send_signal(signal.SIGTERM)  # the launcher only, not its process group
+        launcher.wait(timeout=60)
+        time.sleep(1)
+        log.seek(0)
+        output = log.read()
+        assert launcher.returncode == 128 + signal.SIGTERM, output[-3000:]
+        assert "stopped by signal SIGTERM" in output
+        assert not [p for p in ranks if p in _processes_naming(str(run_dir))], "a rank outlived the launcher"
+    finally:
+        _stop(launcher, str(tmp_path))
+        log.close()
 
 
 def test_conflict_probe_logged_during_training(tiny_corpus, feature_cache, tmp_path):

@@ -7,17 +7,30 @@ Formats (one JSON object per line; ``.json`` files holding a list are also read,
 when the destination ends in ``.json``):
 
 * ``moeaudio`` - :mod:`moeaudio.data.manifest` (lossless).
-* ``slam`` - SLAM-LLM: ``{"key", "source", "target", "prompt"}`` (``source`` = audio path).
+* ``slam`` - SLAM-LLM: ``{"key", "source", "target", "prompt"}`` (``source`` = audio path); also its
+  examples' other layouts: ``task-type`` / ``task`` tags, ``path`` (aispeech), and the CoVoST 2 speech
+  translation rows ``{"audio", "prompt": "<|de|>", "gt", "source": "covost_ende"}``.
 * ``swift`` / ``llamafactory`` - chat format:
   ``{"messages": [{"role": "user", "content": "<audio>PROMPT"}, {"role": "assistant",
   "content": TARGET}], "audios": [path], "id": ID}`` (optional leading ``system`` message;
-  ``id`` is an extra column both toolkits ignore).
-* ``nemo`` - NeMo ASR: ``{"audio_filepath", "duration", "text"}`` (+ ``lang`` when known).
+  ``id`` is an extra column both toolkits ignore); ShareGPT ``conversations`` with ``from``/``value``
+  (``human``, ``gpt``, ``observation``, ``function_call``) and ms-swift's ``query``/``response`` rows too.
+* ``nemo`` - NeMo ASR: ``{"audio_filepath", "duration", "text"}`` (+ ``lang`` when known); also
+  ``taskname``/``task``, ``source_lang``/``target_lang`` (Canary) and ``question``/``context`` + ``answer``.
+
+Task and domain: what a peer's record is (captioning, translation, ...) comes from its own task tag
+(SLAM-LLM's ``<AAC>``, NeMo's ``taskname``), else is guessed from the prompt text, a dataset name in
+the audio path (Clotho, LibriSpeech, ...) or ``--task`` (:func:`moeaudio.data.peers.map_task`). Each
+item records how in ``meta.converted`` (``{"from", "task", "guessed"}``), fields that have no place in
+an :class:`Item` are kept in ``meta``, and :func:`convert_manifest` returns a :class:`ConversionReport`
+that counts the decisions and the guesses.
 
 Paths: readers return items whose ``audio`` is absolute (a relative path in the source file is
 taken relative to that file's directory, NeMo's convention). Writers emit paths relative to the
 destination file for ``moeaudio`` and absolute for the external formats (their loaders resolve
-relative paths against the working directory), overridable with ``relative=``.
+relative paths against the working directory), overridable with ``relative=``. :func:`convert_manifest`
+keeps a path that was absolute in the source absolute (a relative one becomes relative to the output),
+so a manifest that names ``/data/clotho/x.wav`` still does when it is moved.
 
 Non-moeaudio formats are lossy: fields they cannot carry (domain, meta, choices) are dropped;
 multiple-choice options are folded into the prompt text via :func:`moeaudio.data.tasks.item_prompt`.
@@ -27,17 +40,35 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from moeaudio.data.manifest import Item, ManifestError, manifest_relpath, read_manifest, write_manifest
-from moeaudio.data.tasks import TASK_INSTRUCTIONS, item_prompt
-from moeaudio.errors import UsageError
+from moeaudio.data.peers import (
+    LANGUAGE_CODES,
+    TaskDecision,
+    default_instruction,
+    is_task_tag,
+    map_task,
+    parse_language_tag,
+)
+from moeaudio.data.tasks import item_prompt
+from moeaudio.errors import MissingDataError, UsageError
 from moeaudio.io_utils import atomic_write_text
 
-__all__ = ["FORMATS", "Format", "convert", "detect_format", "read_items", "write_items"]
+__all__ = [
+    "FORMATS",
+    "ConversionReport",
+    "Format",
+    "convert",
+    "convert_manifest",
+    "detect_format",
+    "read_items",
+    "write_items",
+]
 
 AUDIO_TOKEN = "<audio>"
 
@@ -48,21 +79,93 @@ class Format:
 
     name: str
     description: str
-    from_record: Callable[[dict[str, Any], int, str], Item]  # (record, index, default_task)
+    from_record: Callable[[dict[str, Any], int, str | None], Item]  # (record, index, --task or None)
     to_record: Callable[[Item, str], dict[str, Any]]  # (item, audio path string)
     relative_by_default: bool = False
 
 
 # ---------------------------------------------------------------- record converters
-def _slam_from(rec: dict[str, Any], idx: int, task: str) -> Item:
-    prompt = rec.get("prompt")
-    return Item(
-        id=str(rec.get("key", idx)),
-        audio=str(rec["source"]),
-        task=task,
-        instruction=prompt if prompt else None,
-        target=str(rec.get("target", "")),
+def _decided(item: Item, fmt: str, decision: TaskDecision) -> Item:
+    """Record on the item how its task was decided (``meta.converted``)."""
+    item.meta["converted"] = {"from": fmt, "task": decision.how, "guessed": decision.guessed}
+    return item
+
+
+def _rest(rec: dict[str, Any], used: set[str]) -> dict[str, Any]:
+    """The record's fields that have no place in an Item: they are kept in ``meta``."""
+    return {k: v for k, v in rec.items() if k not in used and v not in (None, "", [])}
+
+
+def _slam_from(rec: dict[str, Any], idx: int, task: str | None) -> Item:
+    """A SLAM-LLM row: ``prompt`` is a task tag there (its dataset code reads it as the task and takes
+    the prompt text from the config), unless it is plain text (as our own slam writer emits)."""
+    st_layout = "gt" in rec and "audio" in rec  # CoVoST 2: "source" names the dataset, not the audio
+    audio_key = (
+        "audio"
+        if st_layout
+        else next((k for k in ("source", "path", "audio", "source_wav") if k in rec), None)
     )
+    if audio_key is None:
+        raise KeyError("source")
+    target_key = next((k for k in ("target", "gt", "target_text") if k in rec), None)
+    prompt = rec.get("prompt")
+    prompt = str(prompt) if prompt not in (None, "") else None
+    meta: dict[str, Any] = {}
+    lang = LANGUAGE_CODES.get(str(rec.get("audio_language", "")).lower())
+    target = str(rec.get(target_key, "")) if target_key else ""
+    language = parse_language_tag(prompt)
+    if (
+        language is not None
+    ):  # CoVoST 2 speech translation: "<|de|>", or "TRANSCRIPT<|de|>" (given transcript)
+        given, tgt = language
+        src_lang = _covost_source_language(rec.get("source")) or lang or "en"
+        meta["target_lang"] = tgt
+        if given:
+            meta["transcript"] = given
+        split = parse_language_tag(target)
+        if split is not None and split[1] == tgt:  # gt = TRANSCRIPT<|de|>TRANSLATION: keep the translation
+            meta.setdefault("transcript", split[0])
+            target = target[target.index(f"<|{tgt}|>") + len(tgt) + 4 :].strip()
+        is_asr = tgt == src_lang and not given
+        decision = TaskDecision(
+            "asr" if is_asr else "translation",
+            "speech",
+            default_instruction("asr" if is_asr else "translation", tgt),
+            f"SLAM-LLM language tag '<|{tgt}|>' (prompt)",
+            False,
+        )
+        lang = lang or src_lang
+        meta["source_task"] = prompt
+    else:
+        tags = [(k, str(rec[k])) for k in ("task-type", "task") if rec.get(k) not in (None, "")]
+        if prompt and is_task_tag(prompt):
+            tags.append(("prompt", prompt))
+        decision = map_task(
+            tags=tags, prompt=prompt, paths=(str(rec[audio_key]), str(rec.get("key", ""))), default=task,
+            peer="SLAM-LLM",
+        )  # fmt: skip
+        if tags:
+            meta["source_task"] = tags[0][1]
+    used = {audio_key, target_key, "key", "prompt", "task-type", "task"}
+    used |= {"audio_language"} if lang else set()
+    meta.update(_rest(rec, used))
+    item = Item(
+        id=str(rec.get("key", idx)),
+        audio=str(rec[audio_key]),
+        task=decision.task,
+        domain=decision.domain,
+        instruction=decision.instruction,
+        target=target,
+        lang=lang,
+        meta=meta,
+    )
+    return _decided(item, "slam", decision)
+
+
+def _covost_source_language(source: Any) -> str | None:
+    """``covost_en`` / ``covost_ende`` (SLAM-LLM's CoVoST 2 rows) -> ``en``."""
+    text = str(source or "")
+    return text[7:9] if text.startswith("covost_") and len(text) >= 9 else None
 
 
 def _slam_to(item: Item, audio: str) -> dict[str, Any]:
@@ -74,36 +177,73 @@ def _slam_to(item: Item, audio: str) -> dict[str, Any]:
     }
 
 
-def _chat_from(rec: dict[str, Any], idx: int, task: str) -> Item:
-    msgs = rec.get("messages") or rec.get("conversations")
+_CHAT_ROLES = {"human": "user", "gpt": "assistant", "observation": "tool", "function_call": "tool_call"}
+
+
+def _chat_from(rec: dict[str, Any], idx: int, task: str | None) -> Item:
+    """ms-swift / LLaMA-Factory: the first user turn (its ``<audio>`` removed) is the instruction, the
+    first assistant turn after it the target; any further turns are kept in ``meta.extra_turns``."""
+    if "messages" not in rec and "conversations" not in rec and "query" in rec:  # ms-swift query/response
+        msgs = [
+            {"role": "user", "content": rec["query"]},
+            {"role": "assistant", "content": rec.get("response", "")},
+        ]
+        if rec.get("system"):
+            msgs.insert(0, {"role": "system", "content": rec["system"]})
+    else:
+        msgs = rec.get("messages") or rec.get("conversations")
     if not isinstance(msgs, list):
         raise ValueError("expected a 'messages' list")
-    audios = rec.get("audios") or []
+    audios = rec.get("audios") or rec.get("audio") or []
     if isinstance(audios, str):
         audios = [audios]
     if len(audios) != 1:
         raise ValueError(f"expected exactly one entry in 'audios' (got {len(audios)})")
 
     def role(m: dict[str, Any]) -> str:
-        r = m.get("role", m.get("from", ""))
-        return {"human": "user", "gpt": "assistant"}.get(r, r)
+        r = str(m.get("role", m.get("from", "")))
+        return _CHAT_ROLES.get(r, r)
 
     def content(m: dict[str, Any]) -> str:
         return str(m.get("content", m.get("value", "")))
 
-    user = next((content(m) for m in msgs if role(m) == "user"), "")
-    answer = next((content(m) for m in msgs if role(m) == "assistant"), "")
-    system = next((content(m) for m in msgs if role(m) == "system"), None)
+    turns = [(role(m), content(m)) for m in msgs]
+    user_at = next((i for i, (r, _) in enumerate(turns) if r == "user"), None)
+    answer_at = next(
+        (i for i, (r, _) in enumerate(turns) if r == "assistant" and (user_at is None or i > user_at)), None
+    )
+    system = next((c for r, c in turns if r == "system"), None) or rec.get("system")
+    user = turns[user_at][1] if user_at is not None else ""
     prompt = user.replace(AUDIO_TOKEN, "", 1).strip()
-    meta = {"system": system} if system else {}
-    return Item(
+    meta: dict[str, Any] = {"system": system} if system else {}
+    extra = [
+        {"role": r, "content": c}
+        for i, (r, c) in enumerate(turns)
+        if i not in (user_at, answer_at) and r != "system"
+    ]
+    if extra:
+        meta["extra_turns"] = extra
+    explicit = [("task", str(rec["task"]))] if rec.get("task") not in (None, "") else []
+    decision = map_task(tags=explicit, prompt=prompt or None, paths=(str(audios[0]),), default=task, peer="")
+    if explicit and decision.guessed:  # a task column of our own vocabulary (not a peer tag): take it
+        decision = TaskDecision(
+            explicit[0][1], None, prompt or default_instruction(explicit[0][1]), "task column", False
+        )
+    meta.update(
+        _rest(
+            rec, {"messages", "conversations", "query", "response", "audios", "audio", "id", "task", "system"}
+        )
+    )
+    item = Item(
         id=str(rec.get("id", idx)),
         audio=str(audios[0]),
-        task=str(rec.get("task", task)),
-        instruction=prompt or None,
-        target=answer,
+        task=decision.task,
+        domain=decision.domain,
+        instruction=prompt or decision.instruction,
+        target=turns[answer_at][1] if answer_at is not None else "",
         meta=meta,
     )
+    return _decided(item, "chat", decision)
 
 
 def _chat_to(item: Item, audio: str) -> dict[str, Any]:
@@ -117,19 +257,38 @@ def _chat_to(item: Item, audio: str) -> dict[str, Any]:
     return {"id": item.id, "messages": msgs, "audios": [audio]}
 
 
-def _nemo_from(rec: dict[str, Any], idx: int, task: str) -> Item:
+def _nemo_from(rec: dict[str, Any], idx: int, task: str | None) -> Item:
+    """NeMo: ASR rows (``text``), Canary rows (``taskname``, ``source_lang``/``target_lang``) and
+    instruction rows (``question``/``context``/``prompt`` + ``answer``). ``offset`` is kept in meta:
+    moeaudio reads whole files (:class:`ConversionReport` notes such items)."""
     dur = rec.get("duration")
-    meta = {k: v for k, v in rec.items() if k not in {"audio_filepath", "duration", "text", "lang", "id"}}
-    return Item(
+    question_key = next((k for k in ("question", "context", "prompt") if rec.get(k) not in (None, "")), None)
+    question = str(rec[question_key]) if question_key else None
+    tags = [(k, str(rec[k])) for k in ("taskname", "task") if rec.get(k) not in (None, "")]
+    decision = map_task(
+        tags=tags, prompt=question, paths=(str(rec["audio_filepath"]),), default=task, peer="NeMo"
+    )
+    target_lang = rec.get("target_lang")
+    instruction = decision.instruction
+    if decision.task == "translation" and not question:
+        instruction = default_instruction("translation", target_lang)
+    target_key = "answer" if "answer" in rec else "text"
+    used = {"audio_filepath", "duration", target_key, "lang", "id", "taskname", "task", question_key}
+    meta = _rest(rec, used)
+    if tags:
+        meta["source_task"] = tags[0][1]
+    item = Item(
         id=str(rec.get("id", idx)),
         audio=str(rec["audio_filepath"]),
         duration=float(dur) if dur is not None else None,
-        task=task,
-        instruction=TASK_INSTRUCTIONS.get(task),
-        target=str(rec.get("text", "")),
-        lang=rec.get("lang"),
+        task=decision.task,
+        domain=decision.domain,
+        instruction=instruction,
+        target=str(rec.get(target_key, "")),
+        lang=rec.get("lang") or rec.get("source_lang"),
         meta=meta,
     )
+    return _decided(item, "nemo", decision)
 
 
 def _nemo_to(item: Item, audio: str) -> dict[str, Any]:
@@ -140,7 +299,7 @@ def _nemo_to(item: Item, audio: str) -> dict[str, Any]:
 
 
 def _native_from(
-    rec: dict[str, Any], idx: int, task: str
+    rec: dict[str, Any], idx: int, task: str | None
 ) -> Item:  # pragma: no cover - native uses read_manifest
     raise NotImplementedError
 
@@ -184,11 +343,13 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     if not recs:
         raise UsageError(f"{path}: empty file, cannot detect its format")
     keys = set(recs[0][1])
-    if "messages" in keys or "conversations" in keys:
+    if "messages" in keys or "conversations" in keys or {"query", "response"} <= keys:
         return "swift"
     if "audio_filepath" in keys:
         return "nemo"
-    if "source" in keys and "key" in keys:
+    if "key" in keys and keys & {"source", "path", "source_wav"}:
+        return "slam"
+    if {"audio", "gt"} <= keys:  # SLAM-LLM's CoVoST 2 speech translation rows
         return "slam"
     if {"id", "audio", "task"} <= keys:
         return "moeaudio"
@@ -199,26 +360,41 @@ def _abs_audio(audio: str, base: Path) -> str:
     return audio if os.path.isabs(audio) else os.path.normpath(os.path.join(os.path.abspath(base), audio))
 
 
-def read_items(path: str | os.PathLike[str], fmt: str = "auto", *, task: str = "asr") -> list[Item]:
-    """Read a file in ``fmt`` into Items with absolute audio paths.
-
-    ``task`` is assigned to formats that do not record one (slam, nemo, chat).
-    """
-    p = Path(path)
-    fmt = detect_format(p) if fmt == "auto" else fmt
+def _read(path: Path, fmt: str, task: str | None) -> tuple[str, list[Item], list[bool]]:
+    """(format, items with absolute audio paths, whether each path was absolute in the source)."""
+    if not path.is_file():
+        raise MissingDataError(f"{path}: no such manifest file")
+    fmt = detect_format(path) if fmt == "auto" else fmt
     spec = _get_format(fmt)
     if fmt == "moeaudio":
-        return [replace(it, audio=os.fspath(it.resolve_audio(p.absolute()))) for it in read_manifest(p)]
+        native = read_manifest(path)
+        absolute = [os.path.isabs(it.audio) for it in native]
+        return (
+            fmt,
+            [replace(it, audio=os.fspath(it.resolve_audio(path.absolute()))) for it in native],
+            absolute,
+        )
     items: list[Item] = []
-    for lineno, rec in _iter_records(p):
+    absolute: list[bool] = []
+    for lineno, rec in _iter_records(path):
         try:
             item = spec.from_record(rec, lineno - 1, task)
         except (KeyError, ValueError, TypeError) as e:
             what = f"missing key {e}" if isinstance(e, KeyError) else str(e)
-            raise ManifestError(f"{p}:{lineno}: not a valid {fmt} record ({what})") from e
-        item.audio = _abs_audio(item.audio, p.parent)
+            raise ManifestError(f"{path}:{lineno}: not a valid {fmt} record ({what})") from e
+        absolute.append(os.path.isabs(item.audio))
+        item.audio = _abs_audio(item.audio, path.parent)
         items.append(item)
-    return items
+    return fmt, items, absolute
+
+
+def read_items(path: str | os.PathLike[str], fmt: str = "auto", *, task: str | None = None) -> list[Item]:
+    """Read a file in ``fmt`` into Items with absolute audio paths.
+
+    ``task`` is given to records of formats that carry no task tag (slam, nemo, chat); without it the
+    task is guessed from the prompt text or the audio path, else ``asr`` (:func:`moeaudio.data.peers.map_task`).
+    """
+    return _read(Path(path), fmt, task)[1]
 
 
 def write_items(
@@ -228,28 +404,121 @@ def write_items(
     *,
     relative: bool | None = None,
     audio_root: str | os.PathLike[str] | None = None,
+    keep_absolute: Sequence[bool] | None = None,
 ) -> Path:
     """Write ``items`` in ``fmt`` atomically.
 
     Relative ``item.audio`` values are first resolved against ``audio_root`` (default: cwd);
     then written relative to the output file if ``relative`` (default: only for moeaudio),
-    else absolute.
+    else absolute. ``keep_absolute[i]`` keeps item i's path absolute even where paths are written
+    relative (it was absolute in the source).
     """
     p = Path(path)
     spec = _get_format(fmt)
     rel = spec.relative_by_default if relative is None else relative
     root = Path(audio_root) if audio_root is not None else Path.cwd()
 
-    def audio_str(item: Item) -> str:
+    keep = list(keep_absolute) if keep_absolute is not None else [False] * len(items)
+
+    def audio_str(item: Item, i: int) -> str:
         a = _abs_audio(item.audio, root)
-        return manifest_relpath(a, p.parent) if rel else a
+        return manifest_relpath(a, p.parent) if rel and not keep[i] else a
 
     if fmt == "moeaudio":
-        return write_manifest(p, [replace(it, audio=audio_str(it)) for it in items])
-    recs = [spec.to_record(it, audio_str(it)) for it in items]
+        return write_manifest(p, [replace(it, audio=audio_str(it, i)) for i, it in enumerate(items)])
+    recs = [spec.to_record(it, audio_str(it, i)) for i, it in enumerate(items)]
     if p.suffix == ".json":
         return atomic_write_text(p, json.dumps(recs, ensure_ascii=False, indent=2) + "\n")
     return atomic_write_text(p, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
+
+
+@dataclass
+class ConversionReport:
+    """What :func:`convert_manifest` did: counts per task and domain, how each was decided, what was guessed."""
+
+    src: str
+    dst: str
+    src_format: str
+    dst_format: str
+    items: int = 0
+    tasks: dict[str, int] = field(default_factory=dict)  # "task/domain" -> items
+    decisions: dict[str, int] = field(default_factory=dict)  # "task/domain <- how" -> items
+    guessed: int = 0  # items whose task was guessed (no tag in the source)
+    kept_in_meta: list[str] = field(default_factory=list)  # source fields kept in meta
+    absolute_paths: int = 0  # audio paths that were absolute in the source and stay so
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        """The human summary the CLI prints."""
+        out = [
+            f"wrote {self.items} items to {self.dst} ({self.dst_format}) from {self.src} ({self.src_format})"
+        ]
+        for decision, n in sorted(self.decisions.items(), key=lambda kv: -kv[1]):
+            out.append(f"  {n:>6}  {decision}")
+        if self.guessed:
+            out.append(
+                f"guessed: the task of {self.guessed} of {self.items} items (no task tag in the source); "
+                "check them, or pass --task"
+            )
+        if self.kept_in_meta:
+            out.append(f"kept in meta: {', '.join(self.kept_in_meta)}")
+        return out + [f"note: {n}" for n in self.notes]
+
+
+def _report(
+    src: Path, dst: Path, src_format: str, dst_format: str, items: list[Item], absolute: list[bool]
+) -> ConversionReport:
+    report = ConversionReport(str(src), str(dst), src_format, dst_format, len(items))
+    tasks: Counter[str] = Counter()
+    decisions: Counter[str] = Counter()
+    kept: set[str] = set()
+    offsets = arks = 0
+    for it in items:
+        converted = it.meta.get("converted", {})
+        key = f"{it.task}/{it.domain}"
+        tasks[key] += 1
+        how = converted.get("task", "moeaudio manifest")
+        decisions[f"{key} <- {'guessed from ' if converted.get('guessed') else ''}{how}"] += 1
+        report.guessed += bool(converted.get("guessed"))
+        kept |= {k for k in it.meta if k != "converted"} if converted else set()
+        offsets += "offset" in it.meta
+        arks += ".ark:" in it.audio
+    report.tasks, report.decisions = dict(tasks), dict(decisions)
+    report.kept_in_meta = sorted(kept)
+    report.absolute_paths = sum(absolute)
+    if offsets:
+        report.notes.append(f"{offsets} items have an 'offset' (kept in meta): moeaudio reads whole files")
+    if arks:
+        report.notes.append(f"{arks} audio paths point into Kaldi .ark files, which moeaudio cannot read")
+    if "translation" in {it.task for it in items}:
+        report.notes.append(
+            "task 'translation' is carried for training; moeaudio eval has no translation scorer"
+        )
+    return report
+
+
+def convert_manifest(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    src_format: str = "auto",
+    dst_format: str = "moeaudio",
+    *,
+    task: str | None = None,
+    relative: bool | None = None,
+) -> ConversionReport:
+    """Convert ``src`` (in ``src_format``, or auto-detected) to ``dst`` in ``dst_format``.
+
+    Audio paths that were absolute in ``src`` stay absolute; relative ones are written relative to
+    ``dst`` where the format writes relative paths (moeaudio). ``task`` is the task of records that
+    carry no task tag (default: guessed, else ``asr``). Returns what was mapped and what was guessed.
+    """
+    src_path, dst_path = Path(src), Path(dst)
+    fmt, items, absolute = _read(src_path, src_format, task)
+    write_items(dst_path, items, dst_format, relative=relative, keep_absolute=absolute)
+    return _report(src_path, dst_path, fmt, dst_format, items, absolute)
 
 
 def convert(
@@ -258,10 +527,8 @@ def convert(
     src_format: str = "auto",
     dst_format: str = "moeaudio",
     *,
-    task: str = "asr",
+    task: str | None = None,
     relative: bool | None = None,
 ) -> int:
-    """Convert ``src`` (in ``src_format``, or auto-detected) to ``dst`` in ``dst_format``; returns item count."""
-    items = read_items(src, src_format, task=task)
-    write_items(dst, items, dst_format, relative=relative)
-    return len(items)
+    """:func:`convert_manifest`, returning only the item count."""
+    return convert_manifest(src, dst, src_format, dst_format, task=task, relative=relative).items

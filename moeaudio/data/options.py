@@ -25,6 +25,9 @@ class PrepareOptions:
         "default", "synth: tiny | small | default | smol (default + spoken QA and open-vocabulary speech)"
     )
     opt: list[str] | None = option(None, "preparer option key=value (repeatable)")
+    as_json: bool = option(
+        False, "print the preparation report as one JSON object; the rest on stderr", flag="--json"
+    )
 
 
 @dataclass
@@ -35,4 +38,7 @@ class ConvertOptions:
     dst: str = argument(help="output manifest")
     src_format: str = option("auto", "auto | moeaudio | slam | swift | llamafactory | nemo", flag="--from")
     dst_format: str = option("moeaudio", "moeaudio | slam | swift | llamafactory | nemo", flag="--to")
-    task: str = option("asr", "task for formats that do not carry one")
+    task: str | None = option(
+        None, "task of records without a task tag (default: guessed from prompt or path, else asr)"
+    )
+    as_json: bool = option(False, "print the conversion report as one JSON object", flag="--json")

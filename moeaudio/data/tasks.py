@@ -44,6 +44,8 @@ __all__ = [
     "item_prompt",
     "split_choices",
     "format_choices",
+    "scalar_label",
+    "LABEL_META_KEYS",
 ]
 
 #: Instruction text per task; preparers copy it into ``Item.instruction``.
@@ -370,6 +372,37 @@ def answer_letter(answer: str, choices: list[str], *, prefer: str = "letter") ->
 
     first, second = (by_text, by_letter) if prefer == "text" else (by_letter, by_text)
     return first() or second()
+
+
+#: ``meta`` keys that hold one label per item (the multiple-choice breakdowns read them): a preparer whose
+#: source can store them as lists flattens them with :func:`scalar_label`.
+LABEL_META_KEYS: tuple[str, ...] = ("category", "sub_category", "sub-category", "difficulty", "dataset")
+
+
+def scalar_label(value: Any, sep: str = "; ") -> Any:
+    """One label from a field that some releases store as a list.
+
+    In MMAU's test-mini metadata ``category`` is ``"Reasoning"`` in most items and ``["Reasoning"]`` in
+    some (13 of the first 120); taken as is, a per-category breakdown shows ``['Reasoning']`` as a
+    category of its own. A list (or tuple, nested or not) becomes its one distinct non-empty element,
+    or its distinct elements joined by ``sep`` (``"Reasoning; Counting"``); an empty list, ``None`` or
+    a blank string becomes None; strings are stripped; other scalars are returned unchanged.
+    """
+    if isinstance(value, (list, tuple)):
+        parts: list[str] = []
+        stack = list(reversed(value))
+        while stack:  # depth first, in order
+            element = stack.pop()
+            if isinstance(element, (list, tuple)):
+                stack.extend(reversed(element))
+                continue
+            flat = scalar_label(element, sep)
+            if flat is not None and str(flat) not in parts:
+                parts.append(str(flat))
+        return sep.join(parts) if parts else None
+    if isinstance(value, str):
+        return value.strip() or None
+    return value
 
 
 def _norm(s: str) -> str:

@@ -43,7 +43,7 @@ from moeaudio.io_utils import atomic_write_text
 from moeaudio.model.audio_llm import AudioLLM
 from moeaudio.runtime.batching import Collator, Example
 from moeaudio.runtime.checkpoint import WEIGHTS, load_model, resolve_checkpoint
-from moeaudio.runtime.device import pick_device
+from moeaudio.runtime.device import inference_dtype, pick_device
 from moeaudio.runtime.examples import load_examples, manifest_path
 
 __all__ = [
@@ -106,6 +106,7 @@ class EvalPlan:
     max_new_tokens: int
     seed: int
     device: torch.device
+    dtype: torch.dtype  # bf16 on a GPU, fp32 on CPU (--precision auto)
     output: Path
     n_longer_than_training_max: int  # scored all the same: n stays honest
     shot_ids: list[str] = field(default_factory=list)
@@ -164,7 +165,7 @@ def plan(opts: EvalOptions) -> EvalPlan:
     items = items[:max_items] if max_items else items
     return EvalPlan(
         spec=spec,
-        handler=handler_for(spec.kind),
+        handler=handler_for(spec.kind, spec.scorer),
         checkpoint=ckpt,
         recipe=recipe,
         manifest=manifest,
@@ -176,7 +177,8 @@ def plan(opts: EvalOptions) -> EvalPlan:
         batch_size=batch_size,
         max_new_tokens=opts.max_new_tokens or spec.max_new_tokens,
         seed=opts.seed,
-        device=pick_device(opts.device),
+        device=(device := pick_device(opts.device)),
+        dtype=inference_dtype(device, opts.precision),
         output=Path(opts.output) if opts.output else ckpt / "eval" / name,
         n_longer_than_training_max=sum((i.duration or 0) > recipe.data.max_audio_seconds for i in items),
     )
@@ -269,7 +271,7 @@ def generate(
 
 
 def score(p: EvalPlan, examples: list[Example], predictions: list[str]) -> dict[str, Any]:
-    return p.handler.score(p.spec, examples, predictions)
+    return p.handler.score(p.spec, examples, predictions, seed=p.seed)
 
 
 def _mmau_official(items: list[Item], predictions: list[str]) -> list[dict[str, Any]]:
@@ -314,7 +316,9 @@ def write_results(
     rows = []
     for item, e, pred, ans in zip(p.items, examples, predictions, answers, strict=True):
         row: dict[str, Any] = {"id": item.id, "audio": item.audio, "instruction": e.instruction}
-        row.update(target=item.target, prediction=pred, answer=ans, **p.handler.prediction_row(item, ans))
+        row.update(target=item.target, prediction=pred, answer=ans)
+        # kind-specific fields; may restate "answer" (VoiceBench: the letter scored)
+        row.update(p.handler.prediction_row(item, ans))
         rows.append(row)
     pred_path = stem.parent / f"{stem.name}.predictions.jsonl"
     atomic_write_text(pred_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
@@ -336,6 +340,8 @@ def write_results(
         "kind": p.spec.kind,
         "modality": p.modality,
         "metric": p.spec.metric,
+        "scorer": scored["scorer"],
+        "scoring_rule": p.handler.scoring_rule(p.spec),
         "n": len(examples),
         "n_available": p.n_available,
         "n_longer_than_training_max": p.n_longer_than_training_max,
@@ -355,6 +361,7 @@ def write_results(
             "few_shot": p.few_shot,
             "few_shot_ids": p.shot_ids,
             "seed": p.seed,
+            "precision": str(p.dtype).removeprefix("torch."),
         },
         "checkpoint": str(p.checkpoint),
         "checkpoint_sha256": file_sha256(p.checkpoint / WEIGHTS),
@@ -377,7 +384,7 @@ def write_results(
 def evaluate(opts: EvalOptions, progress: bool = True) -> dict[str, Any]:
     """Plan -> examples -> generate -> score -> write; returns the result record (also in the JSON)."""
     p = plan(opts)
-    model = load_model(p.checkpoint, device=p.device)
+    model = load_model(p.checkpoint, device=p.device, dtype=p.dtype)
     examples, collate = build_examples(p, model, progress)
     predictions, throughput = generate(p, model, examples, collate, progress)
     return write_results(p, examples, predictions, score(p, examples, predictions), throughput)
@@ -423,7 +430,7 @@ def render_eval(result: dict[str, Any]) -> Table:
     """A rich table: each number with its chance level beside it."""
     title = f"{result['task']} ({result['kind']}, {result['modality']}) n={result['n']}"
     table = Table("metric", "value", "chance", title=title)
-    for name, value, chance in handler_for(result["kind"]).table_rows(result):
+    for name, value, chance in handler_for(result["kind"], result.get("scorer")).table_rows(result):
         if isinstance(value, int | float):
             table.add_row(name, f"{value:.3f}", "-" if chance is None else f"{chance:.3f}")
     if result["kind"] == "classification" and result.get("majority") is not None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import jiwer
 
+from moeaudio.data.tasks import scalar_label
 from moeaudio.eval.normalize import normalize_english
 from moeaudio.io_utils import save_figure
 
@@ -327,7 +328,8 @@ def multiple_choice_metrics(items: Sequence[Mapping[str, Any]]) -> dict[str, Any
         ok = mmau_is_correct(prediction, item["answer"], item["choices"])
         correct += ok
         for name, keys in _MC_GROUPS.items():
-            value = next((item[k] for k in keys if item.get(k) is not None), None)
+            # scalar_label: a manifest prepared before list-valued labels were flattened still groups right
+            value = next((scalar_label(item[k]) for k in keys if scalar_label(item.get(k)) is not None), None)
             if value is None:
                 continue
             tally = groups[name].setdefault(str(value), [0, 0])

@@ -6,14 +6,17 @@ Whisper's own normalisers (shipped in ``transformers``) instead of writing our o
 * English: ``EnglishTextNormalizer`` (numbers, contractions, fillers, British->American spelling).
 * Other languages: ``BasicTextNormalizer`` (lower-case, drop bracketed text, punctuation and symbols).
 
-The English normaliser needs Whisper's spelling map (``normalizer.json`` in a Whisper tokenizer repo,
-``english.json`` in the ``openai-whisper`` package). It is looked up offline only; when none is found
-we fall back to an empty map, which changes only British/American spelling variants, and
-:func:`english_spelling_source` reports ``"none"`` so the run can record it.
+The English normaliser needs Whisper's British->American spelling map (``english.json``, MIT, from
+``openai/whisper``; ``normalizer.json`` in a Whisper tokenizer repo). It is looked up offline only. The
+``whisper-normalizer`` package, a dependency of moeaudio, ships a copy, so the map is always found
+and "colour" and "color" score as the same word, as in published Whisper numbers. Should every
+lookup fail we fall back to an empty map (only spelling variants change) and
+:func:`english_spelling_source` reports ``"none"`` so the run records it.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -66,7 +69,8 @@ def load_english_spelling_mapping(path: str | None = None) -> tuple[dict[str, st
     """Find Whisper's British->American spelling map without touching the network.
 
     Order: ``path`` / ``$MOEAUDIO_ENGLISH_SPELLING_JSON``, a Whisper tokenizer's ``normalizer.json`` in the
-    local Hugging Face cache, the ``openai-whisper`` package's ``english.json``, else ``{}``.
+    local Hugging Face cache, the ``openai-whisper`` package's ``english.json``, the
+    ``whisper-normalizer`` package's copy of it, else ``{}``.
     Returns ``(mapping, source)`` where ``source`` says where it came from (``"none"`` for the fallback).
     """
     explicit = path or os.environ.get(ENGLISH_SPELLING_ENV)
@@ -92,12 +96,26 @@ def load_english_spelling_mapping(path: str | None = None) -> tuple[dict[str, st
     except Exception as exc:  # package absent or laid out differently
         logger.debug("openai-whisper english.json not available: %s", exc)
 
+    bundled = _whisper_normalizer_json()
+    if bundled is not None:
+        return _read_mapping(bundled), "whisper-normalizer:whisper_normalizer/normalizers/english.json"
+
     logger.warning(
         "Whisper English spelling map not found offline; using EnglishTextNormalizer({}) "
         "(British/American spelling variants will count as errors). Set %s to a normalizer.json to fix.",
         ENGLISH_SPELLING_ENV,
     )
     return {}, "none"
+
+
+def _whisper_normalizer_json() -> Path | None:
+    """``english.json`` inside the installed ``whisper-normalizer`` package, found without importing it."""
+    spec = importlib.util.find_spec("whisper_normalizer")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / "normalizers" / "english.json"
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 @lru_cache(maxsize=1)

@@ -24,8 +24,11 @@ class EvalOptions:
     runs_dir: str = option("runs", "where to look for checkpoints")
     batch_size: int | None = option(None, "items per generate call")
     max_new_tokens: int | None = option(None, "tokens generated per item (default: the task's)")
-    seed: int = option(0, "few-shot selection seed")
+    seed: int = option(
+        0, "seed of the few-shot selection and of random scoring steps (VoiceBench fallback letter)"
+    )
     device: str | None = option(None, "cpu | cuda (default: cuda when available)")
+    precision: str = option("auto", "auto | fp32 | bf16 (auto: bf16 on a GPU, fp32 on CPU)")
     as_json: bool = option(False, "print one JSON object, nothing else", flag="--json")
 
 
@@ -37,7 +40,9 @@ class TranscribeOptions:
     checkpoint: str | None = option(None, "checkpoint or run dir (default: newest under runs/)")
     prompt: str | None = option(None, "instruction (default: transcribe)")
     fmt: str = option("txt", "txt | json | srt | vtt", flag="--format")
+    as_json: bool = option(False, "the same as --format json (one JSON object per file)", flag="--json")
     output_dir: str | None = option(None, "one file per input (default: stdout)")
     window: float | None = option(None, "seconds per window (default 30, the encoder limit)")
     batch_size: int = option(8, "windows per generate call")
     device: str | None = option(None, "cpu | cuda (default: cuda when available)")
+    precision: str = option("auto", "auto | fp32 | bf16 (auto: bf16 on a GPU, fp32 on CPU)")

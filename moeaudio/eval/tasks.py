@@ -71,6 +71,9 @@ class EvalTask:
     preparers: tuple[str, ...] = ()
     manifests: tuple[str, ...] = ()
     letter_answers: bool = True  # mcq: map a bare option letter ("B", "(B)") to its text before scoring
+    # the rule that scores it (eval.handlers.handler_for): "default" for the kind's own; for mcq "mmau"
+    # (MMAU's token match, the default) or "voicebench" (VoiceBench's letter rule, MMSU and OpenBookQA)
+    scorer: str = "default"
     item_filter: Callable[[Any], bool] | None = field(default=None, compare=False, repr=False)
 
     def selects(self, item: Any) -> bool:
@@ -125,11 +128,18 @@ _BENCHMARKS: dict[str, dict[str, Any]] = {
         "letter_answers": False,  # the official MMAU rule has no letter handling
         "item_filter": _is_mmau,
     },
-    "mmsu": {"manifest_task": "mcq", "manifests": ("mmsu.jsonl",), "item_filter": _subset("mmsu")},
+    # VoiceBench's subsets are scored by VoiceBench's own MCQ rule (moeaudio.eval.voicebench)
+    "mmsu": {
+        "manifest_task": "mcq",
+        "manifests": ("mmsu.jsonl",),
+        "item_filter": _subset("mmsu"),
+        "scorer": "voicebench",
+    },
     "openbookqa": {
         "manifest_task": "mcq",
         "manifests": ("openbookqa.jsonl",),
         "item_filter": _subset("openbookqa"),
+        "scorer": "voicebench",
     },
 }
 

@@ -31,7 +31,7 @@ from moeaudio.eval.options import TranscribeOptions
 from moeaudio.io_utils import atomic_write_text
 from moeaudio.runtime.batching import Example
 from moeaudio.runtime.checkpoint import load_model, resolve_checkpoint
-from moeaudio.runtime.device import pick_device
+from moeaudio.runtime.device import inference_dtype, pick_device
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -257,6 +257,7 @@ def run_transcribe(
     max_new_tokens: int = 200,
     num_beams: int = 1,
     device: str | None = None,
+    precision: str = "auto",
     progress: bool = False,
     model=None,
     stdout: TextIO | None = None,
@@ -278,7 +279,8 @@ def run_transcribe(
     ckpt = None
     if model is None:
         ckpt = resolve_checkpoint(checkpoint, runs_dir)
-        model = load_model(ckpt, device=pick_device(device))
+        target = pick_device(device)
+        model = load_model(ckpt, device=target, dtype=inference_dtype(target, precision))
     model.eval()
     prompt = prompt or TASK_INSTRUCTIONS["asr"]
     limit = max_window_seconds(model)
@@ -339,7 +341,10 @@ def run_transcribe(
 
 def transcribe_command(opts: TranscribeOptions) -> list[Transcript]:
     """`moeaudio transcribe`: :func:`run_transcribe` with the command's options."""
+    if opts.as_json and opts.fmt not in ("txt", "json"):
+        raise UsageError(f"--json is --format json; it cannot be combined with --format {opts.fmt}")
+    fmt = "json" if opts.as_json else opts.fmt
     return run_transcribe(
-        opts.audio, opts.checkpoint, opts.prompt, opts.fmt, opts.output_dir, opts.window, opts.batch_size,
-        device=opts.device,
+        opts.audio, opts.checkpoint, opts.prompt, fmt, opts.output_dir, opts.window, opts.batch_size,
+        device=opts.device, precision=opts.precision,
     )  # fmt: skip

@@ -65,7 +65,7 @@ def render_report(report: dict[str, Any], title: str = "evaluation") -> Table:
     """One row per task: its headline metric with chance beside it."""
     table = Table("task", "kind", "n", "metric", "value", "chance", title=title)
     for task, result in report.items():
-        handler = handler_for(result["kind"])
+        handler = handler_for(result["kind"], result.get("scorer"))
         name, value = handler.headline(result["metrics"])
         chance = "-" if result["chance"] is None else f"{result['chance']:.3f}"
         extra = handler.headline_extra(result["metrics"])

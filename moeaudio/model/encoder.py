@@ -8,6 +8,7 @@ batch gives the same states as encoding each clip alone (up to float rounding).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,7 +182,7 @@ def build_encoder(cfg: EncoderConfig, seed: int = 0) -> AudioEncoder:
 
 def _build_base_encoder(cfg: EncoderConfig, seed: int = 0) -> AudioEncoder:
     """Load the configured encoder. Offline names never touch the network."""
-    from transformers import AutoFeatureExtractor, WhisperConfig, WhisperFeatureExtractor, WhisperModel
+    from transformers import AutoFeatureExtractor, WhisperConfig, WhisperFeatureExtractor
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
     if cfg.family == "whisper":
@@ -195,7 +196,10 @@ def _build_base_encoder(cfg: EncoderConfig, seed: int = 0) -> AudioEncoder:
             identity = _identity("tiny", f"{sorted(cfg.tiny.items())}|{seed}|{cfg.output_layer}")
             return WhisperAudioEncoder(encoder, fe, identity, cfg.output_layer)
         source = str(offline_whisper_dir()) if cfg.name == OFFLINE_WHISPER_ID else cfg.name
-        encoder = WhisperModel.from_pretrained(source).get_encoder()  # the decoder is dropped here
+        if config_only(source):  # an export's ./encoder: weights follow from the checkpoint
+            encoder = WhisperEncoder(WhisperConfig.from_pretrained(source))
+        else:
+            encoder = _whisper_model_class().from_pretrained(source).get_encoder()  # the decoder is dropped
         fe = WhisperFeatureExtractor.from_pretrained(source)
         identity = _identity(cfg.name, _weights_stamp(source) + _layer_tag(cfg.output_layer))
         return WhisperAudioEncoder(encoder, fe, identity, cfg.output_layer)
@@ -225,10 +229,29 @@ def _build_base_encoder(cfg: EncoderConfig, seed: int = 0) -> AudioEncoder:
             _identity(f"tiny-{cfg.family}", f"{sorted(cfg.tiny.items())}|{seed}|{cfg.output_layer}"),
             cfg.output_layer,
         )
-    model = AutoModel.from_pretrained(cfg.name)
+    if config_only(cfg.name):
+        model = AutoModel.from_config(AutoConfig.from_pretrained(cfg.name))
+    else:
+        model = AutoModel.from_pretrained(cfg.name)
     fe = AutoFeatureExtractor.from_pretrained(cfg.name)
     identity = _identity(cfg.name, _weights_stamp(cfg.name) + _layer_tag(cfg.output_layer))
     return HFWaveformEncoder(model, fe, identity, cfg.output_layer)
+
+
+@functools.cache
+def _whisper_model_class() -> type:
+    """``WhisperModel`` that does not report a generation head (``proj_out``) as an unexpected key.
+
+    Whisper checkpoints are saved as ``WhisperForConditionalGeneration`` (the offline conversion too);
+    loading the bare ``WhisperModel`` from them leaves that head out, as intended, and transformers
+    printed a LOAD REPORT table saying so on every command. Missing keys are still reported.
+    """
+    from transformers import WhisperModel
+
+    class WhisperModelWithoutHead(WhisperModel):
+        _keys_to_ignore_on_load_unexpected = [r"proj_out\.weight"]
+
+    return WhisperModelWithoutHead
 
 
 def _layer_tag(output_layer: int) -> str:
@@ -236,11 +259,25 @@ def _layer_tag(output_layer: int) -> str:
     return "" if output_layer == -1 else f"|layer{output_layer}"
 
 
+#: Written by `moeaudio export` beside a config-only encoder folder: the sha256 of the encoder's weights
+#: (kept in the export's model.safetensors), so cached features follow the weights, not the folder name.
+ENCODER_STAMP = "moeaudio_encoder.json"
+
+
+def config_only(source: str) -> bool:
+    """A local folder with a model config but no weight files (an export's ``encoder/``)."""
+    path = Path(source)
+    weights = list(path.glob("*.safetensors")) + list(path.glob("*.bin")) if path.is_dir() else []
+    return path.is_dir() and (path / "config.json").is_file() and not weights
+
+
 def _weights_stamp(source: str) -> str:
     """Changes when a local checkpoint's weights change, so cached features are invalidated."""
     path = Path(source)
     if not path.is_dir():
         return source
+    if (path / ENCODER_STAMP).is_file():
+        return (path / ENCODER_STAMP).read_text()
     files = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
     return "|".join(f"{f.name}:{f.stat().st_size}:{int(f.stat().st_mtime)}" for f in files)
 

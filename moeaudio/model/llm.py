@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from moeaudio.config import LLMConfig
+from moeaudio.config import LLMConfig, RecipeError
 from moeaudio.model.smollm2_offline import OFFLINE_SMOLLM2_ID, converted_smollm2_dir, offline_smollm2_dir
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
@@ -87,23 +87,46 @@ def build_tokenizer(cfg: LLMConfig):
     return tok
 
 
+def attention_kwargs(cfg: LLMConfig) -> dict[str, str]:
+    """``{"attn_implementation": ...}`` for transformers when the recipe names one (else transformers'
+    default); raises :class:`RecipeError` for flash_attention_2 where flash-attn cannot run."""
+    if cfg.attn_implementation is None:
+        return {}
+    if cfg.attn_implementation == "flash_attention_2":
+        from transformers.utils import is_flash_attn_2_available
+
+        if not is_flash_attn_2_available():
+            raise RecipeError(
+                "llm.attn_implementation=flash_attention_2 needs the flash-attn package and a CUDA GPU "
+                "(neither is usable here); use sdpa (the default) or eager"
+            )
+    return {"attn_implementation": cfg.attn_implementation}
+
+
 def build_llm(cfg: LLMConfig, vocab_size: int, seed: int = 0) -> nn.Module:
     """Load (hub id / path) or build (``tiny``) the causal LM, sized to the tokenizer."""
     from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+    attention = attention_kwargs(cfg)
     if cfg.name == "tiny":
         torch.manual_seed(seed)
         config = Qwen2Config(
             **{**TINY_QWEN2, "hidden_size": cfg.hidden_size, **cfg.tiny}, vocab_size=vocab_size
         )
+        if attention:
+            config._attn_implementation = attention["attn_implementation"]
         model = Qwen2ForCausalLM(config)
     else:
-        model = AutoModelForCausalLM.from_pretrained(model_source(cfg.name), dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(model_source(cfg.name), dtype=torch.float32, **attention)
     if model.get_input_embeddings().num_embeddings < vocab_size:
         # seeded: the new rows (audio placeholder) must be the same when a checkpoint that does not
         # store a frozen LLM rebuilds it
         torch.manual_seed(seed)
         model.resize_token_embeddings(vocab_size)
+    if cfg.lora_adapter:  # a saved PEFT adapter (an export's ./lora): its own config, its own weights
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, cfg.lora_adapter, is_trainable=not cfg.freeze)
     if cfg.lora_r > 0:
         from peft import LoraConfig, get_peft_model
 

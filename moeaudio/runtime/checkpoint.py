@@ -8,6 +8,10 @@ Layout of one checkpoint (``RUN/checkpoints/step-000200/``)::
     trainer_state.json    step, seed, batches consumed, RNG states, metrics
     deepspeed/            DeepSpeed's own shards, for exact resume only
 
+An export (``moeaudio export``, :mod:`moeaudio.runtime.export`) is a directory :func:`load_model` reads
+the same way: its recipe names files inside it (``./encoder``, ``./llm``, ``./tokenizer``), which are
+resolved against the directory, and ``export.json`` says which weights live outside ``model.safetensors``.
+
 Writing checkpoints needs the DeepSpeed engine and lives in ``moeaudio.train.checkpoint``; reading
 them needs neither DeepSpeed nor pickle and lives here, so every command below training can load
 a model.
@@ -27,6 +31,7 @@ from moeaudio.errors import CheckpointError
 from moeaudio.model.audio_llm import AudioLLM, build_audio_llm
 
 __all__ = [
+    "EXPORT_MANIFEST",
     "WEIGHTS",
     "checkpoint_root",
     "find_latest_run_checkpoint",
@@ -38,6 +43,18 @@ __all__ = [
 ]
 
 WEIGHTS = "model.safetensors"
+EXPORT_MANIFEST = "export.json"
+#: Recipe fields that may name a path inside the checkpoint (``./...``).
+LOCAL_PATH_FIELDS = (("encoder", "name"), ("llm", "name"), ("llm", "tokenizer"), ("llm", "lora_adapter"))
+
+
+def resolve_local_paths(recipe, checkpoint: Path):
+    """``./x`` in the path fields of a checkpoint's recipe -> ``CHECKPOINT/x`` (exports name their own files)."""
+    for section, key in LOCAL_PATH_FIELDS:
+        value = getattr(getattr(recipe, section), key)
+        if isinstance(value, str) and value.startswith("./"):
+            setattr(getattr(recipe, section), key, str((checkpoint / value).resolve()))
+    return recipe
 
 
 def checkpoint_root(run_dir: str | Path) -> Path:
@@ -103,23 +120,31 @@ def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
     return json.loads((checkpoint / "trainer_state.json").read_text())
 
 
-def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> AudioLLM:
-    """Rebuild the AudioLLM from a checkpoint directory, in eval mode, without DeepSpeed or pickle.
+def load_model(
+    checkpoint: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> AudioLLM:
+    """Rebuild the AudioLLM from a checkpoint directory, in eval mode, without DeepSpeed or pickle;
+    on ``device``, its floating-point weights cast to ``dtype`` when given (bf16 inference on a GPU).
 
-    Frozen parts rebuilt from their reference (:func:`rebuilt_parts`) are not in the weights file;
-    every other parameter must be.
+    Frozen parts rebuilt from their reference (:func:`rebuilt_parts`) are not in a training
+    checkpoint's weights file; every other parameter must be. In an export every weight is in the
+    export: the LLM's in its own folder (listed in ``export.json``), all others in the weights file.
     """
     checkpoint = Path(checkpoint)
     if not (checkpoint / WEIGHTS).exists():
         raise CheckpointError(f"{checkpoint}: no {WEIGHTS}; is this a moeaudio checkpoint directory?")
-    recipe = load_recipe(checkpoint / "recipe.yaml")
+    recipe = resolve_local_paths(load_recipe(checkpoint / "recipe.yaml"), checkpoint)
+    export = checkpoint / EXPORT_MANIFEST
+    if export.exists():
+        elsewhere = tuple(json.loads(export.read_text()).get("weights_elsewhere", []))
+    else:
+        elsewhere = rebuilt_parts(recipe)
     model = build_audio_llm(recipe)
     state = load_file(str(checkpoint / WEIGHTS))
     missing, unexpected = model.load_state_dict(state, strict=False)
-    rebuilt = rebuilt_parts(recipe)
-    missing = [k for k in missing if not k.startswith(rebuilt)]
+    missing = [k for k in missing if not k.startswith(elsewhere)] if elsewhere else missing
     if missing or unexpected:
         raise CheckpointError(
             f"{checkpoint / WEIGHTS}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
         )
-    return model.to(device).eval()
+    return (model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)).eval()

@@ -1,4 +1,5 @@
-"""Which device a command runs on: CUDA when present (unless ``MOEAUDIO_FORCE_CPU=1``), else CPU."""
+"""Which device a command runs on: CUDA when present (unless ``MOEAUDIO_FORCE_CPU=1``), else CPU; and
+in which precision inference runs there: bf16 on a GPU that supports it, fp32 on CPU (``auto``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import os
 
 import torch
 
-__all__ = ["pick_device", "use_cuda"]
+from moeaudio.errors import UsageError
+
+__all__ = ["PRECISIONS", "inference_dtype", "pick_device", "use_cuda"]
+
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 
 def use_cuda() -> bool:
@@ -19,3 +24,16 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if use_cuda() else "cpu")
+
+
+def inference_dtype(device: str | torch.device, precision: str = "auto") -> torch.dtype:
+    """The dtype eval and transcribe run the model in: ``auto`` is bf16 on a CUDA device with bf16
+    support (as training there, ``train.precision: auto``) and fp32 elsewhere (CPU bf16 is slow)."""
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto":
+        cuda = torch.device(device).type == "cuda"
+        return torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import typer
+from torch.distributed.elastic.multiprocessing.errors import record
 
 from moeaudio.options import command
 from moeaudio.train.main import train_main
@@ -13,5 +14,11 @@ from moeaudio.train.options import TrainOptions
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 app.command()(command(TrainOptions, train_main))
 
-if __name__ == "__main__":
+
+@record  # under an elastic launcher (torchrun, train --nproc) a rank's exception reaches the launcher
+def main() -> None:
     app(prog_name="python -m moeaudio.train")
+
+
+if __name__ == "__main__":
+    main()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from moeaudio.logs import verbose_enabled
 from moeaudio.options import argument, option
 
 __all__ = ["TrainOptions"]
@@ -20,11 +21,18 @@ class TrainOptions:
     resume: bool = option(False, "continue from the run's last complete checkpoint")
     nproc: int = option(1, "local processes (data parallel)")
     no_eval: bool = option(False, "skip the validation pass at the end")
+    as_json: bool = option(
+        False, "print one JSON object (run, checkpoint, steps, validation); the rest on stderr", flag="--json"
+    )
     local_rank: int | None = option(None, flag="--local_rank", hidden=True)
+    # set by `train --nproc` on the ranks it starts: the launcher, not a rank, prints the JSON
+    nproc_rank: bool = option(False, flag="--nproc-rank", hidden=True)
 
     def launcher_args(self) -> list[str]:
         """The same options for each rank's ``python -m moeaudio.train`` (``--nproc`` dropped)."""
         args = [self.recipe, *(self.overrides or [])]
         args += ["--output-dir", self.output_dir] if self.output_dir else []
         args += ["--resume"] if self.resume else []
-        return args + (["--no-eval"] if self.no_eval else [])
+        args += ["--json"] if self.as_json else []
+        args += ["--verbose"] if verbose_enabled() else []
+        return args + (["--no-eval"] if self.no_eval else []) + ["--nproc-rank"]

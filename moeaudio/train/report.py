@@ -1,15 +1,34 @@
-"""What a training run shows and writes: start-up tables, progress bar, JSONL + TensorBoard, loss PNG."""
+"""What a training run shows and writes: start-up tables, progress bar, loggers, loss PNG.
+
+The loggers are the recipe's ``train.report_to``: ``jsonl`` (``RUN/metrics.jsonl``), ``tensorboard``
+(``RUN/tensorboard``) and ``wandb`` (Weights & Biases, imported only when asked for; ``WANDB_MODE=offline``
+writes the run under ``RUN/wandb`` without an account). Every logger gets every logged record and the
+final validation's headline numbers.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-from moeaudio.config import Recipe
+from moeaudio.config import Recipe, RecipeError
+from moeaudio.eval.handlers import handler_for
 from moeaudio.eval.validation import render_report
 from moeaudio.io_utils import save_figure
+
+
+def _import_wandb():
+    try:
+        import wandb
+    except ImportError as exc:
+        raise RecipeError(
+            "train.report_to includes wandb, but wandb is not installed: pip install 'moeaudio[wandb]' "
+            "(or drop wandb from train.report_to)"
+        ) from exc
+    return wandb
 
 
 class Reporter:
@@ -22,8 +41,13 @@ class Reporter:
         self.run_dir = run_dir
         self.enabled = enabled
         self.console = Console()
+        self.report_to = set(recipe.train.report_to)
         self.metrics_path = run_dir / "metrics.jsonl"
         self.tb = None
+        self.wandb_run = None
+        self._wandb = (
+            _import_wandb() if enabled and "wandb" in self.report_to else None
+        )  # fail before training
         if enabled:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
@@ -51,9 +75,17 @@ class Reporter:
         counts = model.adapter.param_counts()
         table.caption = f"adapter active per audio token: {counts['active']:,} of {counts['total']:,}"
         self.console.print(table)
-        from torch.utils.tensorboard import SummaryWriter
+        if "tensorboard" in self.report_to:
+            from torch.utils.tensorboard import SummaryWriter
 
-        self.tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+            self.tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+        if self._wandb is not None:
+            self.wandb_run = self._wandb.init(
+                project=os.environ.get("WANDB_PROJECT", "moeaudio"),
+                name=self.run_dir.name,
+                dir=str(self.run_dir),
+                config=self.recipe.model_dump(mode="json"),
+            )
 
     @contextlib.contextmanager
     def progress(self, total: int, done: int):
@@ -76,12 +108,17 @@ class Reporter:
     def log(self, record: dict[str, float], progress) -> None:
         if not self.enabled:
             return
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if "jsonl" in self.report_to:
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
         if self.tb is not None:
             for key, value in record.items():
                 if key != "step":
                     self.tb.add_scalar(f"train/{key}", value, record["step"])
+        if self.wandb_run is not None:
+            self.wandb_run.log(
+                {f"train/{k}": v for k, v in record.items() if k != "step"}, step=record["step"]
+            )
         status = f"loss {record['loss']:.3f} lr {record['lr']:.2e} tok/s {record['tokens_per_s']:.0f}"
         if "aux_loss" in record:
             status += f" aux {record['aux_loss']:.3f}"
@@ -100,13 +137,31 @@ class Reporter:
         if not self.enabled or not history:
             return
         if self.tb is not None:
-            self.tb.close()
+            self.tb.flush()  # closed after the validation numbers (final_table)
         path = plot_loss_curve(history, self.run_dir / "loss.png")
         self.console.print(f"loss curve: {path}")
+
+    def close(self) -> None:
+        """Close the loggers (after the final validation, if any)."""
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+            self.wandb_run = None
 
     def final_table(self, report: dict[str, Any], result) -> None:
         if not self.enabled:
             return
+        headlines = {}
+        for task, r in report.items():
+            name, value = handler_for(r["kind"], r.get("scorer")).headline(r["metrics"])
+            headlines[f"valid/{task}/{name}"] = value
+        if self.tb is not None:
+            for key, value in headlines.items():
+                self.tb.add_scalar(key, value, result.steps)
+        if self.wandb_run is not None:
+            self.wandb_run.log(headlines, step=result.steps)
         (self.run_dir / "validation.json").write_text(json.dumps(report, indent=1))
         self.console.print(render_report(report, title=f"validation after {result.steps} steps"))
         self.console.print(f"checkpoint: {result.checkpoint}   wall time: {result.wall_seconds:.0f} s")

@@ -51,6 +51,7 @@ class TrainResult:
     steps: int
     history: list[dict[str, float]]
     wall_seconds: float
+    validation: dict[str, Any] | None = None  # {task: result} of the final validation (rank 0)
 
 
 def seed_everything(seed: int) -> None:
@@ -331,7 +332,9 @@ def run_train(
     if validate is not None and s.rank == 0 and t.max_steps > 0:
         s.model.eval()
         report = validate(s.model, manifest_path(recipe, "valid"), recipe, not s.quiet)
+        result.validation = report
         s.reporter.final_table(report, result)
+    s.reporter.close()
     return result
 
 

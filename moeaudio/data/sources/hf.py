@@ -11,7 +11,9 @@ The audio column is cast to ``Audio(decode=False)`` so rows carry ``{"bytes", "p
 and are decoded with soundfile -- ``datasets``' own decoder needs torchcodec/FFmpeg. Decoded
 audio is written to ``out/audio/<split>/<id>.wav`` (reruns reuse existing wavs). Rows with
 only a ``path`` (no bytes) reference that file directly (relative paths resolve against
-``src``). Scalar columns other than audio/text/id/speaker go to ``meta``.
+``src``). Scalar columns other than audio/text/id/speaker go to ``meta`` (label columns such as
+``category`` also when stored as lists, flattened by :func:`~moeaudio.data.tasks.scalar_label`); a text
+column holding a list gives its first element as the target and all of them as ``meta.references``.
 
 Options: ``audio_column`` ("audio"), ``text_column`` ("text"; the target), ``id_column``
 (None -> row index), ``speaker_column`` (None), ``task`` ("asr"), ``domain`` (from task),
@@ -31,7 +33,7 @@ from typing import Any
 from moeaudio.data.audio import AudioDecodeError, decode_audio_bytes, save_audio
 from moeaudio.data.manifest import Item
 from moeaudio.data.sources.base import Candidate, PrepareReport, run_finalize
-from moeaudio.data.tasks import TASK_INSTRUCTIONS
+from moeaudio.data.tasks import LABEL_META_KEYS, TASK_INSTRUCTIONS, scalar_label
 from moeaudio.errors import MissingDataError, UnknownNameError
 
 NAME = "hf"
@@ -129,10 +131,17 @@ def prepare(
                     continue
                 skip_cols = {audio_column, text_column, id_column, speaker_column}
                 meta = {
-                    k: v
+                    k: scalar_label(v) if isinstance(v, (list, tuple)) else v
                     for k, v in row.items()
-                    if k not in skip_cols and isinstance(v, (str, int, float, bool))
+                    if k not in skip_cols
+                    and (
+                        isinstance(v, (str, int, float, bool))
+                        or (k in LABEL_META_KEYS and isinstance(v, (list, tuple)))  # a label as a list
+                    )
                 }
+                if isinstance(text, (list, tuple)):  # several references: the first is the target
+                    meta["references"] = [str(t) for t in text]
+                    text = text[0] if text else ""
                 meta["split"] = split
                 cands.append(
                     Candidate(

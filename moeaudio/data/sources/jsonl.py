@@ -13,7 +13,9 @@ Options:
   task), ``lang``: values for fields a record does not carry.
 * ``split``: split name for a single file (default the file stem).
 * ``audio_root``: base for relative audio paths (default the file's directory).
-* Unmapped keys go to ``meta``. Plus the common options of :mod:`moeaudio.data.sources.base`.
+* Unmapped keys go to ``meta``. Label fields stored as lists in some records (``"category": ["x"]``,
+  ``"lang": ["en"]``) are flattened with :func:`~moeaudio.data.tasks.scalar_label`; a list ``target``
+  keeps its first element as the target and all of them in ``meta.references`` (several references). Plus the common options of :mod:`moeaudio.data.sources.base`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 
 from moeaudio.data.manifest import VALID_KEYS, Item
 from moeaudio.data.sources.base import Candidate, PrepareReport, run_finalize
-from moeaudio.data.tasks import TASK_INSTRUCTIONS
+from moeaudio.data.tasks import LABEL_META_KEYS, TASK_INSTRUCTIONS, scalar_label
 from moeaudio.errors import MissingDataError, UsageError
 
 NAME = "jsonl"
@@ -82,6 +84,16 @@ def records_to_candidates(
             continue
         meta = dict(values.pop("meta", {}) or {})
         meta.update({k: v for k, v in rec.items() if k not in used and v not in (None, "")})
+        for k in LABEL_META_KEYS:
+            if isinstance(meta.get(k), (list, tuple)):
+                meta[k] = scalar_label(meta[k])
+        for f in ("id", "task", "domain", "instruction", "lang", "speaker", "answer", "duration"):
+            if isinstance(values.get(f), (list, tuple)):
+                values[f] = scalar_label(values[f])
+        if isinstance(values["target"], (list, tuple)):
+            references = [str(t) for t in values["target"] if str(t).strip()]
+            meta.setdefault("references", references)
+            values["target"] = references[0] if references else ""
         audio = str(values.pop("audio"))
         the_task = str(values.pop("task", task))
         choices = values.pop("choices", None)

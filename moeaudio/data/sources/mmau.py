@@ -8,6 +8,11 @@ Layout (GitHub ``Sakshi113/MMAU`` JSON + the released audio archives)::
             "answer": "<choice text>", "dataset", "task": "sound|music|speech",
             "split": "test-mini", "category", "sub-category", "difficulty"}
 
+Label fields (``task``, ``category``, ``sub-category``, ``difficulty``, ``dataset``, ``split``) are strings
+in most entries and one-element lists in some of the released test-mini (``"category": ["Reasoning"]``);
+each goes through :func:`~moeaudio.data.tasks.scalar_label`, so a breakdown never shows
+``['Reasoning']`` as a category of its own (several values are joined with ``"; "``).
+
 ``audio_id`` is resolved relative to the JSON file's directory. The split is the entry's
 ``split`` field, else the file stem without the ``mmau`` prefix. Domain = the ``task`` field.
 ``answer`` is turned into a choice letter (``Item.answer``) and ``target`` holds the choice
@@ -29,7 +34,7 @@ from typing import Any
 
 from moeaudio.data.manifest import DOMAINS, Item
 from moeaudio.data.sources.base import Candidate, PrepareReport, run_finalize
-from moeaudio.data.tasks import TASK_INSTRUCTIONS, answer_letter
+from moeaudio.data.tasks import TASK_INSTRUCTIONS, answer_letter, scalar_label
 from moeaudio.errors import MissingDataError, UsageError
 
 NAME = "mmau"
@@ -61,17 +66,17 @@ def prepare(
                 skipped.append((where, "entry lacks audio_id, question or choices"))
                 continue
             choices = [str(c) for c in e["choices"]]
-            answer = e.get("answer")
+            answer = scalar_label(e.get("answer"))
             letter = answer_letter(str(answer), choices, prefer="text") if answer not in (None, "") else None
             if answer not in (None, "") and letter is None:
                 skipped.append((where, f"answer {answer!r} is not one of the choices"))
                 continue
-            domain = str(e.get("task", "mixed")).lower()
-            split = str(e.get("split") or default_split).replace("_", "-")
+            domain = str(scalar_label(e.get("task")) or "mixed").lower()
+            split = str(scalar_label(e.get("split")) or default_split).replace("_", "-")
             meta = {
-                k.replace("-", "_"): e[k]
+                k.replace("-", "_"): scalar_label(e[k])
                 for k in ("dataset", "category", "sub-category", "difficulty")
-                if k in e
+                if scalar_label(e.get(k)) is not None
             }
             if domain not in DOMAINS:
                 meta["mmau_task"] = e.get("task")

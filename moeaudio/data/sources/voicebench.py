@@ -16,6 +16,10 @@ options, so ``meta.choices_in_audio`` is True and ``meta.text_prompt`` keeps the
 the text-vs-speech modality-gap evaluation. ``choices``/``answer`` are parsed from
 ``prompt``/``reference``; rows that cannot be parsed are skipped and reported.
 
+Columns that hold a list of labels in some rows (e.g. a one-element ``category`` list) are flattened
+with :func:`~moeaudio.data.tasks.scalar_label` before they reach ``meta``, as are ``prompt`` and
+``reference``.
+
 Options: ``subsets`` (default ``("mmsu", "openbookqa")``), ``target_sr`` (None = keep the
 released rate), ``overwrite`` (False), plus the common options of
 :mod:`moeaudio.data.sources.base`.
@@ -33,7 +37,7 @@ import pyarrow.parquet as pq
 from moeaudio.data.audio import AudioDecodeError, decode_audio_bytes, save_audio
 from moeaudio.data.manifest import Item
 from moeaudio.data.sources.base import Candidate, PrepareReport, run_finalize
-from moeaudio.data.tasks import answer_letter, split_choices
+from moeaudio.data.tasks import answer_letter, scalar_label, split_choices
 from moeaudio.errors import MissingDataError
 
 NAME = "voicebench"
@@ -84,13 +88,14 @@ def prepare(
             for idx, row in enumerate(_rows(path)):
                 rid = next((str(row[c]) for c in _ID_COLUMNS if row.get(c) not in (None, "")), f"{idx:05d}")
                 where = f"{path}#{idx}"
-                prompt = str(row.get("prompt") or "")
+                prompt = str(scalar_label(row.get("prompt")) or "")
                 parsed = split_choices(prompt)
                 if parsed is None:
                     skipped.append((where, "could not parse lettered choices from 'prompt'"))
                     continue
                 question, choices = parsed
-                letter = answer_letter(str(row.get("reference") or ""), choices)
+                reference = scalar_label(row.get("reference"))
+                letter = answer_letter(str(reference or ""), choices)
                 if letter is None:
                     skipped.append((where, f"reference {row.get('reference')!r} matches no choice"))
                     continue
@@ -116,7 +121,11 @@ def prepare(
                     "choices_in_audio": True,
                 }
                 for k, v in row.items():
-                    if k not in ("audio", "prompt", "reference") and isinstance(v, (str, int, float, bool)):
+                    if k in ("audio", "prompt", "reference"):
+                        continue
+                    if isinstance(v, (list, tuple)) and all(isinstance(x, (str, int, float)) for x in v):
+                        v = scalar_label(v)  # a label stored as a list in some rows
+                    if isinstance(v, (str, int, float, bool)):
                         meta.setdefault(k, v)
                 cands.append(
                     Candidate(
