@@ -14,12 +14,16 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "DiskFullError",
     "EvalDataError",
     "EvalError",
     "MissingDataError",
-    "OptionError",
+    "ModelLoadError",
     "MoeaudioError",
     "NoRouterError",
+    "OptionError",
+    "RunDirectoryError",
+    "TrainingDivergedError",
     "UnknownNameError",
     "UsageError",
 ]
@@ -62,3 +66,21 @@ class EvalDataError(EvalError, FileNotFoundError):
 
 class NoRouterError(MoeaudioError, ValueError):
     """The model's adapter has no router (dense, mlp or linear adapter): nothing to route."""
+
+
+class ModelLoadError(MoeaudioError, OSError):
+    """The encoder or LLM a recipe names cannot be loaded (not a local path, not cached, offline);
+    the message names the recipe key (``encoder.name``, ``llm.name``, ``llm.tokenizer``)."""
+
+
+class RunDirectoryError(MoeaudioError, FileExistsError):
+    """A run directory that already holds checkpoints, used without ``--resume`` or ``--overwrite``."""
+
+
+class TrainingDivergedError(MoeaudioError, FloatingPointError):
+    """A loss term or a weight went NaN/Inf; the message names the step and the term, and the last
+    good checkpoint (which is left as it was)."""
+
+
+class DiskFullError(MoeaudioError, OSError):
+    """No space left while writing (a checkpoint); what was written before is left intact."""

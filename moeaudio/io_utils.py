@@ -16,7 +16,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "save_figure"]
+from moeaudio.errors import MissingDataError, UsageError
+
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "read_user_text", "save_figure"]
 
 
 def _current_umask() -> int:
@@ -54,6 +56,29 @@ def atomic_path(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def read_user_text(path: str | os.PathLike[str], what: str = "file") -> str:
+    """The text of a UTF-8 file a user gave us (a leading byte-order mark dropped).
+
+    A missing file, a directory and bytes that are not UTF-8 are :class:`~moeaudio.errors.MoeaudioError` errors
+    naming the file (and the line and column of the first bad byte), never a bare ``OSError`` or
+    ``UnicodeDecodeError``.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise MissingDataError(f"{p}: {what} not found")
+    if p.is_dir():
+        raise UsageError(f"{p}: is a directory, not a {what}")
+    raw = p.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise UsageError(
+            f"{p}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {column}); save the {what} as UTF-8"
+        ) from None
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

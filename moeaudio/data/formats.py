@@ -35,7 +35,7 @@ from typing import Any
 from moeaudio.data.manifest import Item, ManifestError, manifest_relpath, read_manifest, write_manifest
 from moeaudio.data.tasks import TASK_INSTRUCTIONS, item_prompt
 from moeaudio.errors import UsageError
-from moeaudio.io_utils import atomic_write_text
+from moeaudio.io_utils import atomic_write_text, read_user_text
 
 __all__ = ["FORMATS", "Format", "convert", "detect_format", "read_items", "write_items"]
 
@@ -163,19 +163,34 @@ def _get_format(name: str) -> Format:
 
 
 def _iter_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number or list index, record) pairs from a jsonl or a .json list."""
-    text = path.read_text(encoding="utf-8")
+    """(line number or list index, record) pairs from a jsonl or a .json list; every record must be
+    a JSON object (:class:`ManifestError` naming the file and line otherwise)."""
+    text = read_user_text(path, "manifest")
     if path.suffix == ".json" and text.lstrip().startswith("["):
-        data = json.loads(text)
-        return [(i + 1, r) for i, r in enumerate(data)]
-    out = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                out.append((lineno, json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise ManifestError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from e
-    return out
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as e:
+            where = f"{path}:{e.lineno}" if isinstance(e, json.JSONDecodeError) else str(path)
+            raise ManifestError(f"{where}: invalid JSON ({getattr(e, 'msg', 'nested too deeply')})") from None
+        records = [(i + 1, r) for i, r in enumerate(data)]
+        unit = "entry"
+    else:
+        records = []
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    records.append((lineno, json.loads(line)))
+                except json.JSONDecodeError as e:
+                    raise ManifestError(
+                        f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})"
+                    ) from None
+                except RecursionError:
+                    raise ManifestError(f"{path}:{lineno}: invalid JSON (nested too deeply)") from None
+        unit = "line"
+    for n, rec in records:
+        if not isinstance(rec, dict):
+            raise ManifestError(f"{path}:{n}: {unit} {n} must be a JSON object (got {type(rec).__name__})")
+    return records
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
@@ -213,9 +228,9 @@ def read_items(path: str | os.PathLike[str], fmt: str = "auto", *, task: str = "
     for lineno, rec in _iter_records(p):
         try:
             item = spec.from_record(rec, lineno - 1, task)
-        except (KeyError, ValueError, TypeError) as e:
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
             what = f"missing key {e}" if isinstance(e, KeyError) else str(e)
-            raise ManifestError(f"{p}:{lineno}: not a valid {fmt} record ({what})") from e
+            raise ManifestError(f"{p}:{lineno}: not a valid {fmt} record ({what})") from None
         item.audio = _abs_audio(item.audio, p.parent)
         items.append(item)
     return items
@@ -263,5 +278,10 @@ def convert(
 ) -> int:
     """Convert ``src`` (in ``src_format``, or auto-detected) to ``dst`` in ``dst_format``; returns item count."""
     items = read_items(src, src_format, task=task)
-    write_items(dst, items, dst_format, relative=relative)
+    if Path(dst).is_dir():
+        raise UsageError(f"{dst}: is a directory; give the output manifest's file name")
+    try:
+        write_items(dst, items, dst_format, relative=relative)
+    except OSError as e:
+        raise UsageError(f"{dst}: cannot write ({e.strerror or e})") from None
     return len(items)
