@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from moeaudio.config import LLMConfig
+from moeaudio.model.loading import loading
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 
@@ -54,7 +55,8 @@ def build_tokenizer(cfg: LLMConfig):
         tok.add_special_tokens({"additional_special_tokens": [IM_START]})
         tok.chat_template = CHAT_TEMPLATE
     else:
-        tok = AutoTokenizer.from_pretrained(source)
+        with loading("llm.tokenizer" if cfg.tokenizer else "llm.name", source, ("tiny", "builtin")):
+            tok = AutoTokenizer.from_pretrained(source)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if cfg.audio_placeholder not in tok.get_vocab():
@@ -74,7 +76,8 @@ def build_llm(cfg: LLMConfig, vocab_size: int, seed: int = 0) -> nn.Module:
         )
         model = Qwen2ForCausalLM(config)
     else:
-        model = AutoModelForCausalLM.from_pretrained(cfg.name, dtype=torch.float32)
+        with loading("llm.name", cfg.name):
+            model = AutoModelForCausalLM.from_pretrained(cfg.name, dtype=torch.float32)
     if model.get_input_embeddings().num_embeddings < vocab_size:
         model.resize_token_embeddings(vocab_size)
     if cfg.lora_r > 0:
