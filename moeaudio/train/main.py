@@ -33,11 +33,17 @@ def conflict_cosines(model: AudioLLM, examples: list[Example], recipe: Recipe) -
 
 
 def train_recipe(
-    recipe: Recipe, output_dir: str | Path | None = None, resume: bool = False, evaluate: bool = True
+    recipe: Recipe,
+    output_dir: str | Path | None = None,
+    resume: bool = False,
+    evaluate: bool = True,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train with the standard callbacks: validation on the recipe's valid split, conflict probe."""
     validation: Any = validate if evaluate else None
-    return run_train(recipe, output_dir, resume, validate=validation, conflict_probe=conflict_cosines)
+    return run_train(
+        recipe, output_dir, resume, validate=validation, conflict_probe=conflict_cosines, overwrite=overwrite
+    )
 
 
 def train_main(opts: TrainOptions) -> TrainResult | None:
@@ -48,4 +54,6 @@ def train_main(opts: TrainOptions) -> TrainResult | None:
         if code:
             raise SystemExit(code)
         return None
-    return train_recipe(recipe, opts.output_dir, opts.resume, evaluate=not opts.no_eval)
+    return train_recipe(
+        recipe, opts.output_dir, opts.resume, evaluate=not opts.no_eval, overwrite=opts.overwrite
+    )

@@ -18,6 +18,7 @@ class TrainOptions:
     overrides: list[str] | None = argument(None, "section.key=value overrides, e.g. adapter.top_k=2")
     output_dir: str | None = option(None, "run directory (default: train.output_dir)")
     resume: bool = option(False, "continue from the run's last complete checkpoint")
+    overwrite: bool = option(False, "delete the checkpoints the run directory already holds, then train")
     nproc: int = option(1, "local processes (data parallel)")
     no_eval: bool = option(False, "skip the validation pass at the end")
     local_rank: int | None = option(None, flag="--local_rank", hidden=True)
@@ -27,4 +28,5 @@ class TrainOptions:
         args = [self.recipe, *(self.overrides or [])]
         args += ["--output-dir", self.output_dir] if self.output_dir else []
         args += ["--resume"] if self.resume else []
+        args += ["--overwrite"] if self.overwrite else []
         return args + (["--no-eval"] if self.no_eval else [])
