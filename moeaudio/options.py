@@ -7,7 +7,9 @@ the fields, builds the dataclass from the parsed values and calls the plain func
 ``moeaudio train`` and ``python -m moeaudio.train`` build their parsers from the same class.
 
 User faults (:class:`~moeaudio.errors.MoeaudioError`) are printed as one line on stderr with exit
-status 2; any other exception is a bug and keeps its traceback.
+status 2; any other exception is a bug and keeps its traceback. Warnings that moeaudio's own modules
+issue (e.g. audio repaired by ``--repair-audio``) are printed as ``warning: ...`` lines on stderr,
+every time, without Python's file-and-line prefix.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import functools
 import inspect
 import json
 import typing
+import warnings
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -25,7 +28,7 @@ from rich.console import Console
 
 from moeaudio.errors import MoeaudioError, UsageError
 
-__all__ = ["argument", "command", "fail", "option", "parse_key_values", "print_json"]
+__all__ = ["argument", "command", "fail", "option", "parse_key_values", "print_json", "warn"]
 
 
 def option(default: Any = None, help: str = "", *, flag: str | None = None, hidden: bool = False) -> Any:
@@ -42,6 +45,20 @@ def fail(message: str, status: int = 2) -> typing.NoReturn:
     """Print ``error: message`` on stderr and exit with ``status``."""
     Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(status)
+
+
+def warn(message: str) -> None:
+    """Print ``warning: message`` on stderr (the command goes on)."""
+    Console(stderr=True).print(f"[bold yellow]warning:[/] {message}", highlight=False)
+
+
+def _show_warning(
+    message, category, filename, lineno, file=None, line=None, *, _default=warnings.showwarning
+):
+    if getattr(category, "__module__", "").startswith("moeaudio"):
+        warn(str(message))
+    else:
+        _default(message, category, filename, lineno, file, line)
 
 
 def print_json(data: Any) -> None:
@@ -82,7 +99,10 @@ def command(options_cls: type, run: Callable[[Any], Any]) -> Callable[..., Any]:
     @functools.wraps(run)
     def wrapper(**kwargs: Any) -> None:
         try:
-            run(options_cls(**kwargs))
+            with warnings.catch_warnings():
+                warnings.filterwarnings("always", module=r"moeaudio\.")
+                warnings.showwarning = _show_warning
+                run(options_cls(**kwargs))
         except MoeaudioError as exc:
             fail(str(exc))
 
