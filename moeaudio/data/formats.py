@@ -32,7 +32,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from moeaudio.data.manifest import Item, ManifestError, manifest_relpath, read_manifest, write_manifest
+from moeaudio.data.manifest import (
+    Item,
+    ManifestError,
+    manifest_relpath,
+    read_manifest,
+    validate_record,
+    write_manifest,
+)
 from moeaudio.data.tasks import TASK_INSTRUCTIONS, item_prompt
 from moeaudio.errors import UsageError
 from moeaudio.io_utils import atomic_write_text, read_user_text
@@ -232,6 +239,9 @@ def read_items(path: str | os.PathLike[str], fmt: str = "auto", *, task: str = "
             what = f"missing key {e}" if isinstance(e, KeyError) else str(e)
             raise ManifestError(f"{p}:{lineno}: not a valid {fmt} record ({what})") from None
         item.audio = _abs_audio(item.audio, p.parent)
+        problems = validate_record(item.to_dict())  # the values, as a manifest line would be checked
+        if problems:
+            raise ManifestError(f"{p}:{lineno}: not a valid {fmt} record ({'; '.join(problems)})")
         items.append(item)
     return items
 
