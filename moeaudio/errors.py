@@ -4,7 +4,8 @@ Why a hierarchy: a bad recipe key, a manifest line that does not parse or a chec
 that is not one are the user's to fix, and deserve one clear line naming the file, line or key;
 a ``TypeError`` or ``KeyError`` from our own code is a bug and must keep its traceback. So every
 user-facing check raises a :class:`MoeaudioError` subclass, and nothing else is turned into a
-one-line error. Each subclass also derives from the built-in exception its callers would expect
+one-line error -- except, as a safety net under those checks, an ``OSError`` naming a file whose
+cause is the machine (missing, no permission, disk full, ...; ``moeaudio.options.ENVIRONMENT_ERRNOS``). Each subclass also derives from the built-in exception its callers would expect
 (``ValueError``, ``FileNotFoundError``), so library users can catch either. Errors tied to one
 module live beside it and derive from this base: ``config.RecipeError``,
 ``data.manifest.ManifestError``, ``data.audio.AudioDecodeError``.

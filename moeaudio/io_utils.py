@@ -18,7 +18,15 @@ from pathlib import Path
 
 from moeaudio.errors import MissingDataError, UsageError
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "read_user_text", "save_figure"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_output_dir",
+    "check_output_file",
+    "read_user_text",
+    "save_figure",
+]
 
 
 def _current_umask() -> int:
@@ -79,6 +87,37 @@ def read_user_text(path: str | os.PathLike[str], what: str = "file") -> str:
         raise UsageError(
             f"{p}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {column}); save the {what} as UTF-8"
         ) from None
+
+
+def _blocking_file(path: Path) -> Path | None:
+    """The first existing ancestor of ``path`` that is a file (so ``path`` can never be created)."""
+    for parent in path.absolute().parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
+def check_output_file(path: str | os.PathLike[str] | None, what: str) -> None:
+    """A file a command will write (``what``: the option naming it) can be written there: it is not
+    a directory and no file stands where one of its folders must be. :class:`UsageError` otherwise."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{what} {p} is a directory; give a file name")
+    if (blocker := _blocking_file(p)) is not None:
+        raise UsageError(f"{what} {p}: {blocker} is a file, so no folder can be made there")
+
+
+def check_output_dir(path: str | os.PathLike[str] | None, what: str) -> None:
+    """A directory a command will write into (``what``: the option or key naming it) can be there."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"{what} {p} is a file; give a directory")
+    if (blocker := _blocking_file(p)) is not None:
+        raise UsageError(f"{what} {p}: {blocker} is a file, so no folder can be made there")
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

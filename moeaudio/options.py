@@ -7,7 +7,9 @@ the fields, builds the dataclass from the parsed values and calls the plain func
 ``moeaudio train`` and ``python -m moeaudio.train`` build their parsers from the same class.
 
 User faults (:class:`~moeaudio.errors.MoeaudioError`) are printed as one line on stderr with exit
-status 2; any other exception is a bug and keeps its traceback. Warnings that moeaudio's own modules
+status 2; so is an ``OSError`` about a named file whose cause is the machine, not the code (missing,
+no permission, disk full, read-only, a file where a folder must be, ...: :data:`ENVIRONMENT_ERRNOS`),
+a safety net under the explicit checks. Any other exception is a bug and keeps its traceback. Warnings that moeaudio's own modules
 issue (e.g. audio repaired by ``--repair-audio``) are printed as ``warning: ...`` lines on stderr,
 every time, without Python's file-and-line prefix.
 """
@@ -15,6 +17,7 @@ every time, without Python's file-and-line prefix.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import inspect
 import json
@@ -29,6 +32,24 @@ from rich.console import Console
 from moeaudio.errors import MoeaudioError, UsageError
 
 __all__ = ["argument", "command", "fail", "option", "parse_key_values", "print_json", "warn"]
+
+
+#: ``OSError`` causes that are the machine's state, not a bug: printed as ``error: FILE: reason``.
+ENVIRONMENT_ERRNOS = frozenset(
+    {
+        errno.ENOENT,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
+        errno.EEXIST,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.ENAMETOOLONG,
+        errno.ELOOP,
+    }
+)
 
 
 def option(default: Any = None, help: str = "", *, flag: str | None = None, hidden: bool = False) -> Any:
@@ -105,6 +126,11 @@ def command(options_cls: type, run: Callable[[Any], Any]) -> Callable[..., Any]:
                 run(options_cls(**kwargs))
         except MoeaudioError as exc:
             fail(str(exc))
+        except OSError as exc:
+            if exc.errno not in ENVIRONMENT_ERRNOS or exc.filename is None:
+                raise
+            other = f" -> {exc.filename2}" if exc.filename2 is not None else ""
+            fail(f"{exc.filename}{other}: {exc.strerror}")
 
     wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in params}

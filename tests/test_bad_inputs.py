@@ -231,6 +231,12 @@ def _(e: Env) -> None:
     assert len(_rows(e.tmp / "out" / "s.jsonl")) == 1
 
 
+@case("prepare-synth-out-is-a-file")
+def _(e: Env) -> None:
+    (e.tmp / "afile").write_text("x")
+    names(invoke("prepare", "synth", e.tmp / "afile"), "OUT", "afile", "is a file")
+
+
 @case("prepare-synth-unknown-size")
 def _(e: Env) -> None:
     names(invoke("prepare", "synth", e.tmp / "out", "--size", "huge"), "huge")
@@ -299,6 +305,13 @@ def _(e: Env) -> None:
     src = e.manifest(e.rows("asr"))
     (e.tmp / "outdir").mkdir()
     names(invoke("convert", src, e.tmp / "outdir", "--to", "nemo"), "outdir", "directory")
+
+
+@case("convert-destination-under-a-file")
+def _(e: Env) -> None:
+    src = e.manifest(e.rows("asr"))
+    (e.tmp / "afile").write_text("x")
+    names(invoke("convert", src, e.tmp / "afile" / "o.jsonl"), "afile", "is a file")
 
 
 # --- inspect
@@ -437,6 +450,27 @@ def _(e: Env) -> None:
 @case("train-no-items-of-the-tasks")
 def _(e: Env) -> None:
     names(invoke(*e.train_args(e.corpus, "data.tasks=[not_a_task]")), "no training items", "not_a_task")
+
+
+@case("train-zero-processes")
+def _(e: Env) -> None:
+    names(invoke(*e.train_args(e.corpus, "--nproc", "0")), "--nproc")
+
+
+@case("train-output-dir-is-a-file")
+def _(e: Env) -> None:
+    (e.tmp / "run").write_text("not a directory")
+    names(invoke(*e.train_args(e.corpus)), "--output-dir", "is a file")
+
+
+@case("train-feature-cache-is-a-file")
+def _(e: Env) -> None:
+    (e.tmp / "cache").write_text("not a directory")
+    names(
+        invoke(*e.train_args(e.corpus, f"data.feature_cache={e.tmp / 'cache'}")),
+        "data.feature_cache",
+        "is a file",
+    )
 
 
 # --- train: manifests (the same checks as prepare, naming file and line)
@@ -817,6 +851,13 @@ def _(e: Env) -> None:
     names(_eval(e, e.manifest(e.rows("gender")), "--device", "tpu9"), "--device", "tpu9")
 
 
+@case("eval-output-is-a-directory")
+def _(e: Env) -> None:
+    (e.tmp / "outdir").mkdir()
+    out = invoke("eval", "--task", "gender", "--checkpoint", e.checkpoint, "--output", e.tmp / "outdir")
+    names(out, "--output", "outdir", "is a directory")
+
+
 # --- transcribe
 
 
@@ -894,6 +935,12 @@ def _(e: Env) -> None:
     names(out, "model.safetensors", "truncated")
 
 
+@case("transcribe-output-dir-is-a-file")
+def _(e: Env) -> None:
+    (e.tmp / "afile").write_text("x")
+    names(_transcribe(e, e.audio["good"], "--output-dir", e.tmp / "afile"), "--output-dir", "is a file")
+
+
 # --- analyze-routing
 
 
@@ -961,6 +1008,11 @@ def _(e: Env) -> None:
     names(out, "latest", ckpt.name, "does not exist")
 
 
+@case("routing-png-is-a-directory")
+def _(e: Env) -> None:
+    names(_routing(e, e.audio["good"], "--png", e.tmp), "--png", "is a directory")
+
+
 # --- analyze-conflict
 
 
@@ -1006,6 +1058,16 @@ def _(e: Env) -> None:
     (ckpt / "model.safetensors").write_bytes((ckpt / "model.safetensors").read_bytes()[:50])
     out = invoke("analyze-conflict", "--manifest", e.manifest(e.rows()), "--checkpoint", ckpt)
     names(out, "model.safetensors", "truncated")
+
+
+@case("conflict-png-under-a-file")
+def _(e: Env) -> None:
+    (e.tmp / "afile").write_text("x")
+    names(
+        _conflict(e, "--manifest", e.manifest(e.rows()), "--png", e.tmp / "afile" / "c.png"),
+        "--png",
+        "is a file",
+    )
 
 
 # --- analyze-probe

@@ -34,6 +34,7 @@ from moeaudio.analyze.run import (
 from moeaudio.config import load_recipe
 from moeaudio.data.audio import NonFinite, check_audio_file, load_audio
 from moeaudio.errors import MissingDataError, NoRouterError, UsageError
+from moeaudio.io_utils import check_output_file
 from moeaudio.model.audio_llm import AudioLLM
 from moeaudio.runtime.checkpoint import load_model, resolve_checkpoint, verify_checkpoint
 from moeaudio.runtime.device import pick_device
@@ -63,6 +64,7 @@ def analyze_routing_audio(
     it), so the tokens cover all of it; ``duration`` is the audio routed and ``windows`` their spans.
     """
     pick_device(device)
+    check_output_file(png, "--png")
     check_audio_file(audio)  # a bad file is named before the model loads
     ckpt = verify_checkpoint(resolve_checkpoint(checkpoint))
     model = load_model(ckpt, device)
@@ -112,6 +114,7 @@ def analyze_routing_manifest(
     ``{name: those keys}``. Every checkpoint must be a MoE (:class:`NoRouterError` otherwise).
     """
     pick_device(device)
+    check_output_file(png, "--png")
     paths = [verify_checkpoint(resolve_checkpoint(c)) for c in (checkpoints or [None])]
     _checked_before_loading(manifest, paths, limit)
     stats: dict[str, RoutingStats] = {}
@@ -161,6 +164,7 @@ def analyze_conflict(
     if lr is not None and not (lr > 0 and math.isfinite(lr)):
         raise UsageError(f"--lr must be a positive number (got {lr})")
     pick_device(device)
+    check_output_file(png, "--png")
     paths = [verify_checkpoint(resolve_checkpoint(c)) for c in (checkpoints or [None])]
     _checked_before_loading(manifest, paths, limit)
     results: dict[str, dict[str, Any]] = {}
@@ -201,6 +205,7 @@ def analyze_probe(
     their JSON view.
     """
     pick_device(device)
+    check_output_file(png, "--png")
     path = verify_checkpoint(resolve_checkpoint(checkpoint))
     recipe = load_recipe(path / "recipe.yaml")
     train_path = Path(train_manifest) if train_manifest else manifest_path(recipe, "train")

@@ -42,7 +42,7 @@ from moeaudio.data.manifest import (
 )
 from moeaudio.data.tasks import TASK_INSTRUCTIONS, item_prompt
 from moeaudio.errors import UsageError
-from moeaudio.io_utils import atomic_write_text, read_user_text
+from moeaudio.io_utils import atomic_write_text, check_output_file, read_user_text
 
 __all__ = ["FORMATS", "Format", "convert", "detect_format", "read_items", "write_items"]
 
@@ -288,8 +288,7 @@ def convert(
 ) -> int:
     """Convert ``src`` (in ``src_format``, or auto-detected) to ``dst`` in ``dst_format``; returns item count."""
     items = read_items(src, src_format, task=task)
-    if Path(dst).is_dir():
-        raise UsageError(f"{dst}: is a directory; give the output manifest's file name")
+    check_output_file(dst, "DST")
     try:
         write_items(dst, items, dst_format, relative=relative)
     except OSError as e:

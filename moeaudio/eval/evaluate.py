@@ -39,7 +39,7 @@ from moeaudio.eval.handlers import TaskHandler, handler_for
 from moeaudio.eval.metrics import plot_confusion, summarize_numbers
 from moeaudio.eval.options import EvalOptions
 from moeaudio.eval.tasks import EvalTask, get_task, prepare_hint
-from moeaudio.io_utils import atomic_write_text
+from moeaudio.io_utils import atomic_write_text, check_output_file
 from moeaudio.model.audio_llm import AudioLLM
 from moeaudio.runtime.batching import Collator, Example
 from moeaudio.runtime.checkpoint import WEIGHTS, load_model, resolve_checkpoint, verify_checkpoint
@@ -153,6 +153,7 @@ def plan(opts: EvalOptions) -> EvalPlan:
     ):
         if value is not None and value < least:
             raise EvalError(f"{flag} must be >= {least} (got {value})")
+    check_output_file(opts.output, "--output")
     spec = get_task(opts.task)
     if opts.modality == "text" and spec.kind != "mcq":
         raise EvalError(

@@ -26,7 +26,7 @@ from moeaudio.data.tasks import TASK_INSTRUCTIONS
 from moeaudio.errors import MissingDataError, UsageError
 from moeaudio.eval.generation import generate_all
 from moeaudio.eval.options import TranscribeOptions
-from moeaudio.io_utils import atomic_write_text
+from moeaudio.io_utils import atomic_write_text, check_output_dir
 from moeaudio.runtime.batching import Example
 from moeaudio.runtime.checkpoint import load_model, resolve_checkpoint
 from moeaudio.runtime.device import pick_device
@@ -217,6 +217,7 @@ def run_transcribe(
         raise UsageError("--batch-size must be >= 1")
     if window is not None and window <= 0:
         raise UsageError(f"--window must be a positive number of seconds (got {window:g})")
+    check_output_dir(output_dir, "--output-dir")
     paths = expand_audio_inputs(audio)
     for path in paths:  # every input checked before the model loads: a bad file is named at once
         check_audio_file(path)

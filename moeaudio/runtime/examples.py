@@ -17,6 +17,7 @@ from moeaudio.data.manifest import Item, check_manifest
 from moeaudio.data.synth import make_synth_corpus
 from moeaudio.data.tasks import item_prompt
 from moeaudio.errors import MissingDataError
+from moeaudio.io_utils import check_output_dir
 from moeaudio.model.audio_llm import AudioLLM
 from moeaudio.model.encoder import min_input_seconds
 from moeaudio.runtime.batching import Example
@@ -39,6 +40,9 @@ def manifest_path(recipe: Recipe, split: str) -> Path:
 
 def ensure_corpus(recipe: Recipe, progress: bool = True) -> None:
     """Create the built-in synthetic corpus when the recipe's manifests are missing and allowed."""
+    check_output_dir(recipe.data.root, "data.root")
+    if recipe.data.feature_cache:
+        check_output_dir(recipe.data.feature_cache, "data.feature_cache")
     if manifest_path(recipe, "train").exists():
         return
     if not recipe.data.synth_if_missing:

@@ -8,7 +8,9 @@ from typing import Any
 
 from moeaudio.analyze.run import conflict_probe, domain_examples
 from moeaudio.config import Recipe, load_recipe
+from moeaudio.errors import UsageError
 from moeaudio.eval.validation import validate
+from moeaudio.io_utils import check_output_dir
 from moeaudio.model.audio_llm import AudioLLM
 from moeaudio.runtime.batching import Example
 from moeaudio.train.distributed import launch_local
@@ -49,6 +51,11 @@ def train_recipe(
 def train_main(opts: TrainOptions) -> TrainResult | None:
     """Load the recipe, then train in this process or start ``--nproc`` local ranks."""
     recipe = load_recipe(opts.recipe, opts.overrides or [])
+    if opts.nproc < 1:
+        raise UsageError(f"--nproc must be >= 1 (got {opts.nproc})")
+    check_output_dir(
+        opts.output_dir or recipe.train.output_dir, "--output-dir" if opts.output_dir else "train.output_dir"
+    )
     if opts.nproc > 1:
         code = launch_local(opts.launcher_args(), opts.nproc)
         if code:
