@@ -26,7 +26,9 @@ class EvalOptions:
     max_new_tokens: int | None = option(None, "tokens generated per item (default: the task's)")
     seed: int = option(0, "few-shot selection seed")
     device: str | None = option(None, "cpu | cuda (default: cuda when available)")
-    repair_audio: bool = option(False, "replace NaN/Inf audio samples by silence (with a warning) instead of refusing the file")
+    repair_audio: bool = option(
+        False, "replace NaN/Inf audio samples by silence (with a warning) instead of refusing the file"
+    )
     as_json: bool = option(False, "print one JSON object, nothing else", flag="--json")
 
 
@@ -42,4 +44,6 @@ class TranscribeOptions:
     window: float | None = option(None, "seconds per window (default 30, the encoder limit)")
     batch_size: int = option(8, "windows per generate call")
     device: str | None = option(None, "cpu | cuda (default: cuda when available)")
-    repair_audio: bool = option(False, "replace NaN/Inf audio samples by silence (with a warning) instead of refusing the file")
+    repair_audio: bool = option(
+        False, "replace NaN/Inf audio samples by silence (with a warning) instead of refusing the file"
+    )
