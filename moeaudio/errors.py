@@ -4,7 +4,8 @@ Why a hierarchy: a bad recipe key, a manifest line that does not parse or a chec
 that is not one are the user's to fix, and deserve one clear line naming the file, line or key;
 a ``TypeError`` or ``KeyError`` from our own code is a bug and must keep its traceback. So every
 user-facing check raises a :class:`MoeaudioError` subclass, and nothing else is turned into a
-one-line error. Each subclass also derives from the built-in exception its callers would expect
+one-line error -- except, as a safety net under those checks, an ``OSError`` naming a file whose
+cause is the machine (missing, no permission, disk full, ...; ``moeaudio.options.ENVIRONMENT_ERRNOS``). Each subclass also derives from the built-in exception its callers would expect
 (``ValueError``, ``FileNotFoundError``), so library users can catch either. Errors tied to one
 module live beside it and derive from this base: ``config.RecipeError``,
 ``data.manifest.ManifestError``, ``data.audio.AudioDecodeError``.
@@ -14,12 +15,16 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "DiskFullError",
     "EvalDataError",
     "EvalError",
     "MissingDataError",
-    "OptionError",
+    "ModelLoadError",
     "MoeaudioError",
     "NoRouterError",
+    "OptionError",
+    "RunDirectoryError",
+    "TrainingDivergedError",
     "UnknownNameError",
     "UsageError",
 ]
@@ -62,3 +67,21 @@ class EvalDataError(EvalError, FileNotFoundError):
 
 class NoRouterError(MoeaudioError, ValueError):
     """The model's adapter has no router (dense, mlp or linear adapter): nothing to route."""
+
+
+class ModelLoadError(MoeaudioError, OSError):
+    """The encoder or LLM a recipe names cannot be loaded (not a local path, not cached, offline);
+    the message names the recipe key (``encoder.name``, ``llm.name``, ``llm.tokenizer``)."""
+
+
+class RunDirectoryError(MoeaudioError, FileExistsError):
+    """A run directory that already holds checkpoints, used without ``--resume`` or ``--overwrite``."""
+
+
+class TrainingDivergedError(MoeaudioError, FloatingPointError):
+    """A loss term or a weight went NaN/Inf; the message names the step and the term, and the last
+    good checkpoint (which is left as it was)."""
+
+
+class DiskFullError(MoeaudioError, OSError):
+    """No space left while writing (a checkpoint); what was written before is left intact."""

@@ -16,7 +16,17 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "save_figure"]
+from moeaudio.errors import MissingDataError, UsageError
+
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_output_dir",
+    "check_output_file",
+    "read_user_text",
+    "save_figure",
+]
 
 
 def _current_umask() -> int:
@@ -54,6 +64,60 @@ def atomic_path(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def read_user_text(path: str | os.PathLike[str], what: str = "file") -> str:
+    """The text of a UTF-8 file a user gave us (a leading byte-order mark dropped).
+
+    A missing file, a directory and bytes that are not UTF-8 are :class:`~moeaudio.errors.MoeaudioError` errors
+    naming the file (and the line and column of the first bad byte), never a bare ``OSError`` or
+    ``UnicodeDecodeError``.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise MissingDataError(f"{p}: {what} not found")
+    if p.is_dir():
+        raise UsageError(f"{p}: is a directory, not a {what}")
+    raw = p.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise UsageError(
+            f"{p}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {column}); save the {what} as UTF-8"
+        ) from None
+
+
+def _blocking_file(path: Path) -> Path | None:
+    """The first existing ancestor of ``path`` that is a file (so ``path`` can never be created)."""
+    for parent in path.absolute().parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
+def check_output_file(path: str | os.PathLike[str] | None, what: str) -> None:
+    """A file a command will write (``what``: the option naming it) can be written there: it is not
+    a directory and no file stands where one of its folders must be. :class:`UsageError` otherwise."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{what} {p} is a directory; give a file name")
+    if (blocker := _blocking_file(p)) is not None:
+        raise UsageError(f"{what} {p}: {blocker} is a file, so no folder can be made there")
+
+
+def check_output_dir(path: str | os.PathLike[str] | None, what: str) -> None:
+    """A directory a command will write into (``what``: the option or key naming it) can be there."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"{what} {p} is a file; give a directory")
+    if (blocker := _blocking_file(p)) is not None:
+        raise UsageError(f"{what} {p}: {blocker} is a file, so no folder can be made there")
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -10,16 +10,23 @@ Every command also gets ``--verbose`` / ``-v`` (library warnings, load reports a
 shown; :func:`moeaudio.logs.configure`), without the options classes declaring it.
 
 User faults (:class:`~moeaudio.errors.MoeaudioError`) are printed as one line on stderr with the
-error's ``exit_code`` (2 unless it names another); any other exception is a bug and keeps its traceback.
+error's ``exit_code`` (2 unless it names another); so is an ``OSError`` about a named file whose cause
+is the machine, not the code (missing, no permission, disk full, read-only, a file where a folder must
+be, ...: :data:`ENVIRONMENT_ERRNOS`), a safety net under the explicit checks. Any other exception is a
+bug and keeps its traceback. Warnings that moeaudio's own modules issue (e.g. audio repaired by
+``--repair-audio``) are printed as ``warning: ...`` lines on stderr, every time, without Python's
+file-and-line prefix.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import inspect
 import json
 import typing
+import warnings
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -29,9 +36,27 @@ from rich.console import Console
 from moeaudio.errors import MoeaudioError, UsageError
 from moeaudio.logs import configure
 
-__all__ = ["VERBOSE_HELP", "argument", "command", "fail", "option", "parse_key_values", "print_json"]
+__all__ = ["VERBOSE_HELP", "argument", "command", "fail", "option", "parse_key_values", "print_json", "warn"]
 
 VERBOSE_HELP = "show the libraries' warnings, load reports and progress bars (hidden by default)"
+
+
+#: ``OSError`` causes that are the machine's state, not a bug: printed as ``error: FILE: reason``.
+ENVIRONMENT_ERRNOS = frozenset(
+    {
+        errno.ENOENT,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
+        errno.EEXIST,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.ENAMETOOLONG,
+        errno.ELOOP,
+    }
+)
 
 
 def option(default: Any = None, help: str = "", *, flag: str | None = None, hidden: bool = False) -> Any:
@@ -50,6 +75,20 @@ def fail(message: str, status: int = 2) -> typing.NoReturn:
         f"[bold red]error:[/] {message}", highlight=False
     )  # one line, greppable
     raise typer.Exit(status)
+
+
+def warn(message: str) -> None:
+    """Print ``warning: message`` on stderr (the command goes on)."""
+    Console(stderr=True).print(f"[bold yellow]warning:[/] {message}", highlight=False)
+
+
+def _show_warning(
+    message, category, filename, lineno, file=None, line=None, *, _default=warnings.showwarning
+):
+    if getattr(category, "__module__", "").startswith("moeaudio"):
+        warn(str(message))
+    else:
+        _default(message, category, filename, lineno, file, line)
 
 
 def print_json(data: Any) -> None:
@@ -100,9 +139,17 @@ def command(options_cls: type, run: Callable[[Any], Any]) -> Callable[..., Any]:
     def wrapper(**kwargs: Any) -> None:
         configure(verbose=kwargs.pop("verbose", False))
         try:
-            run(options_cls(**kwargs))
+            with warnings.catch_warnings():
+                warnings.filterwarnings("always", module=r"moeaudio\.")
+                warnings.showwarning = _show_warning
+                run(options_cls(**kwargs))
         except MoeaudioError as exc:
             fail(str(exc), getattr(exc, "exit_code", 2))
+        except OSError as exc:
+            if exc.errno not in ENVIRONMENT_ERRNOS or exc.filename is None:
+                raise
+            other = f" -> {exc.filename2}" if exc.filename2 is not None else ""
+            fail(f"{exc.filename}{other}: {exc.strerror}")
 
     wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in params}

@@ -15,7 +15,7 @@ from moeaudio.config import Recipe
 from moeaudio.model.adapters import build_adapter
 from moeaudio.model.encoder import TINY_WHISPER, FrameStacker
 from moeaudio.model.llm import llm_meta_param_count
-from moeaudio.model.whisper_offline import offline_whisper_dir
+from moeaudio.model.whisper_offline import OFFLINE_WHISPER_ID, offline_whisper_dir
 
 
 def adapter_summary(recipe: Recipe) -> dict[str, Any]:
@@ -74,7 +74,25 @@ def model_summary(recipe: Recipe) -> dict[str, Any]:
         "llm": "lora" if recipe.llm.lora_r > 0 else not recipe.llm.freeze,
     }
     summary["recipe"] = recipe.model_dump(mode="json")
+    summary["warnings"] = availability_warnings(recipe, summary)
     return summary
+
+
+def availability_warnings(recipe: Recipe, summary: dict[str, Any]) -> list[str]:
+    """What `inspect` could not size because a named model is not available offline: said, not hidden
+    behind a blank (``train`` will need to download it, or fail naming the key)."""
+    out = []
+    for key, name, count in (
+        ("encoder.name", recipe.encoder.name, summary["encoder_params"]),
+        ("llm.name", recipe.llm.name, summary["llm_params"]),
+    ):
+        if count is None and name not in ("tiny", OFFLINE_WHISPER_ID):
+            out.append(
+                f"{key} {name!r} is not available offline (not a local model directory, not in the Hugging Face "
+                "cache): its parameters are not counted, and `moeaudio train` will have to download it (or "
+                "fail, naming this key, when offline)"
+            )
+    return out
 
 
 def print_summary(summary: dict[str, Any]) -> None:

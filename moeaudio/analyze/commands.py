@@ -7,6 +7,7 @@ renders tables with the renderers beside each result type (``routing.render_acti
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,15 @@ from moeaudio.analyze.run import (
     route_audio,
     routing_report,
 )
-from moeaudio.data.audio import load_audio
-from moeaudio.errors import MissingDataError, NoRouterError
-from moeaudio.runtime.checkpoint import load_model, resolve_checkpoint
-from moeaudio.runtime.examples import load_manifest_examples, manifest_path
+from moeaudio.config import load_recipe
+from moeaudio.data.audio import NonFinite, check_audio_file, load_audio
+from moeaudio.errors import MissingDataError, NoRouterError, UsageError
+from moeaudio.io_utils import check_output_file
+from moeaudio.model.audio_llm import AudioLLM
+from moeaudio.runtime.checkpoint import load_model, resolve_checkpoint, verify_checkpoint
+from moeaudio.runtime.device import pick_device
+from moeaudio.runtime.examples import checked_items, load_manifest_examples, manifest_path
+from moeaudio.runtime.windows import check_clip_length
 
 __all__ = [
     "analyze_conflict",
@@ -49,14 +55,23 @@ def analyze_routing_audio(
     png: str | Path | None = None,
     layer: int = 0,
     device: str = "cpu",
+    nonfinite: NonFinite = "error",
 ) -> tuple[dict[str, Any], RenderableType]:
     """One recording: per-token routing JSON (``tokens``: ``time``, ``experts``, ``gates``,
-    ``probs``), the rich timeline, and optionally the spectrogram-over-routing PNG."""
-    ckpt = resolve_checkpoint(checkpoint)
+    ``probs``), the rich timeline, and optionally the spectrogram-over-routing PNG.
+
+    A recording longer than the encoder accepts is routed window by window (as ``transcribe`` cuts
+    it), so the tokens cover all of it; ``duration`` is the audio routed and ``windows`` their spans.
+    """
+    pick_device(device)
+    check_output_file(png, "--png")
+    check_audio_file(audio)  # a bad file is named before the model loads
+    ckpt = verify_checkpoint(resolve_checkpoint(checkpoint))
     model = load_model(ckpt, device)
     _routers(model)
     sr = model.encoder.sample_rate
-    wave = load_audio(audio, sr)
+    wave = load_audio(audio, sr, nonfinite=nonfinite)
+    check_clip_length(model, wave, audio)
     routed = route_audio(model, wave, layer=layer)
     data = {"audio": str(audio), "checkpoint": str(ckpt), "duration": len(wave) / sr, **routed.to_json()}
     if png is not None:
@@ -66,6 +81,18 @@ def analyze_routing_audio(
         data["png"] = str(png)
     view = render_timeline(routed.expert_ids, routed.gates, routed.num_experts, routed.frame_seconds)
     return data, view
+
+
+def _checked_before_loading(manifest: str | Path, paths: Sequence[Path], limit: int | None = None) -> None:
+    """The manifest checked against each checkpoint's recipe (tasks, audio) before a model loads."""
+    for path in paths:
+        checked_items(manifest, load_recipe(path / "recipe.yaml"), limit=limit)
+
+
+def _load(path: Path, device: str, nonfinite: NonFinite) -> AudioLLM:
+    model = load_model(path, device)
+    model.recipe.data.nonfinite_audio = nonfinite
+    return model
 
 
 def analyze_routing_manifest(
@@ -78,6 +105,7 @@ def analyze_routing_manifest(
     layer: int = 0,
     device: str = "cpu",
     progress: bool = False,
+    nonfinite: NonFinite = "error",
 ) -> tuple[dict[str, RoutingStats], dict[str, Any]]:
     """Routing statistics per checkpoint over a manifest, the JSON view and the optional PNG.
 
@@ -85,11 +113,14 @@ def analyze_routing_manifest(
     ``mutual_information`` (+ ``normalized_entropy``, ``tokens_per_group``) at top level; several ->
     ``{name: those keys}``. Every checkpoint must be a MoE (:class:`NoRouterError` otherwise).
     """
-    paths = [resolve_checkpoint(c) for c in (checkpoints or [None])]
+    pick_device(device)
+    check_output_file(png, "--png")
+    paths = [verify_checkpoint(resolve_checkpoint(c)) for c in (checkpoints or [None])]
+    _checked_before_loading(manifest, paths, limit)
     stats: dict[str, RoutingStats] = {}
     for path in paths:
         name = checkpoint_name(path, list(stats))
-        model = load_model(path, device)
+        model = _load(path, device, nonfinite)
         try:
             _routers(model)
         except NoRouterError as exc:
@@ -120,6 +151,7 @@ def analyze_conflict(
     limit: int | None = None,
     device: str = "cpu",
     progress: bool = False,
+    nonfinite: NonFinite = "error",
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """:func:`conflict_probe` per checkpoint on a manifest's speech/sound/music items.
 
@@ -127,11 +159,18 @@ def analyze_conflict(
     keyed by name). ``png`` draws every checkpoint side by side (``plot_conflict``). ``lr``
     defaults to each checkpoint's ``train.lr``.
     """
-    paths = [resolve_checkpoint(c) for c in (checkpoints or [None])]
+    if num_batches < 1 or batch_size < 1:
+        raise UsageError(f"--batches and --batch-size must be >= 1 (got {num_batches} and {batch_size})")
+    if lr is not None and not (lr > 0 and math.isfinite(lr)):
+        raise UsageError(f"--lr must be a positive number (got {lr})")
+    pick_device(device)
+    check_output_file(png, "--png")
+    paths = [verify_checkpoint(resolve_checkpoint(c)) for c in (checkpoints or [None])]
+    _checked_before_loading(manifest, paths, limit)
     results: dict[str, dict[str, Any]] = {}
     for path in paths:
         name = checkpoint_name(path, list(results))
-        model = load_model(path, device)
+        model = _load(path, device, nonfinite)
         by_domain = domain_examples(load_manifest_examples(model, manifest, progress=progress, limit=limit))
         if len(by_domain) < 2:
             raise MissingDataError(
@@ -158,16 +197,22 @@ def analyze_probe(
     png: str | Path | None = None,
     device: str = "cpu",
     progress: bool = False,
+    nonfinite: NonFinite = "error",
 ) -> tuple[list[ProbeResult], dict[str, Any]]:
     """Linear probes (:mod:`moeaudio.analyze.probe`) for one checkpoint.
 
     Manifests default to the checkpoint recipe's train and valid splits. Returns the results and
     their JSON view.
     """
-    path = resolve_checkpoint(checkpoint)
-    model = load_model(path, device)
-    train_path = Path(train_manifest) if train_manifest else manifest_path(model.recipe, "train")
-    eval_path = Path(eval_manifest) if eval_manifest else manifest_path(model.recipe, "valid")
+    pick_device(device)
+    check_output_file(png, "--png")
+    path = verify_checkpoint(resolve_checkpoint(checkpoint))
+    recipe = load_recipe(path / "recipe.yaml")
+    train_path = Path(train_manifest) if train_manifest else manifest_path(recipe, "train")
+    eval_path = Path(eval_manifest) if eval_manifest else manifest_path(recipe, "valid")
+    for manifest in (train_path, eval_path):
+        checked_items(manifest, recipe)
+    model = _load(path, device, nonfinite)
     train = load_manifest_examples(model, train_path, progress=progress)
     held_out = load_manifest_examples(model, eval_path, progress=progress)
     results = probe_tasks(model, train, held_out, tasks)

@@ -9,6 +9,7 @@ from moeaudio.options import argument, option
 
 __all__ = ["ConflictOptions", "ProbeOptions", "RoutingOptions"]
 
+_REPAIR_HELP = "replace NaN/Inf audio samples by silence (with a warning) instead of refusing the file"
 _CHECKPOINTS_HELP = "checkpoint dir or run dir (repeatable; default: newest under runs/)"
 
 
@@ -25,6 +26,7 @@ class RoutingOptions:
     batch_size: int = option(16, "manifest mode: clips per batch")
     limit: int | None = option(None, "manifest mode: first N items only")
     device: str = option("cpu", "cpu | cuda")
+    repair_audio: bool = option(False, _REPAIR_HELP)
 
     def validate(self) -> None:
         if (self.audio is None) == (self.manifest is None):
@@ -51,6 +53,7 @@ class ConflictOptions:
     as_json: bool = option(False, "print one JSON object", flag="--json")
     limit: int | None = option(None, "first N manifest items only")
     device: str = option("cpu", "cpu | cuda")
+    repair_audio: bool = option(False, _REPAIR_HELP)
 
 
 @dataclass
@@ -64,3 +67,4 @@ class ProbeOptions:
     png: str | None = option(None, "write the bar chart to this PNG file")
     as_json: bool = option(False, "print one JSON object", flag="--json")
     device: str = option("cpu", "cpu | cuda")
+    repair_audio: bool = option(False, _REPAIR_HELP)

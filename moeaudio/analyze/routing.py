@@ -199,11 +199,13 @@ def per_token_routing(
     gates: ArrayLike,
     probs: ArrayLike | None,
     frame_seconds: float,
+    times: ArrayLike | None = None,
 ) -> list[dict[str, Any]]:
     """List one record per audio token for JSON dumps of a single utterance.
 
-    ``time`` is the token's start in seconds (token ``t`` covers
-    ``[t * frame_seconds, (t + 1) * frame_seconds)``; 0.08 s at the paper's 12.5 Hz), ``experts``
+    ``time`` is the token's start in seconds (``times[t]`` when given, e.g. for a recording routed
+    window by window; else token ``t`` covers ``[t * frame_seconds, (t + 1) * frame_seconds)``;
+    0.08 s at the paper's 12.5 Hz), ``experts``
     and ``gates`` are the top-k choice in the router's order, and ``probs`` is the full softmax
     over experts (``None`` when the caller did not keep it) -- handy to see near-ties.
     """
@@ -214,11 +216,18 @@ def per_token_routing(
     p = _as_2d(probs, "probs", torch.float64) if probs is not None else None
     if p is not None and p.shape[0] != ids.shape[0]:
         raise ValueError(f"probs has {p.shape[0]} rows for {ids.shape[0]} tokens")
+    starts = (
+        np.asarray(times, dtype=np.float64).reshape(-1)
+        if times is not None
+        else np.arange(ids.shape[0]) * frame_seconds
+    )
+    if starts.shape[0] != ids.shape[0]:
+        raise ValueError(f"times has {starts.shape[0]} entries for {ids.shape[0]} tokens")
     out = []
     for t in range(ids.shape[0]):
         out.append(
             {
-                "time": round(t * frame_seconds, 6),
+                "time": round(float(starts[t]), 6),
                 "experts": ids[t].tolist(),
                 "gates": g[t].tolist(),
                 "probs": p[t].tolist() if p is not None else None,

@@ -31,11 +31,13 @@ from torch.func import functional_call
 
 from moeaudio.analyze.conflict import ConflictResult, conflict_analysis, unflatten_like
 from moeaudio.analyze.routing import RoutingStats, per_token_routing, routing_stats
+from moeaudio.data.audio import split_windows
 from moeaudio.errors import MissingDataError, NoRouterError, UsageError
 from moeaudio.model.audio_llm import AudioBatch, AudioLLM
 from moeaudio.model.moe import Router, capture_routing
 from moeaudio.progress import progress_bar
 from moeaudio.runtime.batching import Collator, Example, iter_batches
+from moeaudio.runtime.windows import window_seconds
 
 __all__ = [
     "CONFLICT_DOMAINS",
@@ -101,16 +103,23 @@ class TokenRouting:
     probs: torch.Tensor  # (tokens, E) float32
     num_experts: int
     frame_seconds: float  # seconds per audio token: encoder.stack / encoder.frame_rate
+    times: torch.Tensor | None = None  # (tokens,) start of each token in s; None: t * frame_seconds
+    windows: list[tuple[float, float]] | None = None  # (start s, end s) of each window routed
 
     def to_json(self) -> dict[str, Any]:
         """``tokens``: one record per audio token (``time``, ``experts``, ``gates``, ``probs``)."""
-        return {
+        out = {
             "num_experts": self.num_experts,
             "top_k": int(self.expert_ids.shape[1]),
             "frame_seconds": self.frame_seconds,
             "num_tokens": int(self.expert_ids.shape[0]),
-            "tokens": per_token_routing(self.expert_ids, self.gates, self.probs, self.frame_seconds),
+            "tokens": per_token_routing(
+                self.expert_ids, self.gates, self.probs, self.frame_seconds, self.times
+            ),
         }
+        if self.windows is not None:
+            out["windows"] = [[round(a, 3), round(b, 3)] for a, b in self.windows]
+        return out
 
 
 def frame_seconds(model: AudioLLM) -> float:
@@ -165,9 +174,39 @@ def route_examples(
     return [r for r in out if r is not None]
 
 
-def route_audio(model: AudioLLM, wave: np.ndarray, layer: int = 0) -> TokenRouting:
-    """Which experts every audio token of one waveform (at the encoder's sample rate) went to."""
-    return route_examples(model, [Example("", None, wave=np.asarray(wave, dtype=np.float32))], layer=layer)[0]
+def route_audio(
+    model: AudioLLM, wave: np.ndarray, layer: int = 0, window_s: float | None = None
+) -> TokenRouting:
+    """Which experts every audio token of one waveform (at the encoder's sample rate) went to.
+
+    A recording longer than the encoder accepts (Whisper: 30 s) is cut into windows as
+    ``transcribe`` cuts it (:func:`moeaudio.data.audio.split_windows`, ``window_s`` or the encoder's
+    limit) and every window is routed, so the tokens cover the whole recording; each token's
+    ``times`` entry is its start in the recording.
+    """
+    wave = np.asarray(wave, dtype=np.float32)
+    sr = model.encoder.sample_rate
+    spans = split_windows(wave, sr, window_seconds(model, window_s)) if len(wave) else [(0, 0)]
+    examples = [Example("", None, wave=wave[a:b]) for a, b in spans]
+    parts = route_examples(model, examples, batch_size=8, layer=layer)
+    if len(parts) == 1:
+        return replace(parts[0], windows=[(0.0, len(wave) / sr)])
+    fs = parts[0].frame_seconds
+    times = torch.cat(
+        [
+            a / sr + torch.arange(int(r.expert_ids.shape[0]), dtype=torch.float64) * fs
+            for (a, _), r in zip(spans, parts, strict=True)
+        ]
+    )
+    return TokenRouting(
+        torch.cat([r.expert_ids for r in parts]),
+        torch.cat([r.gates for r in parts]),
+        torch.cat([r.probs for r in parts]),
+        parts[0].num_experts,
+        fs,
+        times=times,
+        windows=[(a / sr, b / sr) for a, b in spans],
+    )
 
 
 def _group_of(example: Example, by: str) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from moeaudio.data.audio import load_audio
+from moeaudio.data.audio import NonFinite, load_audio
 from moeaudio.io_utils import atomic_path
 from moeaudio.progress import progress_bar
 
@@ -54,9 +54,17 @@ class FeatureCache:
             np.save(f, states.detach().cpu().float().numpy())
 
     def fill(
-        self, encoder, audio_paths: Sequence[Path], batch_size: int = 16, progress: bool = True
+        self,
+        encoder,
+        audio_paths: Sequence[Path],
+        batch_size: int = 16,
+        progress: bool = True,
+        nonfinite: NonFinite = "error",
     ) -> list[torch.Tensor]:
-        """States for every path, computing only the missing ones (in batches), in input order."""
+        """States for every path, computing only the missing ones (in batches), in input order.
+
+        ``nonfinite`` is :func:`~moeaudio.data.audio.load_audio`'s: NaN/Inf samples are an error,
+        or (``"repair"``) replaced by silence."""
         keys = [audio_key(p) for p in audio_paths]
         out: list[torch.Tensor | None] = [self.get(k) for k in keys]
         todo = [i for i, s in enumerate(out) if s is None]
@@ -66,7 +74,9 @@ class FeatureCache:
             with progress_bar("encoding audio", len(todo), progress) as advance:
                 for start in range(0, len(todo), batch_size):
                     idx = todo[start : start + batch_size]
-                    waves = [load_audio(audio_paths[i], encoder.sample_rate) for i in idx]
+                    waves = [
+                        load_audio(audio_paths[i], encoder.sample_rate, nonfinite=nonfinite) for i in idx
+                    ]
                     inputs = encoder.prepare(waves)
                     with torch.no_grad():
                         states = encoder(inputs)  # (batch, frames, d_model)

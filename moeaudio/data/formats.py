@@ -46,7 +46,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from moeaudio.data.manifest import Item, ManifestError, manifest_relpath, read_manifest, write_manifest
+from moeaudio.data.manifest import (
+    Item,
+    ManifestError,
+    manifest_relpath,
+    read_manifest,
+    validate_record,
+    write_manifest,
+)
 from moeaudio.data.peers import (
     LANGUAGE_CODES,
     TaskDecision,
@@ -57,7 +64,7 @@ from moeaudio.data.peers import (
 )
 from moeaudio.data.tasks import item_prompt
 from moeaudio.errors import MissingDataError, UsageError
-from moeaudio.io_utils import atomic_write_text
+from moeaudio.io_utils import atomic_write_text, check_output_file, read_user_text
 
 __all__ = [
     "FORMATS",
@@ -322,19 +329,34 @@ def _get_format(name: str) -> Format:
 
 
 def _iter_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number or list index, record) pairs from a jsonl or a .json list."""
-    text = path.read_text(encoding="utf-8")
+    """(line number or list index, record) pairs from a jsonl or a .json list; every record must be
+    a JSON object (:class:`ManifestError` naming the file and line otherwise)."""
+    text = read_user_text(path, "manifest")
     if path.suffix == ".json" and text.lstrip().startswith("["):
-        data = json.loads(text)
-        return [(i + 1, r) for i, r in enumerate(data)]
-    out = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                out.append((lineno, json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise ManifestError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from e
-    return out
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as e:
+            where = f"{path}:{e.lineno}" if isinstance(e, json.JSONDecodeError) else str(path)
+            raise ManifestError(f"{where}: invalid JSON ({getattr(e, 'msg', 'nested too deeply')})") from None
+        records = [(i + 1, r) for i, r in enumerate(data)]
+        unit = "entry"
+    else:
+        records = []
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    records.append((lineno, json.loads(line)))
+                except json.JSONDecodeError as e:
+                    raise ManifestError(
+                        f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})"
+                    ) from None
+                except RecursionError:
+                    raise ManifestError(f"{path}:{lineno}: invalid JSON (nested too deeply)") from None
+        unit = "line"
+    for n, rec in records:
+        if not isinstance(rec, dict):
+            raise ManifestError(f"{path}:{n}: {unit} {n} must be a JSON object (got {type(rec).__name__})")
+    return records
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
@@ -379,11 +401,14 @@ def _read(path: Path, fmt: str, task: str | None) -> tuple[str, list[Item], list
     for lineno, rec in _iter_records(path):
         try:
             item = spec.from_record(rec, lineno - 1, task)
-        except (KeyError, ValueError, TypeError) as e:
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
             what = f"missing key {e}" if isinstance(e, KeyError) else str(e)
-            raise ManifestError(f"{path}:{lineno}: not a valid {fmt} record ({what})") from e
+            raise ManifestError(f"{path}:{lineno}: not a valid {fmt} record ({what})") from None
         absolute.append(os.path.isabs(item.audio))
         item.audio = _abs_audio(item.audio, path.parent)
+        problems = validate_record(item.to_dict())  # the values, as a manifest line would be checked
+        if problems:
+            raise ManifestError(f"{path}:{lineno}: not a valid {fmt} record ({'; '.join(problems)})")
         items.append(item)
     return fmt, items, absolute
 
@@ -517,7 +542,11 @@ def convert_manifest(
     """
     src_path, dst_path = Path(src), Path(dst)
     fmt, items, absolute = _read(src_path, src_format, task)
-    write_items(dst_path, items, dst_format, relative=relative, keep_absolute=absolute)
+    check_output_file(dst, "DST")
+    try:
+        write_items(dst_path, items, dst_format, relative=relative, keep_absolute=absolute)
+    except OSError as e:
+        raise UsageError(f"{dst}: cannot write ({e.strerror or e})") from None
     return _report(src_path, dst_path, fmt, dst_format, items, absolute)
 
 

@@ -13,6 +13,14 @@ Conventions
 * ``choices``/``answer``: for multiple choice, ``choices`` lists the option texts (no ``A.``
   prefixes) and ``answer`` is the letter (``"A"``, ``"B"``, ...) of the correct one.
 * ``domain`` defaults from the task (:data:`moeaudio.data.tasks.TASK_DOMAINS`), else ``mixed``.
+
+Two levels of checking, both with ``file:line`` in every message:
+
+* :func:`read_manifest` -- each line on its own (JSON, keys, types, domain, choices/answer/target
+  agree) and unique ids. A UTF-8 byte-order mark is skipped; other non-UTF-8 bytes are an error.
+* :func:`check_manifest` -- what a command needs before it starts, the same checks ``prepare``
+  makes: every task known (or named by the user), every selected item's audio present, readable,
+  complete and long enough, and ``duration`` filled in from the header where a line lacks it.
 """
 
 from __future__ import annotations
@@ -20,13 +28,14 @@ from __future__ import annotations
 import difflib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from moeaudio.data.tasks import CHOICE_LETTERS, TASK_DOMAINS
-from moeaudio.errors import MoeaudioError
+from moeaudio.data.audio import AudioDecodeError, check_audio_file
+from moeaudio.data.tasks import CHOICE_LETTERS, TASK_DOMAINS, TASK_REGISTRY
+from moeaudio.errors import MissingDataError, MoeaudioError
 from moeaudio.io_utils import atomic_write_text
 
 __all__ = [
@@ -34,9 +43,12 @@ __all__ = [
     "Item",
     "ManifestError",
     "REQUIRED_KEYS",
+    "check_items",
+    "check_manifest",
     "item_from_dict",
     "manifest_relpath",
     "read_manifest",
+    "read_numbered",
     "validate_record",
     "write_manifest",
 ]
@@ -181,7 +193,25 @@ def validate_record(rec: Any) -> list[str]:
                 )
     elif isinstance(ans, str) and choices is None and "choices" not in rec:
         errs.append("key 'answer' needs 'choices' (answer is the letter of the correct choice)")
+    target = rec.get("target")
+    if choices and isinstance(target, str) and target.strip():  # "" = answer withheld (a test set)
+        texts = [_norm_choice(c) for c in choices]
+        if _norm_choice(target) not in texts:
+            errs.append(
+                f"key 'target' {target!r} is not one of the choices {choices}; for multiple choice the "
+                "target is the text of the correct choice"
+            )
+        elif isinstance(ans, str) and ans in CHOICE_LETTERS[: len(choices)]:
+            picked = choices[CHOICE_LETTERS.index(ans)]
+            if _norm_choice(picked) != _norm_choice(target):
+                errs.append(
+                    f"key 'answer' {ans!r} names choice {picked!r} but 'target' is {target!r}; make them agree"
+                )
     return errs
+
+
+def _norm_choice(text: str) -> str:
+    return " ".join(text.casefold().split())
 
 
 def item_from_dict(rec: dict[str, Any]) -> Item:
@@ -197,44 +227,162 @@ def item_from_dict(rec: dict[str, Any]) -> Item:
     return item
 
 
+def _open_lines(p: str) -> list[tuple[int, str]]:
+    """``(line number, text)`` of a UTF-8 file (a leading byte-order mark skipped); clear errors for
+    a missing file, a directory and bytes that are not UTF-8."""
+    if not os.path.exists(p):
+        raise MissingDataError(f"{p}: manifest not found")
+    if os.path.isdir(p):
+        raise ManifestError(f"{p}: is a directory; pass the manifest file inside it (e.g. {p}/train.jsonl)")
+    with open(p, "rb") as fh:
+        raw = fh.read()
+    lines = raw.split(b"\n")
+    if lines and lines[0].startswith(b"\xef\xbb\xbf"):
+        lines[0] = lines[0][3:]
+    out = []
+    for lineno, line in enumerate(lines, start=1):
+        try:
+            out.append((lineno, line.decode("utf-8")))
+        except UnicodeDecodeError as e:
+            raise ManifestError(
+                f"{p}:{lineno}: not UTF-8 text (byte 0x{line[e.start]:02x} at column {e.start + 1}); "
+                "a manifest is UTF-8 JSON lines: save it as UTF-8"
+            ) from None
+    return out
+
+
+def read_numbered(path: str | os.PathLike[str]) -> list[tuple[int, Item]]:
+    """:func:`read_manifest` with each item's line number (for messages that point at a line)."""
+    p = os.fspath(path)
+    items: list[tuple[int, Item]] = []
+    errors: list[str] = []
+    seen: dict[str, int] = {}
+    for lineno, line in _open_lines(p):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            errors.append(
+                f"{p}:{lineno}: invalid JSON ({e.msg} at column {e.colno}); each line must be one JSON object"
+            )
+            continue
+        except RecursionError:
+            errors.append(
+                f"{p}:{lineno}: invalid JSON (nested too deeply); each line must be one JSON object"
+            )
+            continue
+        problems = validate_record(rec)
+        if problems:
+            errors.extend(f"{p}:{lineno}: {msg}" for msg in problems)
+            continue
+        if rec["id"] in seen:
+            errors.append(
+                f"{p}:{lineno}: key 'id' value {rec['id']!r} duplicates line {seen[rec['id']]}; ids must be unique"
+            )
+            continue
+        seen[rec["id"]] = lineno
+        items.append((lineno, item_from_dict(rec)))
+    _raise_collected(errors)
+    return items
+
+
 def read_manifest(path: str | os.PathLike[str]) -> list[Item]:
     """Read and validate a manifest; raise :class:`ManifestError` listing ``file:line: problem``.
 
-    Blank lines are allowed (editors add them). Duplicate ids are errors because evaluators key
-    predictions by id. All lines are checked before raising so every problem is reported at once.
+    Blank lines are allowed (editors add them), and so is a UTF-8 byte-order mark. Duplicate ids are
+    errors because evaluators key predictions by id. All lines are checked before raising so every
+    problem is reported at once.
     """
-    p = os.fspath(path)
-    items: list[Item] = []
-    errors: list[str] = []
-    seen: dict[str, int] = {}
-    with open(p, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                errors.append(
-                    f"{p}:{lineno}: invalid JSON ({e.msg} at column {e.colno}); each line must be one JSON object"
-                )
-                continue
-            problems = validate_record(rec)
-            if problems:
-                errors.extend(f"{p}:{lineno}: {msg}" for msg in problems)
-                continue
-            if rec["id"] in seen:
-                errors.append(
-                    f"{p}:{lineno}: key 'id' value {rec['id']!r} duplicates line {seen[rec['id']]}; ids must be unique"
-                )
-                continue
-            seen[rec["id"]] = lineno
-            items.append(item_from_dict(rec))
+    return [item for _, item in read_numbered(path)]
+
+
+def _raise_collected(errors: list[str]) -> None:
     if errors:
         shown = errors[:_MAX_REPORTED_ERRORS]
         more = len(errors) - len(shown)
         msg = "\n".join(shown) + (f"\n... and {more} more errors" if more else "")
         raise ManifestError(msg, errors)
-    return items
+
+
+def unknown_task_problem(task: str, known_tasks: Iterable[str] = ()) -> str | None:
+    """Why ``task`` cannot be used (None when it can): it is neither registered
+    (:data:`~moeaudio.data.tasks.TASK_REGISTRY`) nor one the user named (``known_tasks``)."""
+    if task in TASK_REGISTRY or task in set(known_tasks):
+        return None
+    names = list(TASK_REGISTRY)
+    close = difflib.get_close_matches(task, names, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return (
+        f"unknown task {task!r}; {hint}known tasks: {', '.join(names)}. A task of your own is used only "
+        "when you name it (train: data.tasks=[...]; eval: --task NAME)"
+    )
+
+
+def check_items(
+    manifest: str | os.PathLike[str],
+    numbered: Sequence[tuple[int, Item]],
+    *,
+    min_seconds: float = 0.0,
+) -> None:
+    """Check the audio of ``numbered`` items of ``manifest`` as ``prepare`` does (header only: there,
+    readable, not empty, complete, at least ``min_seconds`` long) and fill in missing ``duration``
+    from the header. Every problem is reported at once, as ``file:line: ...``."""
+    p = os.fspath(manifest)
+    errors: list[str] = []
+    infos: dict[Path, Any] = {}
+    for lineno, item in numbered:
+        path = item.resolve_audio(p)
+        if path not in infos:
+            try:
+                infos[path] = check_audio_file(path)
+            except AudioDecodeError as e:
+                infos[path] = e
+        info = infos[path]
+        where = f"{p}:{lineno}: item {item.id!r}"
+        if isinstance(info, AudioDecodeError):
+            reason = str(info).removeprefix(f"{path}: ")
+            resolved = "" if os.path.isabs(item.audio) else " (resolved against the manifest's folder)"
+            errors.append(f"{where}: audio {item.audio!r}{resolved}: {reason}")
+            continue
+        if item.duration is None:
+            item.duration = info.duration
+        if info.duration < min_seconds:
+            errors.append(
+                f"{where}: audio {item.audio!r} is {info.duration:.3f} s long, shorter than the encoder's "
+                f"shortest input ({min_seconds:.3f} s); remove the item or use a longer clip"
+            )
+    _raise_collected(errors)
+
+
+def check_manifest(
+    path: str | os.PathLike[str],
+    *,
+    known_tasks: Iterable[str] = (),
+    select: Callable[[Item], bool] | None = None,
+    min_seconds: float = 0.0,
+    audio: bool = True,
+    limit: int | None = None,
+) -> list[Item]:
+    """The items of manifest ``path`` that ``select`` keeps (all by default), checked before a command
+    uses them: :func:`read_manifest` on every line, every line's task known (registered, or in
+    ``known_tasks``), and (``audio``) :func:`check_items` on the kept items. ``limit`` keeps the
+    first N items (before ``select``). Raises :class:`ManifestError` naming ``file:line`` and the fix."""
+    p = os.fspath(path)
+    numbered = read_numbered(p)
+    if limit is not None:
+        numbered = numbered[:limit]
+    known = list(known_tasks or ())
+    errors = [
+        f"{p}:{lineno}: {problem}"
+        for lineno, item in numbered
+        if (problem := unknown_task_problem(item.task, known)) is not None
+    ]
+    _raise_collected(errors)
+    kept = [(n, item) for n, item in numbered if select is None or select(item)]
+    if audio:
+        check_items(p, kept, min_seconds=min_seconds)
+    return [item for _, item in kept]
 
 
 def write_manifest(path: str | os.PathLike[str], items: Iterable[Item]) -> Path:

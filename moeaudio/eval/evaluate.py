@@ -32,19 +32,19 @@ import torch
 from rich.table import Table
 
 from moeaudio.config import Recipe, load_recipe
-from moeaudio.data.manifest import Item, read_manifest
+from moeaudio.data.manifest import Item
 from moeaudio.errors import EvalDataError, EvalError
 from moeaudio.eval.generation import generate_all
 from moeaudio.eval.handlers import TaskHandler, handler_for
 from moeaudio.eval.metrics import plot_confusion, summarize_numbers
 from moeaudio.eval.options import EvalOptions
 from moeaudio.eval.tasks import EvalTask, get_task, prepare_hint
-from moeaudio.io_utils import atomic_write_text
+from moeaudio.io_utils import atomic_write_text, check_output_file
 from moeaudio.model.audio_llm import AudioLLM
 from moeaudio.runtime.batching import Collator, Example
-from moeaudio.runtime.checkpoint import WEIGHTS, load_model, resolve_checkpoint
+from moeaudio.runtime.checkpoint import WEIGHTS, load_model, resolve_checkpoint, verify_checkpoint
 from moeaudio.runtime.device import inference_dtype, pick_device
-from moeaudio.runtime.examples import load_examples, manifest_path
+from moeaudio.runtime.examples import checked_items, load_examples, manifest_path
 
 __all__ = [
     "EvalDataError",
@@ -119,7 +119,7 @@ def resolve_manifest(spec: EvalTask, recipe: Recipe, manifest: str | Path | None
         path = Path(manifest)
         if not path.exists():
             raise EvalDataError(f"{path}: manifest not found")
-        items = [i for i in read_manifest(path) if spec.selects(i)]
+        items = checked_items(path, recipe, known_tasks=[spec.manifest_task], select=spec.selects)
         if not items:
             raise EvalDataError(
                 f"{path} has no items for task '{spec.name}' (task field '{spec.manifest_task}'); "
@@ -132,7 +132,7 @@ def resolve_manifest(spec: EvalTask, recipe: Recipe, manifest: str | Path | None
     for path in dict.fromkeys(candidates):
         tried.append(str(path))
         if path.exists():
-            items = [i for i in read_manifest(path) if spec.selects(i)]
+            items = checked_items(path, recipe, known_tasks=[spec.manifest_task], select=spec.selects)
             if items:
                 return path, items
     raise EvalDataError(
@@ -145,19 +145,31 @@ def plan(opts: EvalOptions) -> EvalPlan:
     """Resolve the checkpoint, recipe, data and decoding settings; fail before loading any model."""
     if opts.modality not in ("audio", "text"):
         raise EvalError(f"--modality must be audio or text (got {opts.modality!r})")
+    for flag, value, least in (
+        ("--few-shot", opts.few_shot, 0),
+        ("--num-beams", opts.num_beams, 1),
+        ("--batch-size", opts.batch_size, 1),
+        ("--max-items", opts.max_items, 1),
+        ("--max-new-tokens", opts.max_new_tokens, 1),
+    ):
+        if value is not None and value < least:
+            raise EvalError(f"{flag} must be >= {least} (got {value})")
+    check_output_file(opts.output, "--output")
     spec = get_task(opts.task)
     if opts.modality == "text" and spec.kind != "mcq":
         raise EvalError(
             f"--modality text is for spoken multiple-choice tasks (mmsu, openbookqa), not '{opts.task}'"
         )
-    ckpt = resolve_checkpoint(opts.checkpoint, opts.runs_dir)
+    ckpt = verify_checkpoint(resolve_checkpoint(opts.checkpoint, opts.runs_dir))
     recipe = load_recipe(ckpt / "recipe.yaml")
     recipe.data.tasks = None  # eval picks its own task, whatever training was restricted to
+    if opts.repair_audio:
+        recipe.data.nonfinite_audio = "repair"
     manifest, items = resolve_manifest(spec, recipe, opts.manifest)
     n_available = len(items)
     few_shot = recipe.eval.few_shot if opts.few_shot is None else opts.few_shot
     num_beams = recipe.eval.num_beams if opts.num_beams is None else opts.num_beams
-    batch_size = opts.batch_size or recipe.eval.batch_size
+    batch_size = recipe.eval.batch_size if opts.batch_size is None else opts.batch_size
     max_items = opts.max_items if opts.max_items is not None else recipe.eval.max_items
     if few_shot < 0 or num_beams < 1 or batch_size < 1:
         raise EvalError("--few-shot must be >= 0, --num-beams and --batch-size >= 1")
@@ -245,9 +257,8 @@ def build_examples(p: EvalPlan, model: AudioLLM, progress: bool) -> tuple[list[E
     train_manifest = manifest_path(p.recipe, "train")
     if not train_manifest.exists():
         raise EvalDataError(f"--few-shot needs the train manifest {train_manifest}; it does not exist")
-    shot_items = select_shots(
-        p.spec, read_manifest(train_manifest), p.few_shot, p.seed, {i.id for i in p.items}
-    )
+    pool = checked_items(train_manifest, p.recipe, known_tasks=[p.spec.manifest_task], select=p.spec.selects)
+    shot_items = select_shots(p.spec, pool, p.few_shot, p.seed, {i.id for i in p.items})
     if len(shot_items) < p.few_shot:
         raise EvalDataError(
             f"--few-shot {p.few_shot}: {train_manifest} has only {len(shot_items)} items for task '{p.spec.name}'"

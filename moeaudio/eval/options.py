@@ -29,6 +29,9 @@ class EvalOptions:
     )
     device: str | None = option(None, "cpu | cuda (default: cuda when available)")
     precision: str = option("auto", "auto | fp32 | bf16 (auto: bf16 on a GPU, fp32 on CPU)")
+    repair_audio: bool = option(
+        False, "replace NaN/Inf audio samples by silence (with a warning) instead of refusing the file"
+    )
     as_json: bool = option(False, "print one JSON object, nothing else", flag="--json")
 
 
@@ -46,3 +49,6 @@ class TranscribeOptions:
     batch_size: int = option(8, "windows per generate call")
     device: str | None = option(None, "cpu | cuda (default: cuda when available)")
     precision: str = option("auto", "auto | fp32 | bf16 (auto: bf16 on a GPU, fp32 on CPU)")
+    repair_audio: bool = option(
+        False, "replace NaN/Inf audio samples by silence (with a warning) instead of refusing the file"
+    )

@@ -21,17 +21,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
-
-from moeaudio.data.audio import load_audio
+from moeaudio.data.audio import check_audio_file, load_audio, split_windows
 from moeaudio.data.tasks import TASK_INSTRUCTIONS
 from moeaudio.errors import MissingDataError, UsageError
 from moeaudio.eval.generation import generate_all
 from moeaudio.eval.options import TranscribeOptions
-from moeaudio.io_utils import atomic_write_text
+from moeaudio.io_utils import atomic_write_text, check_output_dir
 from moeaudio.runtime.batching import Example
 from moeaudio.runtime.checkpoint import load_model, resolve_checkpoint
 from moeaudio.runtime.device import inference_dtype, pick_device
+from moeaudio.runtime.windows import check_clip_length, max_window_seconds, window_seconds
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -52,7 +51,6 @@ AUDIO_EXTENSIONS: frozenset[str] = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".caf", ".w64"}
 )
 FORMATS: tuple[str, ...] = ("txt", "json", "srt", "vtt")
-DEFAULT_WINDOW_S = 30.0
 
 
 @dataclass
@@ -118,65 +116,6 @@ def expand_audio_inputs(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------------------- windows
-
-
-def split_windows(
-    wave: np.ndarray,
-    sample_rate: int,
-    window_s: float = DEFAULT_WINDOW_S,
-    search_s: float = 3.0,
-    frame_s: float = 0.02,
-    quiet_ratio: float = 0.1,
-    min_window_s: float = 0.5,
-) -> list[tuple[int, int]]:
-    """``(start, end)`` sample ranges covering ``wave``, each at most ``window_s`` long.
-
-    Each cut goes to the centre of the lowest-energy ``frame_s`` frame within ``search_s`` before
-    the fixed boundary if that frame's RMS is below ``quiet_ratio`` x the recording's median frame
-    RMS (or digital silence); otherwise the cut is at the boundary. A last window shorter than
-    ``min_window_s`` is avoided by cutting earlier, so every window is long enough to encode.
-    """
-    n = len(wave)
-    size = int(round(window_s * sample_rate))
-    if size <= 0:
-        raise ValueError(f"window must be positive (got {window_s} s)")
-    if n <= size:
-        return [(0, n)]
-    frame = max(1, int(round(frame_s * sample_rate)))
-    n_frames = n // frame
-    rms = np.sqrt(
-        np.mean(np.square(wave[: n_frames * frame].astype(np.float64)).reshape(n_frames, frame), axis=1)
-    )
-    threshold = max(quiet_ratio * float(np.median(rms)), 1e-4)
-    search = min(int(round(search_s * sample_rate)), size // 2)
-    min_len = min(int(round(min_window_s * sample_rate)), size // 4)
-    windows: list[tuple[int, int]] = []
-    start = 0
-    while n - start > size:
-        boundary = start + size
-        if n - boundary < min_len:  # keep the final window encodable
-            boundary = n - min_len
-        lo = max(start + 1, boundary - search) // frame
-        hi = boundary // frame  # frames fully before the boundary
-        cut = boundary
-        if hi > lo:
-            best = lo + int(np.argmin(rms[lo:hi]))
-            if rms[best] < threshold:
-                cut = best * frame + frame // 2
-        windows.append((start, cut))
-        start = cut
-    windows.append((start, n))
-    return windows
-
-
-def max_window_seconds(model) -> float | None:
-    """The longest input the model's encoder accepts (Whisper: 30 s), or None when unbounded."""
-    enc = model.encoder
-    max_frames = getattr(enc, "max_frames", None)
-    hop = getattr(getattr(enc, "feature_extractor", None), "hop_length", None)
-    if max_frames and hop:
-        return float(max_frames * 2 * hop / enc.sample_rate)  # two mel frames per encoder frame
-    return None
 
 
 # ----------------------------------------------------------------------------------------- formats
@@ -259,6 +198,7 @@ def run_transcribe(
     device: str | None = None,
     precision: str = "auto",
     progress: bool = False,
+    nonfinite: str = "error",
     model=None,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
@@ -267,7 +207,8 @@ def run_transcribe(
 
     Without ``output_dir`` the formatted outputs go to ``stdout`` (several inputs are separated by
     ``==> path <==`` lines); with it, one ``<stem>.<fmt>`` file per input. ``model`` skips loading a
-    checkpoint (an already built :class:`~moeaudio.model.audio_llm.AudioLLM`).
+    checkpoint (an already built :class:`~moeaudio.model.audio_llm.AudioLLM`). ``nonfinite="repair"``
+    replaces NaN/Inf samples by silence with a warning instead of refusing the file.
     """
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
@@ -275,7 +216,12 @@ def run_transcribe(
         raise UsageError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     if batch_size < 1:
         raise UsageError("--batch-size must be >= 1")
+    if window is not None and window <= 0:
+        raise UsageError(f"--window must be a positive number of seconds (got {window:g})")
+    check_output_dir(output_dir, "--output-dir")
     paths = expand_audio_inputs(audio)
+    for path in paths:  # every input checked before the model loads: a bad file is named at once
+        check_audio_file(path)
     ckpt = None
     if model is None:
         ckpt = resolve_checkpoint(checkpoint, runs_dir)
@@ -283,16 +229,13 @@ def run_transcribe(
         model = load_model(ckpt, device=target, dtype=inference_dtype(target, precision))
     model.eval()
     prompt = prompt or TASK_INSTRUCTIONS["asr"]
-    limit = max_window_seconds(model)
-    window_s = window or min(DEFAULT_WINDOW_S, limit or DEFAULT_WINDOW_S)
-    if window_s <= 0:
-        raise UsageError("--window must be positive")
-    if limit is not None and window_s > limit + 1e-6:
-        raise UsageError(f"--window {window_s:g} s is longer than the encoder accepts ({limit:g} s)")
+    window_s = window_seconds(model, window)
 
     start_time = time.time()
     sr = model.encoder.sample_rate
-    waves = [load_audio(p, sr) for p in paths]
+    waves = [load_audio(p, sr, nonfinite=nonfinite) for p in paths]
+    for path, wave in zip(paths, waves, strict=True):
+        check_clip_length(model, wave, path)
     examples: list[Example] = []
     owners: list[tuple[int, float, float]] = []  # (file index, start s, end s) per window
     for k, wave in enumerate(waves):
@@ -346,5 +289,5 @@ def transcribe_command(opts: TranscribeOptions) -> list[Transcript]:
     fmt = "json" if opts.as_json else opts.fmt
     return run_transcribe(
         opts.audio, opts.checkpoint, opts.prompt, fmt, opts.output_dir, opts.window, opts.batch_size,
-        device=opts.device, precision=opts.precision,
+        device=opts.device, precision=opts.precision, nonfinite="repair" if opts.repair_audio else "error",
     )  # fmt: skip

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from moeaudio.config import EncoderConfig
+from moeaudio.config import EncoderConfig, RecipeError
+from moeaudio.model.loading import loading
 from moeaudio.model.pitch import PitchAugmentedEncoder, SemitoneSpectrogram
 from moeaudio.model.whisper_offline import OFFLINE_WHISPER_ID, offline_whisper_dir
 
@@ -71,7 +72,7 @@ class WhisperAudioEncoder(AudioEncoder):
         super().__init__()
         layers = len(whisper_encoder.layers)
         if not -1 <= output_layer < layers:
-            raise ValueError(
+            raise RecipeError(
                 f"encoder.output_layer={output_layer}: this encoder has layers 0..{layers - 1} (or -1)"
             )
         self.output_layer = output_layer
@@ -159,6 +160,16 @@ class HFWaveformEncoder(AudioEncoder):
         return out.last_hidden_state if self.output_layer == -1 else out.hidden_states[self.output_layer + 1]
 
 
+def min_input_seconds(cfg: EncoderConfig) -> float:
+    """The shortest clip (seconds at 16 kHz) the encoder turns into one frame, i.e. one audio token.
+
+    Whisper: 320 samples (two 10 ms mel hops per encoder frame); WavLM / HuBERT / wav2vec2: 400
+    samples (the receptive field of their first convolution). Commands refuse shorter clips up front,
+    naming them, instead of failing inside the encoder.
+    """
+    return (320 if cfg.family == "whisper" else 400) / 16000
+
+
 def _key_padding_mask(lengths: torch.Tensor, frames: int, dtype: torch.dtype) -> torch.Tensor:
     """Additive mask (batch, 1, frames, frames): padded keys get -inf-like values."""
     valid = torch.arange(frames, device=lengths.device)[None] < lengths[:, None]  # (batch, frames)
@@ -195,12 +206,13 @@ def _build_base_encoder(cfg: EncoderConfig, seed: int = 0) -> AudioEncoder:
             fe = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
             identity = _identity("tiny", f"{sorted(cfg.tiny.items())}|{seed}|{cfg.output_layer}")
             return WhisperAudioEncoder(encoder, fe, identity, cfg.output_layer)
-        source = str(offline_whisper_dir()) if cfg.name == OFFLINE_WHISPER_ID else cfg.name
-        if config_only(source):  # an export's ./encoder: weights follow from the checkpoint
-            encoder = WhisperEncoder(WhisperConfig.from_pretrained(source))
-        else:
-            encoder = _whisper_model_class().from_pretrained(source).get_encoder()  # the decoder is dropped
-        fe = WhisperFeatureExtractor.from_pretrained(source)
+        with loading("encoder.name", cfg.name, ("tiny", OFFLINE_WHISPER_ID)):
+            source = str(offline_whisper_dir()) if cfg.name == OFFLINE_WHISPER_ID else cfg.name
+            if config_only(source):  # an export's ./encoder: weights follow from the checkpoint
+                encoder = WhisperEncoder(WhisperConfig.from_pretrained(source))
+            else:
+                encoder = _whisper_model_class().from_pretrained(source).get_encoder()  # the decoder is dropped
+            fe = WhisperFeatureExtractor.from_pretrained(source)
         identity = _identity(cfg.name, _weights_stamp(source) + _layer_tag(cfg.output_layer))
         return WhisperAudioEncoder(encoder, fe, identity, cfg.output_layer)
 
@@ -229,11 +241,12 @@ def _build_base_encoder(cfg: EncoderConfig, seed: int = 0) -> AudioEncoder:
             _identity(f"tiny-{cfg.family}", f"{sorted(cfg.tiny.items())}|{seed}|{cfg.output_layer}"),
             cfg.output_layer,
         )
-    if config_only(cfg.name):
-        model = AutoModel.from_config(AutoConfig.from_pretrained(cfg.name))
-    else:
-        model = AutoModel.from_pretrained(cfg.name)
-    fe = AutoFeatureExtractor.from_pretrained(cfg.name)
+    with loading("encoder.name", cfg.name):
+        if config_only(cfg.name):
+            model = AutoModel.from_config(AutoConfig.from_pretrained(cfg.name))
+        else:
+            model = AutoModel.from_pretrained(cfg.name)
+        fe = AutoFeatureExtractor.from_pretrained(cfg.name)
     identity = _identity(cfg.name, _weights_stamp(cfg.name) + _layer_tag(cfg.output_layer))
     return HFWaveformEncoder(model, fe, identity, cfg.output_layer)
 

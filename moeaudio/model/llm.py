@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from moeaudio.config import LLMConfig, RecipeError
+from moeaudio.model.loading import loading
 from moeaudio.model.smollm2_offline import OFFLINE_SMOLLM2_ID, converted_smollm2_dir, offline_smollm2_dir
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
@@ -78,7 +79,8 @@ def build_tokenizer(cfg: LLMConfig):
         tok.add_special_tokens({"additional_special_tokens": [IM_START]})
         tok.chat_template = CHAT_TEMPLATE
     else:
-        tok = AutoTokenizer.from_pretrained(model_source(source))
+        with loading("llm.tokenizer" if cfg.tokenizer else "llm.name", source, ("tiny", "builtin", OFFLINE_SMOLLM2_ID)):
+            tok = AutoTokenizer.from_pretrained(model_source(source))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if cfg.audio_placeholder not in tok.get_vocab():
@@ -117,7 +119,8 @@ def build_llm(cfg: LLMConfig, vocab_size: int, seed: int = 0) -> nn.Module:
             config._attn_implementation = attention["attn_implementation"]
         model = Qwen2ForCausalLM(config)
     else:
-        model = AutoModelForCausalLM.from_pretrained(model_source(cfg.name), dtype=torch.float32, **attention)
+        with loading("llm.name", cfg.name, (OFFLINE_SMOLLM2_ID,)):
+            model = AutoModelForCausalLM.from_pretrained(model_source(cfg.name), dtype=torch.float32, **attention)
     if model.get_input_embeddings().num_embeddings < vocab_size:
         # seeded: the new rows (audio placeholder) must be the same when a checkpoint that does not
         # store a frozen LLM rebuilds it

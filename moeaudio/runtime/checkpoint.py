@@ -1,4 +1,4 @@
-"""Find, resolve and load checkpoints: what eval, transcribe, analyze and resume share.
+"""Find, resolve, check and load checkpoints: what eval, transcribe, analyze and resume share.
 
 Layout of one checkpoint (``RUN/checkpoints/step-000200/``)::
 
@@ -7,6 +7,7 @@ Layout of one checkpoint (``RUN/checkpoints/step-000200/``)::
     tokenizer/            the tokenizer with its audio placeholder and chat template
     trainer_state.json    step, seed, batches consumed, RNG states, metrics
     deepspeed/            DeepSpeed's own shards, for exact resume only
+    checkpoint.json       the files above with their sizes, written last (see below)
 
 An export (``moeaudio export``, :mod:`moeaudio.runtime.export`) is a directory :func:`load_model` reads
 the same way: its recipe names files inside it (``./encoder``, ``./llm``, ``./tokenizer``), which are
@@ -15,15 +16,34 @@ resolved against the directory, and ``export.json`` says which weights live outs
 Writing checkpoints needs the DeepSpeed engine and lives in ``moeaudio.train.checkpoint``; reading
 them needs neither DeepSpeed nor pickle and lives here, so every command below training can load
 a model.
+
+What is checked before a checkpoint is used, each failure a :class:`CheckpointError` naming the file
+(or tensor, or key) and what to do:
+
+* ``checkpoint.json`` lists every file the checkpoint must hold with its size in bytes: a missing
+  file, or a DeepSpeed shard or tokenizer file of another size than written (a copy cut short), is
+  named. The weights, recipe and trainer state are checked by their content instead (below), so
+  re-saved weights or an edited eval setting do not count as damage. Checkpoints written before the
+  list existed have none and are checked file by file only.
+* ``model.safetensors`` must be a complete safetensors file, and every tensor in it must have the
+  shape the checkpoint's ``recipe.yaml`` builds (the first one that does not is named).
+* ``trainer_state.json`` must be JSON holding what resume needs.
+* A run's ``checkpoints/latest`` must name a checkpoint that is there; when it does not (any cause:
+  a pruned step, a copy without it) commands say so instead of picking another step.
+
+Nothing here unpickles: weights are safetensors, state is JSON. The DeepSpeed shards are read only by
+``train --resume``, and only with ``torch.load(weights_only=True)`` (``moeaudio.train.checkpoint``).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from moeaudio.config import Recipe, load_recipe
@@ -32,14 +52,18 @@ from moeaudio.model.audio_llm import AudioLLM, build_audio_llm
 
 __all__ = [
     "EXPORT_MANIFEST",
+    "FILES_MANIFEST",
     "WEIGHTS",
     "checkpoint_root",
+    "describe_files",
     "find_latest_run_checkpoint",
     "latest_checkpoint",
     "load_model",
     "load_trainer_state",
     "rebuilt_parts",
     "resolve_checkpoint",
+    "check_shapes",
+    "verify_checkpoint",
 ]
 
 WEIGHTS = "model.safetensors"
@@ -55,33 +79,63 @@ def resolve_local_paths(recipe, checkpoint: Path):
         if isinstance(value, str) and value.startswith("./"):
             setattr(getattr(recipe, section), key, str((checkpoint / value).resolve()))
     return recipe
+FILES_MANIFEST = "checkpoint.json"
+FORMAT_VERSION = 1
+#: What a model load reads (eval, transcribe, analyze); a resume reads every file.
+MODEL_FILES = ("recipe.yaml", WEIGHTS)
+#: Files whose content is checked when read (a complete safetensors file whose tensors fit the recipe,
+#: a valid recipe, JSON with the keys resume needs): their size may change (weights re-saved, an eval
+#: setting edited) without the checkpoint being damaged, so only their presence is checked here.
+SELF_CHECKED = frozenset({WEIGHTS, "recipe.yaml", "trainer_state.json"})
+TRAINER_STATE_KEYS = ("step", "batches_consumed", "rng")
 
 
 def checkpoint_root(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
+def _step_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.glob("step-*") if p.is_dir())
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint of a run (``latest`` pointer, else the highest step)."""
+    """The run's checkpoint that ``checkpoints/latest`` names, else (no pointer) the highest complete
+    step; None when the run has none. A pointer naming a checkpoint that is missing or incomplete is a
+    :class:`CheckpointError` saying so, never silently replaced by another step."""
     root = checkpoint_root(run_dir)
     pointer = root / "latest"
-    if pointer.exists():
-        candidate = root / pointer.read_text().strip()
-        if (candidate / "trainer_state.json").exists():
+    if pointer.is_file():
+        name = pointer.read_text(errors="replace").strip()
+        candidate = root / name
+        if name and "/" not in name and (candidate / "trainer_state.json").is_file():
             return candidate
-    steps = sorted(p for p in root.glob("step-*") if (p / "trainer_state.json").exists())
+        present = [p.name for p in _step_dirs(root) if (p / "trainer_state.json").is_file()]
+        state = "is incomplete (no trainer_state.json)" if candidate.is_dir() and name else "does not exist"
+        fix = (
+            f"pass --checkpoint {root / present[-1]} to use the newest one there, or write its name into {pointer}"
+            if present
+            else "the run has no complete checkpoint left: train it again"
+        )
+        raise CheckpointError(
+            f"{pointer} names {name or '(nothing)'!s}, which {state}; checkpoints present: "
+            f"{', '.join(present) or 'none'}. Not picking another step silently: {fix}"
+        )
+    steps = [p for p in _step_dirs(root) if (p / "trainer_state.json").exists()]
     return steps[-1] if steps else None
 
 
 def find_latest_run_checkpoint(runs_dir: str | Path = "runs") -> Path | None:
-    """The most recently written checkpoint under a runs directory (commands without --checkpoint)."""
-    found = [p for p in Path(runs_dir).glob("**/checkpoints/step-*") if (p / "trainer_state.json").exists()]
+    """The newest checkpoint under a runs directory (commands without --checkpoint): each run's
+    :func:`latest_checkpoint`, the most recently written of those."""
+    runs = {p.parent.parent for p in Path(runs_dir).glob("**/checkpoints/step-*")}
+    found = [c for run in sorted(runs) if (c := latest_checkpoint(run)) is not None]
     return max(found, key=lambda p: (p / "trainer_state.json").stat().st_mtime) if found else None
 
 
 def resolve_checkpoint(checkpoint: str | Path | None, runs_dir: str | Path = "runs") -> Path:
-    """The given checkpoint directory (a run directory means its latest checkpoint), else the newest
-    checkpoint under ``runs_dir``. Raises :class:`CheckpointError` naming what to pass instead."""
+    """The given checkpoint directory (a run directory, or its ``checkpoints/`` folder, means its
+    latest checkpoint), else the newest checkpoint under ``runs_dir``. Raises
+    :class:`CheckpointError` naming what to pass instead."""
     if checkpoint is None:
         found = find_latest_run_checkpoint(runs_dir)
         if found is None:
@@ -93,11 +147,16 @@ def resolve_checkpoint(checkpoint: str | Path | None, runs_dir: str | Path = "ru
     path = Path(checkpoint)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    if not (path / WEIGHTS).exists() and (path / "checkpoints").is_dir():
-        run_latest = latest_checkpoint(path)
-        if run_latest is not None:
-            return run_latest
+    if not path.is_dir():
+        raise CheckpointError(
+            f"checkpoint {path} is a file; pass its directory (RUN/checkpoints/step-NNNNNN) or a run directory"
+        )
     if not (path / WEIGHTS).exists():
+        run = path.parent if path.name == "checkpoints" and not (path / "checkpoints").is_dir() else path
+        if checkpoint_root(run).is_dir():
+            run_latest = latest_checkpoint(run)
+            if run_latest is not None:
+                return run_latest
         raise CheckpointError(
             f"{path}: no {WEIGHTS}; pass a checkpoint directory (RUN/checkpoints/step-NNNNNN) or a run directory"
         )
@@ -116,8 +175,118 @@ def rebuilt_parts(recipe: Recipe) -> tuple[str, ...]:
     return tuple(parts)
 
 
+# ----------------------------------------------------------------------------------------- checks
+
+
+def describe_files(checkpoint: str | Path, step: int | None = None) -> dict[str, Any]:
+    """What :data:`FILES_MANIFEST` holds: every file under ``checkpoint`` (relative path -> size)."""
+    root = Path(checkpoint)
+    files = {
+        p.relative_to(root).as_posix(): p.stat().st_size
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != FILES_MANIFEST
+    }
+    return {"format": FORMAT_VERSION, "step": step, "files": files}
+
+
+def _listed_files(checkpoint: Path) -> dict[str, int] | None:
+    path = checkpoint / FILES_MANIFEST
+    if not path.exists():
+        return None  # written before the manifest existed
+    try:
+        data = json.loads(path.read_text())
+        files = data["files"]
+        if not isinstance(files, dict) or not all(isinstance(v, int) for v in files.values()):
+            raise TypeError("'files' must map paths to sizes")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise CheckpointError(
+            f"{path} is corrupt ({e}); the checkpoint cannot be checked. Restore it from the run's copy, or "
+            f"delete {path.name} to load it unchecked"
+        ) from None
+    return files
+
+
+def verify_checkpoint(checkpoint: str | Path, files: Iterable[str] | None = MODEL_FILES) -> Path:
+    """Check that ``checkpoint`` holds ``files`` (default: what a model load needs; None: every file
+    it was written with, as a resume needs), none missing or cut short, and that its weights file is
+    a complete safetensors file. Returns the path; :class:`CheckpointError` names what is wrong."""
+    ckpt = Path(checkpoint)
+    listed = _listed_files(ckpt)
+    wanted = set(files) if files is not None else set(listed or {})
+    problems = []
+    for name in sorted(wanted):
+        path = ckpt / name
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+            continue
+        if listed is None or name not in listed or name in SELF_CHECKED:
+            continue
+        size, expected = path.stat().st_size, listed[name]
+        if size < expected:
+            problems.append(f"{name} is truncated ({size} of {expected} bytes)")
+        elif size > expected:
+            problems.append(f"{name} has {size} bytes, not the {expected} it was written with")
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {ckpt} is damaged: {'; '.join(dict.fromkeys(problems))}. Copy it again from where it "
+            "was written, or use another checkpoint of the run"
+        )
+    if WEIGHTS in wanted:
+        _check_safetensors(ckpt / WEIGHTS)
+    return ckpt
+
+
+def _check_safetensors(path: Path) -> None:
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): the weights were never written completely")
+    try:
+        with safe_open(str(path), framework="pt"):  # checks the header covers the whole file
+            pass
+    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+        raise CheckpointError(
+            f"{path} is not a complete safetensors file ({(str(e).splitlines() or [''])[0]}): truncated or "
+            "corrupt. Copy "
+            "the checkpoint again, or use another checkpoint of the run"
+        ) from None
+
+
+def check_shapes(path: Path, model: torch.nn.Module, recipe_file: Path | str) -> None:
+    """Every tensor in ``path`` must have the shape ``model`` (built from ``recipe_file``, a path or a
+    description of the recipe) has; the first that does not is a :class:`CheckpointError` naming it."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    with safe_open(str(path), framework="pt") as f:
+        for key in f.keys():
+            if key not in expected:
+                continue  # unexpected keys are reported by the load below
+            shape = tuple(f.get_slice(key).get_shape())
+            if shape != expected[key]:
+                raise CheckpointError(
+                    f"{path}: tensor '{key}' has shape {list(shape)} but {recipe_file} builds "
+                    f"{list(expected[key])}: the weights do not belong to this recipe (was recipe.yaml edited, or "
+                    "weights copied from another run?)"
+                )
+
+
 def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
-    return json.loads((checkpoint / "trainer_state.json").read_text())
+    """``trainer_state.json`` of a checkpoint, checked to hold what resume needs."""
+    path = Path(checkpoint) / "trainer_state.json"
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: {checkpoint} is not a complete checkpoint")
+    try:
+        state = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(
+            f"{path} is corrupt (not valid JSON: {e}); resume from another checkpoint of the run "
+            "(--checkpoint, or write its name into checkpoints/latest)"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is corrupt: expected a JSON object, got {type(state).__name__}")
+    missing = [k for k in TRAINER_STATE_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is corrupt: key(s) {', '.join(map(repr, missing))} missing")
+    if not isinstance(state["step"], int) or state["step"] < 0:
+        raise CheckpointError(f"{path}: key 'step' must be a non-negative integer (got {state['step']!r})")
+    return state
 
 
 def load_model(
@@ -126,13 +295,15 @@ def load_model(
     """Rebuild the AudioLLM from a checkpoint directory, in eval mode, without DeepSpeed or pickle;
     on ``device``, its floating-point weights cast to ``dtype`` when given (bf16 inference on a GPU).
 
-    Frozen parts rebuilt from their reference (:func:`rebuilt_parts`) are not in a training
+    The checkpoint is checked first (:func:`verify_checkpoint`, then every tensor's shape against the
+    recipe). Frozen parts rebuilt from their reference (:func:`rebuilt_parts`) are not in a training
     checkpoint's weights file; every other parameter must be. In an export every weight is in the
     export: the LLM's in its own folder (listed in ``export.json``), all others in the weights file.
     """
     checkpoint = Path(checkpoint)
-    if not (checkpoint / WEIGHTS).exists():
+    if not (checkpoint / WEIGHTS).exists() and not (checkpoint / "recipe.yaml").exists():
         raise CheckpointError(f"{checkpoint}: no {WEIGHTS}; is this a moeaudio checkpoint directory?")
+    verify_checkpoint(checkpoint)
     recipe = resolve_local_paths(load_recipe(checkpoint / "recipe.yaml"), checkpoint)
     export = checkpoint / EXPORT_MANIFEST
     if export.exists():
@@ -140,11 +311,13 @@ def load_model(
     else:
         elsewhere = rebuilt_parts(recipe)
     model = build_audio_llm(recipe)
+    check_shapes(checkpoint / WEIGHTS, model, checkpoint / "recipe.yaml")
     state = load_file(str(checkpoint / WEIGHTS))
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith(elsewhere)] if elsewhere else missing
     if missing or unexpected:
         raise CheckpointError(
-            f"{checkpoint / WEIGHTS}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
+            f"{checkpoint / WEIGHTS}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}: the weights "
+            f"do not belong to {checkpoint / 'recipe.yaml'}"
         )
     return (model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)).eval()

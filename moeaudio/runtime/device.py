@@ -20,10 +20,17 @@ def use_cuda() -> bool:
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` as given, else ``cuda`` where usable, else ``cpu``."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if use_cuda() else "cpu")
+    """``device`` as given, else ``cuda`` where usable, else ``cpu``. A device torch does not know,
+    or CUDA asked for where there is none, is a :class:`UsageError` naming ``--device``."""
+    if device is None:
+        return torch.device("cuda" if use_cuda() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise UsageError(f"--device {device!r} is not a device torch knows ({e}); use cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: no CUDA device is available here; use --device cpu")
+    return dev
 
 
 def inference_dtype(device: str | torch.device, precision: str = "auto") -> torch.dtype:

@@ -1,24 +1,65 @@
-"""Writing checkpoints a user can copy (layout: ``moeaudio.runtime.checkpoint``, which reads them).
+"""Writing checkpoints a user can copy (layout: ``moeaudio.runtime.checkpoint``, which reads them),
+and reading DeepSpeed's shards back for ``--resume`` without running code.
 
 A checkpoint is written into a hidden temporary directory and renamed into place only when
 complete, and ``RUN/checkpoints/latest`` is replaced atomically: a crash mid-save leaves the
-previous checkpoint intact and `latest` pointing at it.
+previous checkpoint intact and `latest` pointing at it. A full disk is the same, plus a clear
+:class:`~moeaudio.errors.DiskFullError` and no half-written temporary directory left behind. The
+last file written is ``checkpoint.json``, the list of files with their sizes that loading checks.
+
+DeepSpeed reads its shards with ``torch.load(weights_only=False)``, which runs any code a pickle in
+them names: a checkpoint from someone else could run code on ``--resume``. :func:`load_deepspeed_state`
+makes every ``torch.load`` during ``engine.load_checkpoint`` a ``weights_only=True`` load, allowing
+exactly the three DeepSpeed types its ZeRO shards hold besides tensors and plain containers
+(:data:`DEEPSPEED_SAFE_GLOBALS`); anything else is refused with an error naming the file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
+import importlib
 import json
 import os
+import pickle
+import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
+from moeaudio.errors import CheckpointError, DiskFullError, TrainingDivergedError
 from moeaudio.io_utils import atomic_write_text
-from moeaudio.runtime.checkpoint import WEIGHTS, checkpoint_root, rebuilt_parts
+from moeaudio.runtime.checkpoint import (
+    FILES_MANIFEST,
+    WEIGHTS,
+    checkpoint_root,
+    describe_files,
+    rebuilt_parts,
+)
 from moeaudio.train.distributed import barrier
+
+__all__ = [
+    "DEEPSPEED_SAFE_GLOBALS",
+    "consolidated_state_dict",
+    "load_deepspeed_state",
+    "save_checkpoint",
+    "weights_to_save",
+]
+
+#: The non-tensor types DeepSpeed (0.17-0.19) pickles into its ZeRO optimizer shards, as
+#: ``module:qualname``; found with ``torch.serialization.get_unsafe_globals_in_checkpoint`` on the
+#: shards of ZeRO 0, 2 and 3 runs. Only these are allowed besides what ``weights_only`` allows anyway.
+DEEPSPEED_SAFE_GLOBALS: tuple[str, ...] = (
+    "deepspeed.runtime.zero.config:ZeroStageEnum",
+    "deepspeed.utils.tensor_fragment:fragment_address",
+    "deepspeed.runtime.fp16.loss_scaler:LossScaler",
+)
+_STEP = re.compile(r"^step-(\d+)$")
 
 
 def consolidated_state_dict(model: torch.nn.Module, zero_stage: int) -> dict[str, torch.Tensor]:
@@ -47,33 +88,159 @@ def save_checkpoint(
     rank: int,
     keep_last: int = 2,
 ) -> Path:
-    """Write step-NNNNNN atomically (every rank takes part: DeepSpeed shards are per rank)."""
+    """Write step-NNNNNN atomically (every rank takes part: DeepSpeed shards are per rank).
+
+    The weights are checked first: a non-finite weight is a :class:`TrainingDivergedError` and
+    nothing is written. A full disk (or any other write failure) is a clear error; the previous
+    checkpoint and ``latest`` are left as they were, and the temporary directory is removed.
+    """
     root = checkpoint_root(run_dir)
     final = root / f"step-{step:06d}"
     tmp = root / f".tmp-step-{step:06d}"
-    if rank == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    barrier()
-    engine.save_checkpoint(str(tmp / "deepspeed"), tag="state", save_latest=False)
     state = weights_to_save(model, consolidated_state_dict(model, model.recipe.train.zero_stage))
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        previous = _latest_name(root)
+        raise TrainingDivergedError(
+            f"step {step}: weight '{bad}' is NaN/Inf, so checkpoint {final.name} was not written; the last good "
+            f"checkpoint is {previous or 'none'}. Lower train.lr (or raise train.warmup_steps) and train "
+            "again" + (" with --resume" if previous else "")
+        )
+    with _write_errors(root, final, tmp, rank):
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        barrier()
+        engine.save_checkpoint(str(tmp / "deepspeed"), tag="state", save_latest=False)
+        barrier()  # every rank's shards are on disk before the list of files is made
+        if rank == 0:
+            save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "step": str(step)})
+            (tmp / "recipe.yaml").write_text(model.recipe.to_yaml())
+            model.tokenizer.save_pretrained(str(tmp / "tokenizer"))
+            (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
+            (tmp / FILES_MANIFEST).write_text(json.dumps(describe_files(tmp, step), indent=1))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            atomic_write_text(root / "latest", final.name)
     if rank == 0:
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "step": str(step)})
-        (tmp / "recipe.yaml").write_text(model.recipe.to_yaml())
-        model.tokenizer.save_pretrained(str(tmp / "tokenizer"))
-        (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        atomic_write_text(root / "latest", final.name)
-        _prune(root, keep_last)
+        _prune(root, keep_last, final)
     barrier()
     return final
 
 
-def _prune(root: Path, keep_last: int) -> None:
+@contextlib.contextmanager
+def _write_errors(root: Path, final: Path, tmp: Path, rank: int) -> Iterator[None]:
+    """Turn a failed write into a clear error: ENOSPC/EDQUOT -> :class:`DiskFullError`, any other
+    ``OSError`` -> :class:`CheckpointError`; the temporary directory is removed either way."""
+    previous = _latest_name(root)
+    try:
+        yield
+    except OSError as e:
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        done = final.is_dir() and _latest_name(root) != final.name  # renamed, pointer not moved
+        kept = (
+            f"{final.name} was written but checkpoints/latest still names {previous}"
+            if done and previous
+            else f"the previous checkpoint {previous} is intact and checkpoints/latest still names it"
+            if previous
+            else "no earlier checkpoint exists"
+        )
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(
+                f"no space left on the device while writing checkpoint {final.name} under {root}; {kept}. "
+                "Free space, then continue with `moeaudio train ... --resume`"
+            ) from None
+        raise CheckpointError(
+            f"cannot write checkpoint {final.name} under {root} ({e.strerror or e}); {kept}"
+        ) from None
+
+
+def _latest_name(root: Path) -> str | None:
+    pointer = root / "latest"
+    return pointer.read_text().strip() or None if pointer.is_file() else None
+
+
+def _prune(root: Path, keep_last: int, final: Path) -> None:
+    """Keep the newest ``keep_last`` checkpoints up to ``final`` (always ``final`` itself); a step after
+    ``final`` (from another run in this directory) is never deleted."""
     if keep_last <= 0:
         return
-    steps = sorted(root.glob("step-*"))
-    for old in steps[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+    own = int(_STEP.match(final.name)[1])
+    steps = sorted(
+        (int(m[1]), p) for p in root.glob("step-*") if (m := _STEP.match(p.name)) and int(m[1]) <= own
+    )
+    for _, old in steps[:-keep_last]:
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------ safe resume
+
+
+def _safe_globals() -> list[Any]:
+    found = []
+    for name in DEEPSPEED_SAFE_GLOBALS:
+        module, _, attr = name.partition(":")
+        with contextlib.suppress(ImportError, AttributeError):
+            found.append(getattr(importlib.import_module(module), attr))
+    return found
+
+
+@contextlib.contextmanager
+def weights_only_torch_load() -> Iterator[list[str]]:
+    """While active, every ``torch.load`` is a ``weights_only=True`` load (whatever the caller asks)
+    allowing :data:`DEEPSPEED_SAFE_GLOBALS`; yields the list of files loaded, in order."""
+    real = torch.load
+    loaded: list[str] = []
+
+    @functools.wraps(real)
+    def safe_load(f, *args, **kwargs):
+        kwargs["weights_only"] = True
+        loaded.append(os.fspath(f) if isinstance(f, (str, os.PathLike)) else repr(f))
+        return real(f, *args, **kwargs)
+
+    torch.load = safe_load
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            yield loaded
+    finally:
+        torch.load = real
+
+
+def load_deepspeed_state(engine, checkpoint: Path) -> None:
+    """``engine.load_checkpoint`` on ``checkpoint/deepspeed`` with weights-only loading.
+
+    A shard holding anything but tensors, plain containers and DeepSpeed's own state types (e.g. a
+    pickle that would run code), or a shard that is missing or unreadable, is a
+    :class:`CheckpointError` naming it; nothing in it is executed.
+    """
+    directory = checkpoint / "deepspeed"
+    if not (directory / "state").is_dir():
+        raise CheckpointError(
+            f"{directory / 'state'} is missing: {checkpoint} holds no DeepSpeed state to resume from "
+            "(a checkpoint copied without deepspeed/ can be evaluated, not resumed)"
+        )
+    with weights_only_torch_load() as loaded:
+        try:
+            load_path, _ = engine.load_checkpoint(str(directory), tag="state")
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+            shard = loaded[-1] if loaded else str(directory)
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            refused = isinstance(e, pickle.UnpicklingError)
+            raise CheckpointError(
+                f"{shard}: "
+                + (
+                    "holds objects a weights-only load refuses (it was not written by moeaudio's DeepSpeed "
+                    "or was altered); refusing to load it, nothing in it was run"
+                    if refused
+                    else f"cannot be read ({first}): truncated or corrupt"
+                )
+                + ". Resume from another checkpoint of the run, or train again"
+            ) from None
+    if load_path is None:
+        raise CheckpointError(
+            f"{directory}: DeepSpeed found no checkpoint to load (a shard is missing); resume from another "
+            "checkpoint of the run, or train again"
+        )

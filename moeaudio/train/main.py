@@ -13,8 +13,10 @@ from typing import Any
 
 from moeaudio.analyze.run import conflict_probe, domain_examples
 from moeaudio.config import Recipe, load_recipe
+from moeaudio.errors import UsageError
 from moeaudio.eval.handlers import handler_for
 from moeaudio.eval.validation import validate
+from moeaudio.io_utils import check_output_dir
 from moeaudio.model.audio_llm import AudioLLM
 from moeaudio.options import print_json
 from moeaudio.runtime.batching import Example
@@ -41,11 +43,17 @@ def conflict_cosines(model: AudioLLM, examples: list[Example], recipe: Recipe) -
 
 
 def train_recipe(
-    recipe: Recipe, output_dir: str | Path | None = None, resume: bool = False, evaluate: bool = True
+    recipe: Recipe,
+    output_dir: str | Path | None = None,
+    resume: bool = False,
+    evaluate: bool = True,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train with the standard callbacks: validation on the recipe's valid split, conflict probe."""
     validation: Any = validate if evaluate else None
-    return run_train(recipe, output_dir, resume, validate=validation, conflict_probe=conflict_cosines)
+    return run_train(
+        recipe, output_dir, resume, validate=validation, conflict_probe=conflict_cosines, overwrite=overwrite
+    )
 
 
 def train_main(opts: TrainOptions) -> TrainResult | None:
@@ -54,13 +62,20 @@ def train_main(opts: TrainOptions) -> TrainResult | None:
     but one JSON object (:func:`train_json_summary`) goes to stderr; the launcher, or rank 0 of an
     external launcher, prints it."""
     recipe = load_recipe(opts.recipe, opts.overrides or [])
+    if opts.nproc < 1:
+        raise UsageError(f"--nproc must be >= 1 (got {opts.nproc})")
+    check_output_dir(
+        opts.output_dir or recipe.train.output_dir, "--output-dir" if opts.output_dir else "train.output_dir"
+    )
     start = time.time()
     with contextlib.redirect_stdout(sys.stderr) if opts.as_json else contextlib.nullcontext():
         if opts.nproc > 1:
             launch_local(opts.launcher_args(), opts.nproc)
             result = _result_from_run(Path(opts.output_dir or recipe.train.output_dir), time.time() - start)
         else:
-            result = train_recipe(recipe, opts.output_dir, opts.resume, evaluate=not opts.no_eval)
+            result = train_recipe(
+                recipe, opts.output_dir, opts.resume, evaluate=not opts.no_eval, overwrite=opts.overwrite
+            )
     if opts.as_json and not opts.nproc_rank and os.environ.get("RANK", "0") == "0":
         print_json(train_json_summary(result))
     return result

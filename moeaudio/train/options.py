@@ -19,6 +19,7 @@ class TrainOptions:
     overrides: list[str] | None = argument(None, "section.key=value overrides, e.g. adapter.top_k=2")
     output_dir: str | None = option(None, "run directory (default: train.output_dir)")
     resume: bool = option(False, "continue from the run's last complete checkpoint")
+    overwrite: bool = option(False, "delete the checkpoints the run directory already holds, then train")
     nproc: int = option(1, "local processes (data parallel)")
     no_eval: bool = option(False, "skip the validation pass at the end")
     as_json: bool = option(
@@ -35,4 +36,5 @@ class TrainOptions:
         args += ["--resume"] if self.resume else []
         args += ["--json"] if self.as_json else []
         args += ["--verbose"] if verbose_enabled() else []
+        args += ["--overwrite"] if self.overwrite else []
         return args + (["--no-eval"] if self.no_eval else []) + ["--nproc-rank"]

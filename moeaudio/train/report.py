@@ -48,6 +48,7 @@ class Reporter:
         self._wandb = (
             _import_wandb() if enabled and "wandb" in self.report_to else None
         )  # fail before training
+        self.status_suffix = ""
         if enabled:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
@@ -55,6 +56,13 @@ class Reporter:
     def note(self, text: str) -> None:
         if self.enabled:
             self.console.print(text, highlight=False)
+
+    def warn(self, text: str, status: str = "") -> None:
+        """A warning line in the log (``warning: ...``) and, with ``status``, a mark on the progress
+        bar that stays until the run ends."""
+        self.status_suffix = f" {status}" if status else self.status_suffix
+        if self.enabled:
+            self.console.print(f"[bold yellow]warning:[/] {text}", highlight=False)
 
     def start(self, model) -> None:
         if not self.enabled:
@@ -124,6 +132,7 @@ class Reporter:
             status += f" aux {record['aux_loss']:.3f}"
         if "load_spread" in record:
             status += f" load max/mean {record['load_spread']:.2f}"
+        status += self.status_suffix
         if progress is not None:
             bar, task = progress
             bar.update(task, completed=record["step"], status=status)

@@ -6,6 +6,11 @@ corpus, model, examples, engine, sampler, resume), :func:`train_step` (one optim
 What the layers above know how to do is passed in, not imported: ``validate`` scores the final
 model on the valid split, ``conflict_probe`` measures per-domain gradient cosines every
 ``train.conflict_every`` steps (``moeaudio.train.main`` wires the standard ones).
+
+What stops a run rather than letting it write garbage: a run directory that already holds
+checkpoints (unless ``resume`` or ``overwrite``), a checkpoint that fails its checks on resume, a
+loss term that goes NaN/Inf (stopped before the optimizer step; the last checkpoint is left as it
+was) and NaN/Inf weights at a save. Sustained routing collapse only warns.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import os
 import random
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,14 +33,27 @@ import torch
 
 from moeaudio.config import Recipe, RecipeError
 from moeaudio.data.loader import BucketBatchSampler
-from moeaudio.errors import CheckpointError
+from moeaudio.errors import (
+    CheckpointError,
+    MissingDataError,
+    RunDirectoryError,
+    TrainingDivergedError,
+    UsageError,
+)
 from moeaudio.model.audio_llm import AudioLLM, build_audio_llm
 from moeaudio.model.moe import MoELayer, Router, end_step
 from moeaudio.runtime.batching import Collator, Example, example_length
-from moeaudio.runtime.checkpoint import latest_checkpoint, load_trainer_state
+from moeaudio.runtime.checkpoint import (
+    WEIGHTS,
+    check_shapes,
+    checkpoint_root,
+    latest_checkpoint,
+    load_trainer_state,
+    verify_checkpoint,
+)
 from moeaudio.runtime.device import use_cuda
-from moeaudio.runtime.examples import ensure_corpus, load_examples, manifest_path
-from moeaudio.train.checkpoint import save_checkpoint
+from moeaudio.runtime.examples import checked_items, ensure_corpus, load_examples, manifest_path
+from moeaudio.train.checkpoint import load_deepspeed_state, save_checkpoint
 from moeaudio.train.distributed import barrier, init_distributed
 from moeaudio.train.report import Reporter
 from moeaudio.train.schedule import lr_multiplier
@@ -147,6 +167,7 @@ class TrainState:
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     checkpoint: Path | None = None
+    collapse_streak: int = 0  # consecutive steps with load_spread at or above the collapse threshold
 
 
 @dataclass
@@ -168,31 +189,97 @@ class Session:
     dump_loads: Path | None  # MOEAUDIO_DUMP_LOADS: this rank's per-step expert counts, for debugging
 
 
+def claim_run_dir(run_dir: Path, resume: bool, overwrite: bool, rank: int = 0) -> None:
+    """Make sure training into ``run_dir`` loses nothing: a directory that already holds checkpoints
+    is continued (``resume``), emptied of them (``overwrite``), or refused with a message naming both
+    ways out and ``--output-dir``."""
+    if resume and overwrite:
+        raise UsageError("--resume continues the run and --overwrite deletes it: give one of them")
+    root = checkpoint_root(run_dir)
+    existing = sorted(p.name for p in root.glob("step-*")) if root.is_dir() else []
+    if resume or not (existing or (root / "latest").exists()):
+        return
+    if not overwrite:
+        raise RunDirectoryError(
+            f"{run_dir} already holds checkpoints ({', '.join(existing) or 'a latest pointer'}) of an earlier run; "
+            "training into it again would mix the two runs. Continue that run with --resume, train into "
+            "a new directory with --output-dir DIR, or delete its checkpoints with --overwrite"
+        )
+    barrier()  # every rank has looked before rank 0 deletes
+    if rank == 0:
+        shutil.rmtree(root)
+        for name in ("metrics.jsonl", "loss.png", "validation.json"):
+            (run_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+    barrier()
+
+
+def _resume_point(run_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint ``--resume`` continues from and its trainer state, both checked: ``latest``
+    names a checkpoint that is there, every file it was written with is there and whole, and
+    ``trainer_state.json`` holds what resume needs."""
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise CheckpointError(f"--resume: no complete checkpoint under {run_dir}/checkpoints")
+    verify_checkpoint(ckpt, files=None)
+    return ckpt, load_trainer_state(ckpt)
+
+
+def _checked(manifest: Path, recipe: Recipe, needed_by: str = "training") -> list[Any]:
+    """The manifest's items under ``data.tasks``, checked (:func:`checked_items`)."""
+    if not manifest.exists():
+        raise MissingDataError(f"{manifest}: manifest not found; {needed_by} needs it")
+    keep = set(recipe.data.tasks) if recipe.data.tasks else None
+    return checked_items(manifest, recipe, select=lambda i: keep is None or i.task in keep)
+
+
 def setup(
-    recipe: Recipe, output_dir: str | Path | None = None, resume: bool = False
+    recipe: Recipe,
+    output_dir: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    check_valid: bool = False,
 ) -> tuple[Session, TrainState]:
-    """Process group, corpus, model, examples, DeepSpeed engine, sampler; restore state on resume."""
+    """Process group, corpus, model, examples, DeepSpeed engine, sampler; restore state on resume.
+
+    Everything the run will read is checked before the model is built: the run directory, the
+    checkpoint to resume, the train manifest (and with ``check_valid`` the valid one) and its audio.
+    """
     import deepspeed  # lazy: init_distributed picks the accelerator before deepspeed is imported
 
     rank, _local_rank, world = init_distributed()
     run_dir = Path(output_dir or recipe.train.output_dir)
     if output_dir:
         recipe.train.output_dir = str(run_dir)
+    claim_run_dir(run_dir, resume, overwrite, rank)
     quiet = rank != 0 or os.environ.get("MOEAUDIO_QUIET") == "1"
     reporter = Reporter(recipe, run_dir, enabled=not quiet)
 
+    ckpt, saved = _resume_point(run_dir) if resume else (None, {})
     if rank == 0:
         ensure_corpus(recipe, progress=not quiet)
     barrier()
+    train_manifest = manifest_path(recipe, "train")
+    items = _checked(train_manifest, recipe)  # every input checked before the model is built
+    if check_valid:
+        _checked(manifest_path(recipe, "valid"), recipe, "the validation at the end (or pass --no-eval)")
     seed_everything(recipe.train.seed)
     model = build_audio_llm(recipe)
+    if ckpt is not None:  # before DeepSpeed partitions the parameters (ZeRO-3)
+        check_shapes(ckpt / WEIGHTS, model, "the recipe being resumed")
     reporter.start(model)
     # rank 0 fills the feature cache first so the other ranks only read it
     if rank == 0:
-        train_examples = load_examples(model, manifest_path(recipe, "train"), recipe, progress=not quiet)
+        train_examples = load_examples(model, train_manifest, recipe, progress=not quiet, items=items)
     barrier()
     if rank != 0:
-        train_examples = load_examples(model, manifest_path(recipe, "train"), recipe, progress=False)
+        train_examples = load_examples(model, train_manifest, recipe, progress=False, items=items)
+    if not train_examples:
+        tasks = f" of data.tasks={recipe.data.tasks}" if recipe.data.tasks else ""
+        raise MissingDataError(
+            f"{manifest_path(recipe, 'train')}: no training items{tasks} of at most "
+            f"data.max_audio_seconds={recipe.data.max_audio_seconds:g} s; check data.tasks and the manifest"
+        )
 
     if recipe.train.zero_stage == 3 and recipe.adapter.kind == "moe":
         from deepspeed.utils import set_z3_leaf_modules
@@ -217,14 +304,16 @@ def setup(
     )
     state = TrainState()
     if resume:
-        ckpt = latest_checkpoint(run_dir)
-        if ckpt is None:
-            raise CheckpointError(f"--resume: no complete checkpoint under {run_dir}/checkpoints")
-        engine.load_checkpoint(str(ckpt / "deepspeed"), tag="state")
-        saved = load_trainer_state(ckpt)
+        load_deepspeed_state(engine, ckpt)  # weights-only: nothing in the shards is run
         state = TrainState(saved["step"], saved.get("history", []))
         sampler.set_consumed(saved["batches_consumed"])
-        _set_rng_state(saved["rng"][str(rank)] if str(rank) in saved["rng"] else saved["rng"]["0"])
+        try:
+            _set_rng_state(saved["rng"][str(rank)] if str(rank) in saved["rng"] else saved["rng"]["0"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(
+                f"{ckpt / 'trainer_state.json'}: key 'rng' is corrupt ({type(e).__name__}: {e}); resume from "
+                "another checkpoint of the run"
+            ) from None
         reporter.note(f"resumed from {ckpt} at step {state.step}")
 
     # Worker processes build batches (feature extraction when the encoder is not cached) ahead of
@@ -259,6 +348,7 @@ def train_step(
     for _ in range(recipe.train.grad_accum):
         batch = next(s.batches).to(s.engine.device)
         out = s.engine(batch)
+        check_finite_loss(s, out, state.step + 1)  # before backward: no NaN reaches the weights
         s.engine.backward(out["loss"])
         s.engine.step()
         tokens += int(batch.attention_mask.sum())
@@ -278,6 +368,7 @@ def train_step(
         with open(s.dump_loads, "a") as f:
             f.write(json.dumps({"step": state.step, "counts": local_loads}) + "\n")
     record.update(load_spread(local_loads))
+    watch_collapse(s, state, record)
     # Conflict probe: rank 0 only (other ranks wait in the next step's collective); not under ZeRO-3,
     # whose partitioned parameters the probe cannot differentiate directly.
     probing = (
@@ -291,6 +382,74 @@ def train_step(
             router.tokens_per_expert.zero_()
     state.history.append(record)
     return record
+
+
+LOSS_TERMS = ("lm_loss", "aux_loss", "z_loss")
+
+
+def check_finite_loss(s: Session, out: dict[str, torch.Tensor], step: int) -> None:
+    """Stop with :class:`TrainingDivergedError` when a loss term is NaN/Inf, naming the step and the
+    term(s), before anything is applied. With several ranks the flags are all-reduced, so every rank
+    stops together (one rank alone would leave the others waiting in the gradient all-reduce)."""
+    names = [k for k in out if k != "loss"] + ["loss"]
+    flags = torch.stack([~torch.isfinite(out[k].detach()).all() for k in names]).float()
+    if s.world > 1:
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+    if not bool(flags.any()):
+        return
+    bad = [k for k, f in zip(names, flags.tolist(), strict=True) if f and k != "loss"] or ["loss"]
+    bad.sort(key=lambda k: LOSS_TERMS.index(k) if k in LOSS_TERMS else len(LOSS_TERMS))
+    values = {k: float(out[k].detach().float().mean()) for k in names}
+    finite = [
+        f"{k} {values[k]:.4g}" for k in names if k not in bad and k != "loss" and math.isfinite(values[k])
+    ]
+    last = latest_checkpoint_name(s.run_dir)
+    state_note = (
+        f"the last good checkpoint, {last}, is left as it was (continue from it with --resume)"
+        if last
+        else "no checkpoint had been written yet"
+    )
+    raise TrainingDivergedError(
+        f"step {step}: {' and '.join(bad)} went {_nan_or_inf(values[bad[0]])}"
+        + (f" ({', '.join(finite)} finite)" if finite else "")
+        + f"; training stopped before this step's update, so no NaN weights were applied or saved, and {state_note}. "
+        f"Lower train.lr (now {s.recipe.train.lr:g}) or raise train.warmup_steps (now {s.recipe.train.warmup_steps})"
+    )
+
+
+def _nan_or_inf(value: float) -> str:
+    return "NaN" if math.isnan(value) else "infinite"
+
+
+def latest_checkpoint_name(run_dir: Path) -> str | None:
+    pointer = checkpoint_root(run_dir) / "latest"
+    return pointer.read_text().strip() if pointer.is_file() else None
+
+
+def collapse_threshold(recipe: Recipe) -> float:
+    """``train.collapse_load_spread``, else 0.9 x the largest possible spread (num_experts / top_k)."""
+    if recipe.train.collapse_load_spread is not None:
+        return recipe.train.collapse_load_spread
+    return 0.9 * recipe.adapter.num_experts / max(1, recipe.adapter.top_k)
+
+
+def watch_collapse(s: Session, state: TrainState, record: dict[str, float]) -> None:
+    """Warn (log line and progress bar) when ``load_spread`` stays at or above the collapse threshold
+    for ``train.collapse_steps`` consecutive steps; once per episode."""
+    steps = s.recipe.train.collapse_steps
+    if "load_spread" not in record or steps <= 0:
+        return
+    threshold = collapse_threshold(s.recipe)
+    state.collapse_streak = state.collapse_streak + 1 if record["load_spread"] >= threshold else 0
+    if state.collapse_streak == steps:
+        a = s.recipe.adapter
+        s.reporter.warn(
+            f"routing collapse: load_spread (max/mean tokens per expert) has been >= {threshold:.2f} for {steps} "
+            f"steps (steps {state.step - steps + 1}-{state.step}; now {record['load_spread']:.2f}, the largest "
+            f"possible is {a.num_experts / max(1, a.top_k):.2f}): most tokens go to the same experts. Raise "
+            "adapter.aux_loss_coef, or set adapter.bias_balancing=true",
+            status="[bold red]routing collapse[/]",
+        )
 
 
 def save(s: Session, state: TrainState) -> Path:
@@ -315,11 +474,13 @@ def run_train(
     resume: bool = False,
     validate: Validator | None = None,
     conflict_probe: ConflictProbe | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train the recipe's model with DeepSpeed; write checkpoints, metrics, TensorBoard and a loss PNG,
-    then (rank 0, with ``validate``) the validation table."""
+    then (rank 0, with ``validate``) the validation table. ``overwrite`` deletes the checkpoints a
+    run directory already holds (without it, or ``resume``, such a directory is refused)."""
     start_time = time.time()
-    s, state = setup(recipe, output_dir, resume)
+    s, state = setup(recipe, output_dir, resume, overwrite, check_valid=validate is not None)
     t = recipe.train
     with s.reporter.progress(t.max_steps, state.step) as progress:
         while state.step < t.max_steps:

@@ -30,9 +30,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import soundfile as sf
-
-from moeaudio.data.manifest import Item, manifest_relpath, write_manifest
+from moeaudio.data.audio import AudioDecodeError, check_audio_file, load_audio
+from moeaudio.data.manifest import Item, manifest_relpath, validate_record, write_manifest
 from moeaudio.data.tasks import TASK_DOMAINS, TASK_INSTRUCTIONS
 from moeaudio.errors import MissingDataError, OptionError, UnknownNameError, UsageError
 from moeaudio.io_utils import atomic_write_text
@@ -146,27 +145,28 @@ def print_summary(report: PrepareReport, console: Any = None, max_skipped: int =
 def probe_audio(
     path: str | os.PathLike[str], verify: str = "info"
 ) -> tuple[float | None, int | None, str | None]:
-    """Check one audio file; return ``(duration_s, sample_rate, None)`` or ``(None, None, reason)``."""
+    """Check one audio file; return ``(duration_s, sample_rate, None)`` or ``(None, None, reason)``.
+
+    The header check is :func:`moeaudio.data.audio.check_audio_file`, the one every command runs
+    on its audio (directory, empty, not audio, header only, truncated WAV); ``decode`` also decodes
+    the samples with :func:`~moeaudio.data.audio.load_audio` (undecodable data, NaN/Inf samples).
+    """
     p = os.fspath(path)
     if not os.path.isfile(p):
-        return None, None, "missing file"
+        return None, None, "is a directory, not an audio file" if os.path.isdir(p) else "missing file"
     if verify == "none":
         return None, None, None
     try:
-        info = sf.info(p)
-    except Exception as e:
-        return None, None, f"unreadable audio header: {e}"
-    if info.frames <= 0 or info.samplerate <= 0:
-        return None, None, "empty audio (0 frames)"
+        info = check_audio_file(p)
+    except AudioDecodeError as e:
+        return None, None, str(e).removeprefix(f"{p}: ")
     if verify == "decode":
         try:
-            data, _ = sf.read(p, dtype="float32", always_2d=True)
-        except Exception as e:
-            return None, None, f"decode failed: {e}"
-        if data.shape[0] == 0:
-            return None, None, "empty audio (0 samples decoded)"
-        return data.shape[0] / info.samplerate, int(info.samplerate), None
-    return info.frames / info.samplerate, int(info.samplerate), None
+            data = load_audio(p, None)
+        except AudioDecodeError as e:
+            return None, None, f"decode failed: {str(e).removeprefix(f'{p}: ')}"
+        return data.shape[0] / info.sample_rate, info.sample_rate, None
+    return info.frames / info.sample_rate, info.sample_rate, None
 
 
 def _check_common(options: Mapping[str, Any], source: str) -> None:
@@ -205,6 +205,10 @@ def finalize(
 
     by_split: dict[str, list[Item]] = defaultdict(list)
     for cand in candidates:
+        problems = validate_record(cand.item.to_dict())  # the checks every reader of the manifest makes
+        if problems:
+            report.skip(cand.item.id, "; ".join(problems))
+            continue
         by_split[cand.split].append(cand.item)
     for split in by_split:
         by_split[split].sort(key=lambda it: it.id)

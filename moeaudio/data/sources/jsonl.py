@@ -30,6 +30,7 @@ from moeaudio.data.manifest import VALID_KEYS, Item
 from moeaudio.data.sources.base import Candidate, PrepareReport, run_finalize
 from moeaudio.data.tasks import LABEL_META_KEYS, TASK_INSTRUCTIONS, scalar_label
 from moeaudio.errors import MissingDataError, UsageError
+from moeaudio.io_utils import read_user_text
 
 NAME = "jsonl"
 
@@ -82,38 +83,61 @@ def records_to_candidates(
             need = [f"'{cols.get(f, f)}'" for f in ("audio", "target") if f not in values]
             skipped.append((where, f"record has no {' or '.join(need)} (map columns with columns={{...}})"))
             continue
-        meta = dict(values.pop("meta", {}) or {})
-        meta.update({k: v for k, v in rec.items() if k not in used and v not in (None, "")})
-        for k in LABEL_META_KEYS:
-            if isinstance(meta.get(k), (list, tuple)):
-                meta[k] = scalar_label(meta[k])
-        for f in ("id", "task", "domain", "instruction", "lang", "speaker", "answer", "duration"):
-            if isinstance(values.get(f), (list, tuple)):
-                values[f] = scalar_label(values[f])
-        if isinstance(values["target"], (list, tuple)):
-            references = [str(t) for t in values["target"] if str(t).strip()]
-            meta.setdefault("references", references)
-            values["target"] = references[0] if references else ""
-        audio = str(values.pop("audio"))
-        the_task = str(values.pop("task", task))
-        choices = values.pop("choices", None)
-        if isinstance(choices, str):
-            choices = json.loads(choices) if choices.strip().startswith("[") else choices.split("|")
-        item = Item(
-            id=f"{id_prefix}{values.pop('id', n)}",
-            audio=os.path.normpath(os.path.join(os.path.abspath(base_dir), audio)),
-            task=the_task,
-            domain=values.pop("domain", domain),
-            instruction=values.pop("instruction", instruction or TASK_INSTRUCTIONS.get(the_task)),
-            target=str(values.pop("target")),
-            choices=choices,
-            lang=values.pop("lang", lang),
-            answer=str(values.pop("answer")) if "answer" in values else None,
-            speaker=str(values.pop("speaker")) if "speaker" in values else None,
-            duration=float(values.pop("duration")) if "duration" in values else None,
-            meta=meta,
-        )
+        try:
+            item = _item(values, rec, used, n, id_prefix, base_dir, task, domain, instruction, lang)
+        except (ValueError, TypeError) as e:  # a value that does not fit its field: skip the record
+            skipped.append((where, f"record does not make a valid item ({e})"))
+            continue
         cands.append(Candidate(split, item))
+
+
+def _item(
+    values: dict[str, Any],
+    rec: Mapping[str, Any],
+    used: set[str],
+    n: int,
+    id_prefix: str,
+    base_dir: Path,
+    task: str,
+    domain: str | None,
+    instruction: str | None,
+    lang: str | None,
+) -> Item:
+    """One record's Item; ``ValueError``/``TypeError`` for a value that does not fit its field."""
+    meta = values.pop("meta", {}) or {}
+    if not isinstance(meta, dict):
+        raise TypeError(f"'meta' must be an object (got {type(meta).__name__})")
+    meta = dict(meta)
+    meta.update({k: v for k, v in rec.items() if k not in used and v not in (None, "")})
+    for k in LABEL_META_KEYS:  # label fields stored as lists (MMAU's category: ["Reasoning"])
+        if isinstance(meta.get(k), (list, tuple)):
+            meta[k] = scalar_label(meta[k])
+    for f in ("id", "task", "domain", "instruction", "lang", "speaker", "answer", "duration"):
+        if isinstance(values.get(f), (list, tuple)):
+            values[f] = scalar_label(values[f])
+    if isinstance(values["target"], (list, tuple)):
+        references = [str(t) for t in values["target"] if str(t).strip()]
+        meta.setdefault("references", references)
+        values["target"] = references[0] if references else ""
+    audio = str(values.pop("audio"))
+    the_task = str(values.pop("task", task))
+    choices = values.pop("choices", None)
+    if isinstance(choices, str):
+        choices = json.loads(choices) if choices.strip().startswith("[") else choices.split("|")
+    return Item(
+        id=f"{id_prefix}{values.pop('id', n)}",
+        audio=os.path.normpath(os.path.join(os.path.abspath(base_dir), audio)),
+        task=the_task,
+        domain=values.pop("domain", domain),
+        instruction=values.pop("instruction", instruction or TASK_INSTRUCTIONS.get(the_task)),
+        target=str(values.pop("target")),
+        choices=choices,
+        lang=values.pop("lang", lang),
+        answer=str(values.pop("answer")) if "answer" in values else None,
+        speaker=str(values.pop("speaker")) if "speaker" in values else None,
+        duration=float(values.pop("duration")) if "duration" in values else None,
+        meta=meta,
+    )
 
 
 def prepare(
@@ -136,7 +160,7 @@ def prepare(
     for f in files:
 
         def records(f: Path = f) -> Iterable[tuple[str, Mapping[str, Any]]]:
-            for lineno, line in enumerate(f.read_text(encoding="utf-8").splitlines(), start=1):
+            for lineno, line in enumerate(read_user_text(f, "jsonl file").splitlines(), start=1):
                 if not line.strip():
                     continue
                 try:

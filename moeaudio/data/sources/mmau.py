@@ -36,6 +36,7 @@ from moeaudio.data.manifest import DOMAINS, Item
 from moeaudio.data.sources.base import Candidate, PrepareReport, run_finalize
 from moeaudio.data.tasks import TASK_INSTRUCTIONS, answer_letter, scalar_label
 from moeaudio.errors import MissingDataError, UsageError
+from moeaudio.io_utils import read_user_text
 
 NAME = "mmau"
 
@@ -51,7 +52,10 @@ def prepare(
     cands: list[Candidate] = []
     skipped: list[tuple[str, str]] = []
     for path in paths:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        try:
+            data = json.loads(read_user_text(path, "MMAU JSON file"))
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(data, list):
             raise UsageError(f"{path}: expected a JSON list of MMAU entries")
         default_split = re.sub(r"^mmau[-_]?", "", Path(path).stem) or "test"

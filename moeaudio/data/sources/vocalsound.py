@@ -33,7 +33,8 @@ from moeaudio.data.sources.base import (
     run_finalize,
     source_dir,
 )
-from moeaudio.errors import MissingDataError
+from moeaudio.errors import MissingDataError, UsageError
+from moeaudio.io_utils import read_user_text
 
 NAME = "vocalsound"
 LABELS = {
@@ -61,7 +62,11 @@ def _official_splits(root: Path) -> tuple[dict[str, str], dict[str, str]]:
                         by_spk[row[0].strip()] = split
         data_json = root / "datafiles" / f"{short}.json"
         if data_json.is_file():
-            for entry in json.loads(data_json.read_text(encoding="utf-8")).get("data", []):
+            try:
+                entries = json.loads(read_user_text(data_json, "VocalSound data file")).get("data", [])
+            except (json.JSONDecodeError, AttributeError) as e:
+                raise UsageError(f"{data_json}: not a VocalSound data file ({e})") from None
+            for entry in entries:
                 by_file[Path(entry["wav"]).name] = split
     return by_spk, by_file
 
