@@ -384,6 +384,8 @@ def _abs_audio(audio: str, base: Path) -> str:
 
 def _read(path: Path, fmt: str, task: str | None) -> tuple[str, list[Item], list[bool]]:
     """(format, items with absolute audio paths, whether each path was absolute in the source)."""
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory, not a manifest file")
     if not path.is_file():
         raise MissingDataError(f"{path}: no such manifest file")
     fmt = detect_format(path) if fmt == "auto" else fmt
