@@ -107,17 +107,25 @@ def recipes_show(opts: RecipeOptions) -> None:
     print(load_recipe(opts.recipe, opts.overrides or []).to_yaml())
 
 
-def studies_list() -> None:
+def studies_list(opts: ListOptions) -> None:
     """List the shipped studies: scales, arms (baseline first) and what each reproduces."""
     from rich.table import Table
 
     from moeaudio.study import list_studies, load_study
 
-    table = Table("study", "scales", "arms", "seeds", "title")
+    rows = []
     for name in list_studies():
         s = load_study(name)
         arms = [s.baseline, *(a for a in s.arm_names if a != s.baseline)]
-        table.add_row(name, ", ".join(s.scales), ", ".join(arms), str(len(s.seeds)), s.title)
+        rows.append(
+            {"study": name, "scales": list(s.scales), "arms": arms, "seeds": len(s.seeds), "title": s.title}
+        )
+    if opts.as_json:
+        print_json(rows)
+        return
+    table = Table("study", "scales", "arms", "seeds", "title")
+    for r in rows:
+        table.add_row(r["study"], ", ".join(r["scales"]), ", ".join(r["arms"]), str(r["seeds"]), r["title"])
     _console().print(table)
 
 
@@ -324,7 +332,7 @@ _register(app, "convert", _lazy("moeaudio.data.options", "ConvertOptions"), conv
 _register(app, "train", _lazy("moeaudio.train.options", "TrainOptions"), train_cmd)
 _register(app, "eval", _lazy("moeaudio.eval.options", "EvalOptions"), eval_cmd)
 _register(app, "reproduce", _lazy("moeaudio.reproduce.options", "ReproduceOptions"), reproduce_cmd)
-studies_app.command("list")(studies_list)
+_register(studies_app, "list", ListOptions, studies_list)
 _register(app, "transcribe", _lazy("moeaudio.eval.options", "TranscribeOptions"), transcribe_cmd)
 _register(app, "export", _lazy("moeaudio.runtime.options", "ExportOptions"), export_cmd)
 _register(app, "analyze-routing", _lazy("moeaudio.analyze.options", "RoutingOptions"), analyze_routing_cmd)

@@ -112,7 +112,7 @@ def read_done(run: PlannedRun) -> dict[str, Any] | None:
 def final_checkpoint(run: PlannedRun) -> Path | None:
     """The run's checkpoint at ``train.max_steps``, if training got there."""
     ckpt = latest_checkpoint(run.run_dir)
-    if ckpt is None or load_trainer_state(ckpt)["step"] < run.recipe.train.max_steps:
+    if ckpt is None or load_trainer_state(ckpt, ("step",))["step"] < run.recipe.train.max_steps:
         return None
     return ckpt
 
@@ -191,7 +191,7 @@ def process_run(
         "overrides": run.overrides,
         "fingerprint": run.fingerprint,
         "checkpoint": str(ckpt.relative_to(run.run_dir)),
-        "steps": load_trainer_state(ckpt)["step"],
+        "steps": load_trainer_state(ckpt, ("step",))["step"],
         "train_seconds": train_seconds,
         "eval_seconds": eval_seconds,
         "values": values,

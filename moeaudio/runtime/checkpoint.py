@@ -79,6 +79,8 @@ def resolve_local_paths(recipe, checkpoint: Path):
         if isinstance(value, str) and value.startswith("./"):
             setattr(getattr(recipe, section), key, str((checkpoint / value).resolve()))
     return recipe
+
+
 FILES_MANIFEST = "checkpoint.json"
 FORMAT_VERSION = 1
 #: What a model load reads (eval, transcribe, analyze); a resume reads every file.
@@ -267,8 +269,9 @@ def check_shapes(path: Path, model: torch.nn.Module, recipe_file: Path | str) ->
                 )
 
 
-def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
-    """``trainer_state.json`` of a checkpoint, checked to hold what resume needs."""
+def load_trainer_state(checkpoint: Path, required: tuple[str, ...] = TRAINER_STATE_KEYS) -> dict[str, Any]:
+    """``trainer_state.json`` of a checkpoint, checked to hold ``required`` (default: what resume
+    needs; readers that only report the run ask for less, e.g. ``("step",)``)."""
     path = Path(checkpoint) / "trainer_state.json"
     if not path.is_file():
         raise CheckpointError(f"{path} is missing: {checkpoint} is not a complete checkpoint")
@@ -281,10 +284,10 @@ def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
         ) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is corrupt: expected a JSON object, got {type(state).__name__}")
-    missing = [k for k in TRAINER_STATE_KEYS if k not in state]
+    missing = [k for k in required if k not in state]
     if missing:
         raise CheckpointError(f"{path} is corrupt: key(s) {', '.join(map(repr, missing))} missing")
-    if not isinstance(state["step"], int) or state["step"] < 0:
+    if "step" in state and (not isinstance(state["step"], int) or state["step"] < 0):
         raise CheckpointError(f"{path}: key 'step' must be a non-negative integer (got {state['step']!r})")
     return state
 

@@ -148,7 +148,7 @@ def export_checkpoint(
         (tmp / "eval").mkdir()
         for path in results:
             shutil.copy2(path, tmp / "eval" / path.name)
-    trainer_state = load_trainer_state(ckpt) if (ckpt / "trainer_state.json").exists() else {}
+    trainer_state = load_trainer_state(ckpt, ("step",)) if (ckpt / "trainer_state.json").exists() else {}
     manifest = {
         "format": "moeaudio-export",
         "version": 1,

@@ -84,7 +84,7 @@ def train_main(opts: TrainOptions) -> TrainResult | None:
 def _result_from_run(run_dir: Path, wall_seconds: float) -> TrainResult:
     """What the ranks of ``--nproc`` left in the run directory, as a :class:`TrainResult`."""
     checkpoint = latest_checkpoint(run_dir)
-    state = load_trainer_state(checkpoint) if checkpoint else {}
+    state = load_trainer_state(checkpoint, ("step",)) if checkpoint else {}
     validation = run_dir / "validation.json"
     report = json.loads(validation.read_text()) if validation.exists() else None
     history = state.get("history", [])
