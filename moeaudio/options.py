@@ -104,7 +104,11 @@ def parse_key_values(pairs: list[str] | None, what: str = "--opt") -> dict[str, 
         if "=" not in text:
             raise UsageError(f"{what} '{text}' must look like key=value (e.g. {what} test_fold=5)")
         key, value = text.split("=", 1)
-        parsed[key.strip()] = yaml.safe_load(value)
+        try:
+            parsed[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:  # as config.parse_override does for recipe overrides
+            problem = str(exc).splitlines()[0]
+            raise UsageError(f"{what} '{text}': the value is not valid YAML ({problem}); quote it") from None
     return parsed
 
 
