@@ -12,7 +12,9 @@ Five steps, one function each: :func:`plan` (checkpoint, recipe, data and decodi
 
 ``--modality text`` evaluates the text version of spoken questions (``meta.text_prompt``, VoiceBench)
 with no audio in the prompt, so the speech-vs-text modality gap can be reported; its files get a
-``.text`` infix so both results sit side by side.
+``.text`` infix so both results sit side by side. ``--scoring loglik`` answers multiple-choice and
+classification items with the candidate of highest log-likelihood (:mod:`moeaudio.eval.ranking`)
+instead of generating; its files get a ``.loglik`` infix.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from moeaudio.eval.generation import generate_all
 from moeaudio.eval.handlers import TaskHandler, handler_for
 from moeaudio.eval.metrics import plot_confusion, summarize_numbers
 from moeaudio.eval.options import EvalOptions
-from moeaudio.eval.tasks import EvalTask, get_task, prepare_hint
+from moeaudio.eval.ranking import candidates_for, rank_all
+from moeaudio.eval.tasks import EvalTask, closed_label_set, get_task, prepare_hint
 from moeaudio.io_utils import atomic_write_text, check_output_file
 from moeaudio.model.audio_llm import AudioLLM
 from moeaudio.runtime.batching import Collator, Example
@@ -100,6 +103,7 @@ class EvalPlan:
     items: list[Item]  # the items scored (after max_items)
     n_available: int
     modality: str
+    scoring: str  # generate | loglik
     few_shot: int
     num_beams: int
     batch_size: int
@@ -110,6 +114,7 @@ class EvalPlan:
     output: Path
     n_longer_than_training_max: int  # scored all the same: n stays honest
     shot_ids: list[str] = field(default_factory=list)
+    logprobs: list[dict[str, float]] | None = None  # --scoring loglik: each candidate's, per item
 
 
 def resolve_manifest(spec: EvalTask, recipe: Recipe, manifest: str | Path | None) -> tuple[Path, list[Item]]:
@@ -154,8 +159,15 @@ def plan(opts: EvalOptions) -> EvalPlan:
     ):
         if value is not None and value < least:
             raise EvalError(f"{flag} must be >= {least} (got {value})")
+    if opts.scoring not in ("generate", "loglik"):
+        raise EvalError(f"--scoring must be generate or loglik (got {opts.scoring!r})")
     check_output_file(opts.output, "--output")
     spec = get_task(opts.task)
+    if opts.scoring == "loglik" and spec.kind not in ("mcq", "classification"):
+        raise EvalError(
+            f"--scoring loglik ranks options or labels: it is for mcq and classification tasks, "
+            f"not '{opts.task}' ({spec.kind}); use --scoring generate"
+        )
     if opts.modality == "text" and spec.kind != "mcq":
         raise EvalError(
             f"--modality text is for spoken multiple-choice tasks (mmsu, openbookqa), not '{opts.task}'"
@@ -173,7 +185,8 @@ def plan(opts: EvalOptions) -> EvalPlan:
     max_items = opts.max_items if opts.max_items is not None else recipe.eval.max_items
     if few_shot < 0 or num_beams < 1 or batch_size < 1:
         raise EvalError("--few-shot must be >= 0, --num-beams and --batch-size >= 1")
-    name = f"{opts.task}.text.json" if opts.modality == "text" else f"{opts.task}.json"
+    infixes = (".text" if opts.modality == "text" else "") + (".loglik" if opts.scoring == "loglik" else "")
+    name = f"{opts.task}{infixes}.json"
     items = items[:max_items] if max_items else items
     return EvalPlan(
         spec=spec,
@@ -184,6 +197,7 @@ def plan(opts: EvalOptions) -> EvalPlan:
         items=items,
         n_available=n_available,
         modality=opts.modality,
+        scoring=opts.scoring,
         few_shot=few_shot,
         num_beams=num_beams,
         batch_size=batch_size,
@@ -281,6 +295,20 @@ def generate(
     return predictions, {"items_per_s": rate, "seconds": time.time() - start}
 
 
+def rank(
+    p: EvalPlan, model: AudioLLM, examples: list[Example], collate: Collator, progress: bool
+) -> tuple[list[str], dict[str, float]]:
+    """``--scoring loglik``: the most likely candidate per item (and each candidate's log-probability
+    into the plan, for the predictions file)."""
+    start = time.time()
+    labels = None
+    if p.spec.kind == "classification":
+        labels = closed_label_set(p.spec.manifest_task, [e.target for e in examples])
+    candidates = [candidates_for(e, labels) for e in examples]
+    best, p.logprobs, rate = rank_all(model, examples, candidates, p.batch_size, progress, collate.shots)
+    return best, {"items_per_s": rate, "seconds": time.time() - start}
+
+
 def score(p: EvalPlan, examples: list[Example], predictions: list[str]) -> dict[str, Any]:
     return p.handler.score(p.spec, examples, predictions, seed=p.seed)
 
@@ -325,9 +353,11 @@ def write_results(
     files: dict[str, str] = {}
     answers = scored.pop("answers")
     rows = []
-    for item, e, pred, ans in zip(p.items, examples, predictions, answers, strict=True):
+    for k, (item, e, pred, ans) in enumerate(zip(p.items, examples, predictions, answers, strict=True)):
         row: dict[str, Any] = {"id": item.id, "audio": item.audio, "instruction": e.instruction}
         row.update(target=item.target, prediction=pred, answer=ans)
+        if p.logprobs is not None:
+            row["logprobs"] = p.logprobs[k]
         # kind-specific fields; may restate "answer" (VoiceBench: the letter scored)
         row.update(p.handler.prediction_row(item, ans))
         rows.append(row)
@@ -350,6 +380,7 @@ def write_results(
         "task": p.spec.name,
         "kind": p.spec.kind,
         "modality": p.modality,
+        "scoring": p.scoring,
         "metric": p.spec.metric,
         "scorer": scored["scorer"],
         "scoring_rule": p.handler.scoring_rule(p.spec),
@@ -364,7 +395,7 @@ def write_results(
         "prompts": sorted({e.instruction for e in examples})[:50],
         "normalizer": p.handler.normalizer(p.spec, examples),
         "decoding": {
-            "strategy": "beam" if p.num_beams > 1 else "greedy",
+            "strategy": "loglik" if p.scoring == "loglik" else "beam" if p.num_beams > 1 else "greedy",
             "num_beams": p.num_beams,
             "do_sample": False,
             "max_new_tokens": p.max_new_tokens,
@@ -397,7 +428,8 @@ def evaluate(opts: EvalOptions, progress: bool = True) -> dict[str, Any]:
     p = plan(opts)
     model = load_model(p.checkpoint, device=p.device, dtype=p.dtype)
     examples, collate = build_examples(p, model, progress)
-    predictions, throughput = generate(p, model, examples, collate, progress)
+    answer = rank if p.scoring == "loglik" else generate
+    predictions, throughput = answer(p, model, examples, collate, progress)
     return write_results(p, examples, predictions, score(p, examples, predictions), throughput)
 
 
@@ -428,6 +460,7 @@ def eval_json_summary(result: dict[str, Any]) -> dict[str, Any]:
         "task": result["task"],
         "kind": result["kind"],
         "modality": result["modality"],
+        "scoring": result.get("scoring", "generate"),
         "n": result["n"],
         "metrics": summarize_numbers(result["metrics"]),
         "chance": summarize_numbers(result["chance"]),
@@ -439,7 +472,8 @@ def eval_json_summary(result: dict[str, Any]) -> dict[str, Any]:
 
 def render_eval(result: dict[str, Any]) -> Table:
     """A rich table: each number with its chance level beside it."""
-    title = f"{result['task']} ({result['kind']}, {result['modality']}) n={result['n']}"
+    how = ", loglik" if result.get("scoring") == "loglik" else ""
+    title = f"{result['task']} ({result['kind']}, {result['modality']}{how}) n={result['n']}"
     table = Table("metric", "value", "chance", title=title)
     for name, value, chance in handler_for(result["kind"], result.get("scorer")).table_rows(result):
         if isinstance(value, int | float):

@@ -21,6 +21,11 @@ class EvalOptions:
     num_beams: int | None = option(None, "1 = greedy")
     max_items: int | None = option(None, "score only the first N items")
     modality: str = option("audio", "audio | text (spoken-question MCQ)")
+    scoring: str = option(
+        "generate",
+        "generate (score the generated answer) | loglik (answer the option or label with the highest "
+        "log-likelihood: mcq and classification tasks)",
+    )
     runs_dir: str = option("runs", "where to look for checkpoints")
     batch_size: int | None = option(None, "items per generate call")
     max_new_tokens: int | None = option(None, "tokens generated per item (default: the task's)")

@@ -186,6 +186,18 @@ class AudioLLM(nn.Module):
         return out.logits[selected[:, keep]]  # (response_tokens, vocab)
 
     @torch.no_grad()
+    def response_logprob(self, batch: AudioBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row: the summed log-probability of its response tokens (batch,), and their count."""
+        embeds, _ = self.embed(batch)
+        shift_labels = batch.labels[:, 1:]  # (batch, seq-1)
+        response = shift_labels != IGNORE
+        logp = torch.log_softmax(self.response_logits(embeds, batch).float(), dim=-1)  # (tokens, vocab)
+        token_logp = logp.gather(1, shift_labels[response][:, None]).squeeze(1)  # (tokens,)
+        rows = response.nonzero()[:, 0]  # the row of each response token
+        sums = torch.zeros(len(shift_labels), device=token_logp.device).index_add_(0, rows, token_logp)
+        return sums, response.sum(1)
+
+    @torch.no_grad()
     def generate(self, batch: AudioBatch, max_new_tokens: int = 32, num_beams: int = 1) -> list[str]:
         """Greedy (or beam) decoding from the prompt; batch must be left-padded (see Collator)."""
         embeds, _ = self.embed(batch)

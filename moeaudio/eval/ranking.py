@@ -1,0 +1,84 @@
+"""Answer by ranking: the candidate the model finds most likely, instead of a generated answer.
+
+Small instruct LLMs often miss the *form* of a multiple-choice answer (SmolLM2-135M answers "A" to
+most written questions) while still preferring the right option. The standard protocol of LLM
+benchmarks (lm-evaluation-harness's ``acc`` for MMLU, ARC, OpenBookQA) scores each candidate
+continuation by the sum of its tokens' log-probabilities after the prompt and takes the best, so
+what is measured is knowledge, not answer formatting. Reporting both, as ``moeaudio eval --scoring
+generate|loglik`` does, separates the two.
+
+The candidates are the forms the task's targets take: the option texts where targets are option
+texts (the built-in spoken questions, MMAU), the letters where targets are letters (VoiceBench), the
+closed label set for classification. A candidate's response ends with the end-of-turn token, as in
+training, so an option that is a prefix of another ("a hat" vs "a hat and gloves") is not favoured.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+
+from moeaudio.data.tasks import CHOICE_LETTERS
+from moeaudio.errors import EvalDataError
+from moeaudio.model.audio_llm import AudioLLM
+from moeaudio.progress import progress_bar
+from moeaudio.runtime.batching import Collator, Example, iter_batches
+
+__all__ = ["candidates_for", "rank_all"]
+
+
+def candidates_for(example: Example, labels: Sequence[str] | None = None) -> list[str]:
+    """What may be answered to ``example``: the label set, else its option texts or letters."""
+    if labels is not None:
+        return list(labels)
+    choices = list(example.meta.get("choices") or [])
+    item_id = example.meta.get("id", "?")
+    if not choices:
+        raise EvalDataError(f"item {item_id}: --scoring loglik needs 'choices' on every multiple-choice item")
+    target = (example.target or "").strip()
+    if target in choices:
+        return choices
+    letters = list(CHOICE_LETTERS[: len(choices)])
+    if target.strip("().").upper() in letters:
+        return letters
+    raise EvalDataError(
+        f"item {item_id}: target {target!r} is neither one of its choices nor an option letter, so "
+        "there is nothing to rank it against; fix the manifest, or use --scoring generate"
+    )
+
+
+def rank_all(
+    model: AudioLLM,
+    examples: Sequence[Example],
+    candidates: Sequence[Sequence[str]],
+    batch_size: int,
+    progress: bool,
+    shots: Sequence[Example] = (),
+) -> tuple[list[str], list[dict[str, float]], float]:
+    """The best candidate per example, every candidate's summed log-probability, and items/s.
+
+    Every (example, candidate) pair is one training-style row (prompt, then the candidate as the
+    response); rows are batched by length like generation's.
+    """
+    collate = Collator(model, shots=shots)
+    rows = [
+        (i, c) for i, cands in enumerate(candidates) for c in cands
+    ]  # (example index, candidate) per scored row
+    scored = [
+        Example(examples[i].instruction, c, examples[i].wave, examples[i].states, examples[i].meta)
+        for i, c in rows
+    ]
+    logprobs: list[dict[str, float]] = [{} for _ in examples]
+    device = next(model.parameters()).device
+    start = time.time()
+    with torch.no_grad(), progress_bar("ranking answers", len(scored), progress) as advance:
+        for idx, batch in iter_batches(scored, batch_size, collate, device):
+            sums, _lengths = model.response_logprob(batch)  # (batch,), (batch,)
+            for j, value in zip(idx, sums.tolist(), strict=True):
+                i, cand = rows[j]
+                logprobs[i][cand] = value
+            advance(len(idx))
+    best = [max(cands, key=lambda c, lp=lp: lp[c]) for cands, lp in zip(candidates, logprobs, strict=True)]
+    return best, logprobs, len(examples) / max(1e-9, time.time() - start)
