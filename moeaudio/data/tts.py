@@ -23,6 +23,7 @@ from __future__ import annotations
 import _ctypes
 import ctypes
 import functools
+import os
 import shutil
 import tempfile
 import threading
@@ -174,23 +175,33 @@ def _libc() -> ctypes.CDLL:
 
 
 _LOCK = threading.Lock()
-_PRIVATE_DIR: tempfile.TemporaryDirectory | None = None
 
 
 def _private_library() -> Path:
-    """Copy the shipped ``libespeak-ng.so`` to a per-process temp dir, once (caller holds ``_LOCK``).
+    """A private copy of the shipped ``libespeak-ng.so``, made once per user and library version.
 
     The dynamic loader de-duplicates libraries by file identity, so if anything else in the process
     (another TTS wrapper, a phonemizer) has loaded espeakng_loader's library, ``dlclose`` would not unload
-    it and we would share, and clobber, its state. A private copy isolates us.
+    it and we would share, and clobber, its state. A copy under another name isolates us. It lives at a
+    fixed path (not a per-process temporary folder, which every killed corpus worker left behind),
+    written under a temporary name and renamed, so concurrent processes never load a partial file.
     """
-    global _PRIVATE_DIR
     import espeakng_loader
 
-    if _PRIVATE_DIR is None:
-        _PRIVATE_DIR = tempfile.TemporaryDirectory(prefix="moeaudio-espeak-")
-        shutil.copy2(espeakng_loader.get_library_path(), Path(_PRIVATE_DIR.name) / "libespeak-ng-moeaudio.so")
-    return Path(_PRIVATE_DIR.name) / "libespeak-ng-moeaudio.so"
+    source = Path(espeakng_loader.get_library_path())
+    stat = source.stat()
+    uid = getattr(os, "getuid", lambda: 0)()
+    target = (
+        Path(tempfile.gettempdir())
+        / f"moeaudio-espeak-{uid}"
+        / f"libespeak-ng-{stat.st_size}-{stat.st_mtime_ns}.so"
+    )
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        shutil.copy2(source, partial)
+        os.replace(partial, target)
+    return target
 
 
 def _render(text: str, voice: Voice) -> tuple[np.ndarray, int]:
