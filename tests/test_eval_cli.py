@@ -269,3 +269,11 @@ def test_few_shot_collator_prompt(tiny_checkpoint: Path, tiny_corpus: Path) -> N
     assert plain.encoder_inputs is None and int((plain.input_ids == model.audio_token_id).sum()) == 0
     assert len(model.generate(plain, max_new_tokens=2)) == 1
     assert math.isfinite(float(model(Collator(model)([Example("Say hi.", "hi")]))["loss"].detach()))
+
+
+def test_asr_open_scores_only_open_vocabulary_transcription() -> None:
+    spec = get_task("asr_open")
+    assert spec.kind == "asr" and spec.metric == "wer" and spec.manifest_task == "asr"
+    assert spec.selects({"task": "asr", "meta": {"vocab": "open"}})
+    assert not spec.selects({"task": "asr", "meta": {"text_kind": "sentence"}})  # the closed phrase lists
+    assert not spec.selects({"task": "spoken_qa", "meta": {"vocab": "open"}})
