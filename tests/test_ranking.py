@@ -75,6 +75,8 @@ def test_eval_scoring_loglik_end_to_end(tiny_checkpoint: Path, tiny_corpus: Path
         assert r["prediction"] == max(r["logprobs"], key=r["logprobs"].get)
     accuracy = sum(r["correct"] for r in rows) / len(rows)
     assert result["metrics"]["accuracy"] == pytest.approx(accuracy)
+    normed = [max(r["logprobs"], key=lambda c, r=r: r["logprobs"][c] / len(c)) == r["target"] for r in rows]
+    assert result["metrics"]["accuracy_norm"] == pytest.approx(sum(normed) / len(rows))
 
     sound = run_eval("sound", tiny_checkpoint, max_items=4, scoring="loglik", progress=False)
     labels = set(sound["labels"])

@@ -430,7 +430,11 @@ def evaluate(opts: EvalOptions, progress: bool = True) -> dict[str, Any]:
     examples, collate = build_examples(p, model, progress)
     answer = rank if p.scoring == "loglik" else generate
     predictions, throughput = answer(p, model, examples, collate, progress)
-    return write_results(p, examples, predictions, score(p, examples, predictions), throughput)
+    scored = score(p, examples, predictions)
+    if p.logprobs is not None:  # lm-eval's acc_norm beside acc: log-likelihood per character
+        normed = [max(lp, key=lambda c, lp=lp: lp[c] / max(1, len(c))) for lp in p.logprobs]
+        scored["metrics"]["accuracy_norm"] = score(p, examples, normed)["metrics"]["accuracy"]
+    return write_results(p, examples, predictions, scored, throughput)
 
 
 def run_eval(
@@ -478,6 +482,13 @@ def render_eval(result: dict[str, Any]) -> Table:
     for name, value, chance in handler_for(result["kind"], result.get("scorer")).table_rows(result):
         if isinstance(value, int | float):
             table.add_row(name, f"{value:.3f}", "-" if chance is None else f"{chance:.3f}")
+    if "accuracy_norm" in result["metrics"]:
+        chance = result["chance"].get("accuracy")
+        table.add_row(
+            "accuracy, log-likelihood per character",
+            f"{result['metrics']['accuracy_norm']:.3f}",
+            "-" if chance is None else f"{chance:.3f}",
+        )
     if result["kind"] == "classification" and result.get("majority") is not None:
         table.add_row("majority-class accuracy", f"{result['majority']:.3f}", "")
     table.caption = f"{result['throughput']['items_per_s']:.2f} items/s on {result['device']}"

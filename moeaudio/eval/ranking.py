@@ -4,7 +4,9 @@ Small instruct LLMs often miss the *form* of a multiple-choice answer (SmolLM2-1
 most written questions) while still preferring the right option. The standard protocol of LLM
 benchmarks (lm-evaluation-harness's ``acc`` for MMLU, ARC, OpenBookQA) scores each candidate
 continuation by the sum of its tokens' log-probabilities after the prompt and takes the best, so
-what is measured is knowledge, not answer formatting. Reporting both, as ``moeaudio eval --scoring
+what is measured is knowledge, not answer formatting. The answer with the highest summed log-probability is
+scored (``acc``); the result also holds ``accuracy_norm``, the answer with the highest log-probability
+per character (lm-eval's ``acc_norm``), which does not favour short options. Reporting both, as ``moeaudio eval --scoring
 generate|loglik`` does, separates the two.
 
 The candidates are the forms the task's targets take: the option texts where targets are option
