@@ -50,9 +50,19 @@ class DataConfig(_Section):
     tasks: list[str] | None = None  # keep only these tasks (None: all)
     max_audio_seconds: float = Field(30.0, gt=0)
     micro_batch_size: int = Field(8, ge=1)
+    # Cap each micro-batch by audio instead of a count: clips x longest clip <= this many seconds
+    # (the batch as padded); replaces micro_batch_size, which then only sizes the length buckets.
+    max_batch_seconds: float | None = Field(None, gt=0)
     num_workers: int = Field(0, ge=0)
     bucket_by_length: bool = True
     feature_cache: str | None = "data/cache"  # frozen-encoder outputs on disk (None: no cache)
+    # How training reads the train manifest: memory (every example loaded before the first step),
+    # stream (a byte-offset index of the manifest plus each clip's duration, about 20 bytes per item;
+    # audio or cached states read per batch, in DataLoader workers when num_workers > 0), or auto:
+    # stream when the examples would take more than stream_above_gb in memory.
+    loading: Literal["auto", "memory", "stream"] = "auto"
+    stream_above_gb: float = Field(2.0, gt=0)
+    cache_shard_mb: int = Field(256, ge=1)  # feature cache shard size (safetensors files)
     # Audio with NaN/Inf samples: error (name the file and stop) or repair (silence them, with a warning)
     nonfinite_audio: Literal["error", "repair"] = "error"
 
