@@ -133,12 +133,35 @@ def prepare_cmd(opts: Any) -> None:
     """Write train/valid/test manifests: the built-in synthetic corpus, or a dataset from its release layout."""
     from dataclasses import asdict
 
+    if opts.source == "features":
+        return prepare_features_cmd(opts)
     from moeaudio.data.prepare import run_prepare
 
     with contextlib.redirect_stdout(sys.stderr) if opts.as_json else contextlib.nullcontext():
         report = run_prepare(opts, progress=not opts.as_json)
     if opts.as_json:
         print_json(report.to_dict() if hasattr(report, "to_dict") else asdict(report))
+
+
+def prepare_features_cmd(opts: Any) -> None:
+    """`prepare features RECIPE [overrides]`: the recipe's frozen-encoder features, in cache shards."""
+    from moeaudio.config import load_recipe
+    from moeaudio.errors import UsageError
+    from moeaudio.runtime.features import prepare_features
+
+    if not opts.paths:
+        raise UsageError("usage: moeaudio prepare features RECIPE [section.key=value ...] [--workers N]")
+    recipe = load_recipe(opts.paths[0], opts.paths[1:])
+    with contextlib.redirect_stdout(sys.stderr) if opts.as_json else contextlib.nullcontext():
+        report = prepare_features(recipe, workers=opts.workers, progress=not opts.as_json)
+    if opts.as_json:
+        print_json(report)
+        return
+    print(
+        f"{report['clips']} clips: {report['encoded']} encoded, {report['reused']} already cached; "
+        f"{report['shards']} new shards, {report['entries']} entries in {report['cache']} "
+        f"({report['workers']} workers, {report['seconds']:.1f} s)"
+    )
 
 
 def convert_cmd(opts: Any) -> None:

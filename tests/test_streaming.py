@@ -172,3 +172,40 @@ def test_two_ranks_stream_disjoint_shares_and_resume_exactly(tiny_corpus: Path, 
     assert [r["step"] for r in got] == list(range(1, steps + 1))
     assert losses(got[3:]) == pytest.approx(losses(ref[3:]), rel=1e-5, abs=1e-7)
     shutil.rmtree(cache)
+
+
+def test_prepare_features_in_parallel_resumes_and_feeds_training(tiny_corpus: Path, tmp_path: Path) -> None:
+    """`prepare features RECIPE --workers 2`: every distinct clip of the three splits encoded once,
+    into shards of both workers; states equal the in-memory path's; a lost shard (an interrupted
+    worker) is re-encoded alone on the next run; a second run encodes nothing."""
+    from safetensors import safe_open
+
+    from moeaudio.data.feature_cache import audio_key
+    from moeaudio.runtime.features import prepare_features
+
+    cache = tmp_path / "cache"
+    args = [f"data.root={tiny_corpus}", "data.synth_if_missing=false", f"data.feature_cache={cache}"]
+    out = _run_cli(["prepare", "features", "tiny/moe", *args, "--workers", "2", "--json"], tmp_path, 240)
+    report = json.loads(out.stdout[out.stdout.rfind("\n{") + 1 :])  # stderr lines come first
+    recipe = tiny_recipe(tiny_corpus, tmp_path / "run", "moe", f"data.feature_cache={cache}")
+    keys = set()
+    for split in ("train", "valid", "test"):
+        index = indexed_items(tiny_corpus / f"{split}.jsonl", recipe)
+        keys |= {audio_key(index.audio_path(index[i])) for i in range(len(index))}
+    assert report["clips"] == report["encoded"] == report["entries"] == len(keys) and report["workers"] == 2
+    shards = sorted(Path(report["cache"], "shards").glob("*.safetensors"))
+    assert {s.name.split("-")[1] for s in shards} == {"w0", "w1"}  # each worker wrote its own
+    model = build_audio_llm(recipe)
+    assert str(model.encoder.identity) == Path(report["cache"]).name
+    memory = load_examples(model, tiny_corpus / "train.jsonl", recipe, progress=False)
+    fc = FeatureCache(cache, model.encoder.identity)
+    for e in memory[:20]:
+        key = audio_key(tiny_corpus / e.meta["audio"])
+        torch.testing.assert_close(fc.get(key), e.states, rtol=1e-5, atol=1e-5)
+    # a worker interrupted before writing its last shard: only those clips are encoded again
+    with safe_open(str(shards[0]), framework="pt") as f:
+        lost = len(list(f.keys()))
+    shards[0].unlink()
+    again = prepare_features(recipe, workers=1, progress=False)
+    assert (again["encoded"], again["reused"], again["entries"]) == (lost, len(keys) - lost, len(keys))
+    assert prepare_features(recipe, workers=1, progress=False)["encoded"] == 0
