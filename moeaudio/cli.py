@@ -335,6 +335,17 @@ def bench_adapter_cmd(opts: BenchAdapterOptions) -> None:
     print_json(result) if opts.as_json else _console().print(render_bench(result))
 
 
+def bench_train_cmd(opts: Any) -> None:
+    """Steps/s, tokens/s and memory of a recipe's training step: cached features vs recomputed, DeepSpeed vs a plain loop."""
+    from moeaudio.config import load_recipe
+    from moeaudio.train.bench import bench_train, render_bench_train
+
+    recipe = load_recipe(opts.recipe, opts.overrides or [])
+    with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed prints; stdout is for the result
+        result = bench_train(recipe, steps=opts.steps, rounds=opts.rounds, warmup=opts.warmup)
+    print_json(result) if opts.as_json else _console().print(render_bench_train(result))
+
+
 # ----------------------------------------------------------------------------- registration
 # Options classes are imported here, at registration, only from light modules: the heavy work
 # modules (torch, transformers, deepspeed) load when a command runs.
@@ -362,6 +373,7 @@ _register(app, "analyze-routing", _lazy("moeaudio.analyze.options", "RoutingOpti
 _register(app, "analyze-conflict", _lazy("moeaudio.analyze.options", "ConflictOptions"), analyze_conflict_cmd)
 _register(app, "analyze-probe", _lazy("moeaudio.analyze.options", "ProbeOptions"), analyze_probe_cmd)
 _register(bench_app, "adapter", BenchAdapterOptions, bench_adapter_cmd)
+_register(bench_app, "train", _lazy("moeaudio.train.options", "BenchTrainOptions"), bench_train_cmd)
 
 
 def main() -> None:  # pragma: no cover - console entry
