@@ -82,12 +82,14 @@ def test_index_reports_bad_lines_like_the_manifest_reader(tmp_path: Path, tiny_c
     bad = tmp_path / "m.jsonl"
     rec = json.loads(lines[0])
     rec["audio"] = str((tiny_corpus / rec["audio"]).resolve())
-    bad.write_text("\n".join([json.dumps(rec), "{not json", json.dumps(rec | {"task": "asrr"})]) + "\n")
+    bad.write_text(
+        "\n".join([json.dumps(rec), "{not json", json.dumps(rec | {"id": "other", "task": "asrr"})]) + "\n"
+    )
     with pytest.raises(ManifestError) as err:
         ManifestIndex.build(bad)
     assert f"{bad}:2: invalid JSON" in str(err.value) and f"{bad}:3: unknown task 'asrr'" in str(err.value)
     bad.write_text(json.dumps(rec) + "\n" + json.dumps(rec) + "\n")
-    with pytest.raises(ManifestError, match="duplicates"):
+    with pytest.raises(ManifestError, match=r"m.jsonl:2: key 'id' value .* duplicates line 1"):
         ManifestIndex.build(bad)
 
 

@@ -35,6 +35,7 @@ from moeaudio.data.manifest import (
     ManifestError,
     _raise_collected,
     check_items,
+    check_manifest,
     item_from_dict,
     unknown_task_problem,
     validate_record,
@@ -127,16 +128,13 @@ class ManifestIndex:
                 chunk.append((lineno, item))
                 if len(chunk) >= CHUNK and not errors:
                     check_chunk()
-        _raise_collected(errors)
-        check_chunk()
         hashes = np.asarray(ids, dtype=np.int64)
-        uniq, counts = np.unique(hashes, return_counts=True)
-        if (counts > 1).any():
-            dup = set(uniq[counts > 1].tolist())
-            first = next(i for i, h in enumerate(hashes.tolist()) if h in dup)
-            raise ManifestError(
-                f"{p}: key 'id' has duplicates (e.g. the {first + 1}-th item's id); ids must be unique"
-            )
+        if errors or len(np.unique(hashes)) < len(hashes):
+            # the manifest reader's own messages (every problem, duplicates naming both lines): it
+            # parses the whole file, but only for a manifest that is going to be refused anyway
+            check_manifest(p, known_tasks=known, audio=False)
+            _raise_collected(errors)
+        check_chunk()
         return cls(p, offsets, linenos, durations)
 
     def __len__(self) -> int:
@@ -145,6 +143,14 @@ class ManifestIndex:
     def subset(self, keep: np.ndarray) -> ManifestIndex:
         """The items where ``keep`` (a boolean mask over this index) is true."""
         return ManifestIndex(self.path, self.offsets[keep], self.linenos[keep], self.durations[keep])
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __del__(self) -> None:
+        self.close()
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_fh": None}

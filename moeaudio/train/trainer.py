@@ -305,6 +305,7 @@ def setup(
         items = _checked(train_manifest, recipe)
     elif not streaming:
         items = [index[i] for i in range(len(index))]
+        index.close()
     if check_valid:
         _checked(manifest_path(recipe, "valid"), recipe, "the validation at the end (or pass --no-eval)")
     seed_everything(recipe.train.seed)
