@@ -78,19 +78,25 @@ def test_index_gives_the_in_memory_items_and_examples(tiny_corpus: Path, tmp_pat
 
 
 def test_index_reports_bad_lines_like_the_manifest_reader(tmp_path: Path, tiny_corpus: Path) -> None:
-    lines = (tiny_corpus / "train.jsonl").read_text().splitlines()[:3]
-    bad = tmp_path / "m.jsonl"
-    rec = json.loads(lines[0])
+    """A refused manifest gets the same message from the index as from check_manifest (the in-memory
+    path): bad JSON with its column, unknown tasks, duplicate ids naming both lines."""
+    from moeaudio.data.manifest import check_manifest
+
+    rec = json.loads((tiny_corpus / "train.jsonl").read_text().splitlines()[0])
     rec["audio"] = str((tiny_corpus / rec["audio"]).resolve())
-    bad.write_text(
-        "\n".join([json.dumps(rec), "{not json", json.dumps(rec | {"id": "other", "task": "asrr"})]) + "\n"
-    )
-    with pytest.raises(ManifestError) as err:
-        ManifestIndex.build(bad)
-    assert f"{bad}:2: invalid JSON" in str(err.value) and f"{bad}:3: unknown task 'asrr'" in str(err.value)
-    bad.write_text(json.dumps(rec) + "\n" + json.dumps(rec) + "\n")
-    with pytest.raises(ManifestError, match=r"m.jsonl:2: key 'id' value .* duplicates line 1"):
-        ManifestIndex.build(bad)
+    bad = tmp_path / "m.jsonl"
+    cases = {
+        "invalid JSON": [json.dumps(rec), "{not json"],
+        "unknown task 'asrr'": [json.dumps(rec), json.dumps(rec | {"id": "other", "task": "asrr"})],
+        "duplicates line 1": [json.dumps(rec), json.dumps(rec)],
+    }
+    for what, lines in cases.items():
+        bad.write_text("\n".join(lines) + "\n")
+        with pytest.raises(ManifestError) as want:
+            check_manifest(bad)
+        with pytest.raises(ManifestError) as got:
+            ManifestIndex.build(bad)
+        assert str(got.value) == str(want.value) and f"{bad}:2: " in str(got.value) and what in str(got.value)
 
 
 def test_auto_loading_streams_only_large_corpora(tiny_corpus: Path, tmp_path: Path) -> None:
