@@ -198,9 +198,8 @@ class Session:
     train_examples: list[Example]
     batches: Iterator[Any]
     routers: list[Router]
-    dump_loads: (
-        Path | None
-    )  # MOEAUDIO_DUMP_LOADS: this rank's per-step expert counts and item ids, for debugging
+    # MOEAUDIO_DUMP_LOADS: this rank's per-step expert counts and item ids, for debugging
+    dump_loads: Path | None
 
 
 def claim_run_dir(run_dir: Path, resume: bool, overwrite: bool, rank: int = 0) -> None:
