@@ -133,12 +133,35 @@ def prepare_cmd(opts: Any) -> None:
     """Write train/valid/test manifests: the built-in synthetic corpus, or a dataset from its release layout."""
     from dataclasses import asdict
 
+    if opts.source == "features":
+        return prepare_features_cmd(opts)
     from moeaudio.data.prepare import run_prepare
 
     with contextlib.redirect_stdout(sys.stderr) if opts.as_json else contextlib.nullcontext():
         report = run_prepare(opts, progress=not opts.as_json)
     if opts.as_json:
         print_json(report.to_dict() if hasattr(report, "to_dict") else asdict(report))
+
+
+def prepare_features_cmd(opts: Any) -> None:
+    """`prepare features RECIPE [overrides]`: the recipe's frozen-encoder features, in cache shards."""
+    from moeaudio.config import load_recipe
+    from moeaudio.errors import UsageError
+    from moeaudio.runtime.features import prepare_features
+
+    if not opts.paths:
+        raise UsageError("usage: moeaudio prepare features RECIPE [section.key=value ...] [--workers N]")
+    recipe = load_recipe(opts.paths[0], opts.paths[1:])
+    with contextlib.redirect_stdout(sys.stderr) if opts.as_json else contextlib.nullcontext():
+        report = prepare_features(recipe, workers=opts.workers, progress=not opts.as_json)
+    if opts.as_json:
+        print_json(report)
+        return
+    print(
+        f"{report['clips']} clips: {report['encoded']} encoded, {report['reused']} already cached; "
+        f"{report['shards']} new shards, {report['entries']} entries in {report['cache']} "
+        f"({report['workers']} workers, {report['seconds']:.1f} s)"
+    )
 
 
 def convert_cmd(opts: Any) -> None:
@@ -312,6 +335,17 @@ def bench_adapter_cmd(opts: BenchAdapterOptions) -> None:
     print_json(result) if opts.as_json else _console().print(render_bench(result))
 
 
+def bench_train_cmd(opts: Any) -> None:
+    """Steps/s, tokens/s and memory of a recipe's training step: cached features vs recomputed, DeepSpeed vs a plain loop."""
+    from moeaudio.config import load_recipe
+    from moeaudio.train.bench import bench_train, render_bench_train
+
+    recipe = load_recipe(opts.recipe, opts.overrides or [])
+    with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed prints; stdout is for the result
+        result = bench_train(recipe, steps=opts.steps, rounds=opts.rounds, warmup=opts.warmup)
+    print_json(result) if opts.as_json else _console().print(render_bench_train(result))
+
+
 # ----------------------------------------------------------------------------- registration
 # Options classes are imported here, at registration, only from light modules: the heavy work
 # modules (torch, transformers, deepspeed) load when a command runs.
@@ -339,6 +373,7 @@ _register(app, "analyze-routing", _lazy("moeaudio.analyze.options", "RoutingOpti
 _register(app, "analyze-conflict", _lazy("moeaudio.analyze.options", "ConflictOptions"), analyze_conflict_cmd)
 _register(app, "analyze-probe", _lazy("moeaudio.analyze.options", "ProbeOptions"), analyze_probe_cmd)
 _register(bench_app, "adapter", BenchAdapterOptions, bench_adapter_cmd)
+_register(bench_app, "train", _lazy("moeaudio.train.options", "BenchTrainOptions"), bench_train_cmd)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -50,9 +50,19 @@ class DataConfig(_Section):
     tasks: list[str] | None = None  # keep only these tasks (None: all)
     max_audio_seconds: float = Field(30.0, gt=0)
     micro_batch_size: int = Field(8, ge=1)
+    # Cap each micro-batch by audio instead of a count: clips x longest clip <= this many seconds
+    # (the batch as padded); replaces micro_batch_size, which then only sizes the length buckets.
+    max_batch_seconds: float | None = Field(None, gt=0)
     num_workers: int = Field(0, ge=0)
     bucket_by_length: bool = True
     feature_cache: str | None = "data/cache"  # frozen-encoder outputs on disk (None: no cache)
+    # How training reads the train manifest: memory (every example loaded before the first step),
+    # stream (a byte-offset index of the manifest plus each clip's duration, about 20 bytes per item;
+    # audio or cached states read per batch, in DataLoader workers when num_workers > 0), or auto:
+    # stream when the examples would take more than stream_above_gb in memory.
+    loading: Literal["auto", "memory", "stream"] = "auto"
+    stream_above_gb: float = Field(2.0, gt=0)
+    cache_shard_mb: int = Field(256, ge=1)  # feature cache shard size (safetensors files)
     # Audio with NaN/Inf samples: error (name the file and stop) or repair (silence them, with a warning)
     nonfinite_audio: Literal["error", "repair"] = "error"
 
@@ -327,14 +337,18 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``adapter.top_k=2`` -> (["adapter", "top_k"], 2). Values are parsed as YAML scalars/lists."""
+    """``adapter.top_k=2`` -> (["adapter", "top_k"], 2). Values are parsed as YAML scalars/lists.
+
+    ``key=``, ``key=null`` and ``key=None`` all give None: YAML reads ``None`` as a string, and a
+    Python user who writes ``data.feature_cache=None`` means no cache, not a folder named None.
+    """
     if "=" not in text:
         raise RecipeError(f"override '{text}' must look like section.key=value (e.g. adapter.top_k=2)")
     key, value = text.split("=", 1)
     if not key.strip():
         raise RecipeError(f"override '{text}' has an empty key")
     try:
-        parsed = yaml.safe_load(value) if value != "" else None
+        parsed = yaml.safe_load(value) if value not in ("", "None") else None
     except yaml.YAMLError as exc:
         problem = str(exc).splitlines()[0]
         raise RecipeError(f"override '{text}': the value is not valid YAML ({problem}); quote it") from None

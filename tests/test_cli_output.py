@@ -65,7 +65,7 @@ def test_every_command_has_verbose_and_completion_is_on() -> None:
     missing = [n for n, cmd in names.items() if "--verbose" not in {o for p in cmd.params for o in p.opts}]
     assert not missing, f"commands without --verbose: {missing}"
     result_commands = ["inspect", "prepare", "convert", "train", "eval", "transcribe", "export", "analyze-routing",
-                       "analyze-conflict", "analyze-probe", "bench adapter", "recipes list"]  # fmt: skip
+                       "analyze-conflict", "analyze-probe", "bench adapter", "bench train", "recipes list"]  # fmt: skip
     no_json = [n for n in result_commands if "--json" not in {o for p in names[n].params for o in p.opts}]
     assert not no_json, f"commands producing a result without --json: {no_json}"
     help_text = CliRunner().invoke(app, ["--help"]).output

@@ -137,3 +137,11 @@ def test_recipes_show_reports_bad_override() -> None:
     result = CliRunner().invoke(app, ["recipes", "show", "tiny/moe", "adapter.topk=2"])
     assert result.exit_code == 2
     assert "adapter.top_k" in result.stderr
+
+
+def test_override_none_means_none_not_a_string() -> None:
+    from moeaudio.config import parse_override
+
+    for text in ("data.feature_cache=None", "data.feature_cache=null", "data.feature_cache="):
+        assert parse_override(text) == (["data", "feature_cache"], None)
+    assert parse_override("data.feature_cache='None'") == (["data", "feature_cache"], "None")

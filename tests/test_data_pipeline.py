@@ -126,3 +126,61 @@ def test_sampler_state_resumes_exactly_and_ranks_partition() -> None:
     ]
     assert len(ranks[0]) == len(ranks[1])
     assert not {i for b in ranks[0] for i in b} & {i for b in ranks[1] for i in b}
+
+
+def test_cache_shards_round_trip_and_read_old_npy(encoder, tmp_path: Path) -> None:
+    """Entries go to safetensors shards of the configured size, read back bit for bit (also by a
+    fresh cache object that indexes the shards' headers); a pre-shard per-clip .npy is still read."""
+    paths = _clips(tmp_path, n=6)
+    cache = FeatureCache(tmp_path / "cache", encoder.identity, shard_mb=1)
+    cache.shard_bytes = 30_000  # a few clips per shard
+    states = cache.fill(encoder, paths, batch_size=2, progress=False)
+    shards = sorted((tmp_path / "cache" / encoder.identity / "shards").glob("shard-*.safetensors"))
+    assert 2 <= len(shards) < 6
+    assert not list((tmp_path / "cache").rglob("*.npy"))
+    fresh = FeatureCache(tmp_path / "cache", encoder.identity)
+    assert len(fresh) == 6
+    for p, st in zip(paths, states, strict=True):
+        assert torch.equal(fresh.get(audio_key(p)), st)
+    # an old cache's entry: <key[:2]>/<key>.npy beside the shards
+    old = tmp_path / "old.wav"
+    sf.write(old, np.full(8000, 0.01, dtype=np.float32), 16000)
+    npy = fresh.path_for(audio_key(old))
+    npy.parent.mkdir(parents=True)
+    np.save(npy, np.ones((3, 64), dtype=np.float32))
+    assert audio_key(old) in fresh and torch.equal(fresh.get(audio_key(old)), torch.ones(3, 64))
+    assert fresh.get("0" * 32) is None and "0" * 32 not in fresh
+
+
+def test_sampler_caps_batches_by_padded_length() -> None:
+    """max_batch_length: items x longest <= cap in every batch, each item once per epoch, the same
+    batches for the same (seed, epoch), equal counts on every rank, and more short items per batch."""
+    lengths = list(np.random.default_rng(1).integers(100, 3000, size=300))
+    cap = 12_000
+    a = BucketBatchSampler(lengths, batch_size=8, seed=5, max_batch_length=cap, bucket_factor=10)
+    batches = a.epoch_batches(0)
+    assert all(len(b) * max(lengths[i] for i in b) <= cap for b in batches)
+    assert sorted(i for b in batches for i in b) == list(range(300))
+    assert a.epoch_batches(0) == BucketBatchSampler(
+        lengths, 8, seed=5, max_batch_length=cap, bucket_factor=10
+    ).epoch_batches(0)
+    assert a.epoch_batches(1) != batches
+    sizes = {}
+    for b in batches:
+        sizes.setdefault(max(lengths[i] for i in b) < 1000, []).append(len(b))
+    assert np.mean(sizes[True]) > 2 * np.mean(sizes[False])  # short clips come many to a batch
+    # an item longer than the cap is a batch of its own
+    solo = BucketBatchSampler([10, 50_000, 20], 4, max_batch_length=1000).epoch_batches(0)
+    assert [1] in solo and all(len(b) * max([10, 50_000, 20][i] for i in b) <= 1000 for b in solo if b != [1])
+    r0 = BucketBatchSampler(lengths, 8, seed=5, max_batch_length=cap, rank=0, world_size=2)
+    r1 = BucketBatchSampler(lengths, 8, seed=5, max_batch_length=cap, rank=1, world_size=2)
+    assert r0.batches_per_epoch() == r1.batches_per_epoch()
+    seen0 = {i for b in r0.epoch_batches(0)[0::2] for i in b}
+    seen1 = {i for b in r1.epoch_batches(0)[1::2] for i in b}
+    assert not seen0 & seen1
+    # resume: set_consumed(k) continues with the batch an uninterrupted iterator serves next
+    it = iter(BucketBatchSampler(lengths, 8, seed=5, max_batch_length=cap))
+    served = [next(it) for _ in range(len(batches) + 3)]
+    resumed = BucketBatchSampler(lengths, 8, seed=5, max_batch_length=cap)
+    resumed.set_consumed(len(batches) + 1)
+    assert next(iter(resumed)) == served[len(batches) + 1]

@@ -3,18 +3,31 @@
 With a frozen encoder, every epoch and every evaluation would recompute the same states; on a
 CPU that is most of the work. Entries are keyed by the audio file's bytes and the encoder's
 identity (name + weights stamp), so editing a file or changing the encoder invalidates exactly
-the entries concerned. Each entry is written atomically, which makes an interrupted run
-resumable: whatever was finished is reused.
+the entries concerned.
+
+Entries live in safetensors shards (``<identity>/shards/shard-<writer>-<id>.safetensors``, one
+tensor per clip named by its key, ``data.cache_shard_mb`` each): a million clips are a few thousand
+files, not a million, and reading one entry memory-maps its shard and copies only that tensor.
+Each shard is written atomically when full (and at the end), so an interrupted fill keeps every
+finished shard; writers never share a file, so several processes or ranks can fill one cache at
+once. The index (key -> shard) is read from the shards' headers: 16 bytes of key and 4 of shard
+number per entry. Caches written before shards (one ``<key[:2]>/<key>.npy`` per clip) are still
+read; new entries go to shards.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from moeaudio.data.audio import NonFinite, load_audio
 from moeaudio.io_utils import atomic_path
@@ -30,28 +43,108 @@ def audio_key(path: Path) -> str:
     return h.hexdigest()[:32]
 
 
-class FeatureCache:
-    """``cache_dir/<encoder identity>/<key[:2]>/<key>.npy`` holding (frames, d_model) float32."""
+class ShardWriter:
+    """Entries gathered in memory up to ``max_bytes``, then written as one shard (atomically)."""
 
-    def __init__(self, cache_dir: str | Path, encoder_identity: str):
+    def __init__(self, shard_dir: Path, writer: str = "w0", max_bytes: int = 256 << 20):
+        self.dir = shard_dir
+        self.writer = writer
+        self.max_bytes = max_bytes
+        self.pending: dict[str, torch.Tensor] = {}
+        self.bytes = 0
+        self.written: list[Path] = []
+
+    def add(self, key: str, states: torch.Tensor) -> None:
+        self.pending[key] = states.detach().cpu().float().contiguous()
+        self.bytes += self.pending[key].numel() * 4
+        if self.bytes >= self.max_bytes:
+            self.flush()
+
+    def flush(self) -> Path | None:
+        if not self.pending:
+            return None
+        path = self.dir / f"shard-{self.writer}-{uuid.uuid4().hex[:12]}.safetensors"
+        with atomic_path(path) as tmp:
+            save_file(self.pending, str(tmp))
+        self.pending, self.bytes = {}, 0
+        self.written.append(path)
+        return path
+
+
+class FeatureCache:
+    """``cache_dir/<encoder identity>/shards/*.safetensors`` holding (frames, d_model) float32 per clip
+    (and, read only, the older ``<key[:2]>/<key>.npy`` files)."""
+
+    def __init__(self, cache_dir: str | Path, encoder_identity: str, shard_mb: int = 256):
         self.root = Path(cache_dir) / encoder_identity
+        self.shard_dir = self.root / "shards"
+        self.shard_bytes = shard_mb << 20
         self.hits = 0
         self.misses = 0
+        self._keys = np.zeros(0, dtype="S16")  # sorted binary keys
+        self._shard_of = np.zeros(0, dtype=np.int32)
+        self._shards: list[Path] = []
+        self._open: dict[int, Any] = {}  # shard number -> safe_open handle (memory-mapped)
+        self.refresh()
+
+    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers reopen the shards themselves
+        state = self.__dict__.copy()
+        state["_open"] = {}
+        return state
+
+    def refresh(self) -> None:
+        """Re-read the index from the shards' headers (after other writers added shards)."""
+        shards = sorted(self.shard_dir.glob("shard-*.safetensors")) if self.shard_dir.is_dir() else []
+        if shards == self._shards:
+            return
+        keys, owner = [], []
+        for n, path in enumerate(shards):
+            with safe_open(str(path), framework="pt") as f:
+                names = list(f.keys())
+            keys.extend(bytes.fromhex(k) for k in names)
+            owner.extend([n] * len(names))
+        order = np.argsort(np.asarray(keys, dtype="S16"), kind="stable") if keys else np.zeros(0, int)
+        self._keys = np.asarray(keys, dtype="S16")[order] if keys else np.zeros(0, dtype="S16")
+        self._shard_of = np.asarray(owner, dtype=np.int32)[order]
+        self._shards = shards
+        self._open = {}
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
     def path_for(self, key: str) -> Path:
+        """Where a pre-shard cache kept the entry (read only)."""
         return self.root / key[:2] / f"{key}.npy"
 
+    def _shard(self, key: str) -> int | None:
+        k = np.asarray([bytes.fromhex(key)], dtype="S16")
+        i = int(np.searchsorted(self._keys, k[0]))
+        return int(self._shard_of[i]) if i < len(self._keys) and self._keys[i] == k[0] else None
+
+    def __contains__(self, key: str) -> bool:
+        return self._shard(key) is not None or self.path_for(key).exists()
+
     def get(self, key: str) -> torch.Tensor | None:
+        n = self._shard(key)
+        if n is not None:
+            if n not in self._open:
+                self._open[n] = safe_open(str(self._shards[n]), framework="pt")
+            return self._open[n].get_tensor(key)
         path = self.path_for(key)
         if not path.exists():
             return None
         return torch.from_numpy(np.load(path))
 
+    def writer(self, name: str = "w0") -> ShardWriter:
+        """A writer of new shards; ``name`` tells writers apart (a process, a rank)."""
+        return ShardWriter(self.shard_dir, f"{name}-{os.getpid()}", self.shard_bytes)
+
     def put(self, key: str, states: torch.Tensor) -> None:
-        path = self.path_for(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.save(f, states.detach().cpu().float().numpy())
+        """One entry as a shard of its own (:meth:`writer` batches many into one shard)."""
+        w = self.writer()
+        w.add(key, states)
+        w.flush()
+        self.refresh()
 
     def fill(
         self,
@@ -71,17 +164,26 @@ class FeatureCache:
         self.hits += len(keys) - len(todo)
         self.misses += len(todo)
         if todo:
-            with progress_bar("encoding audio", len(todo), progress) as advance:
-                for start in range(0, len(todo), batch_size):
-                    idx = todo[start : start + batch_size]
-                    waves = [
-                        load_audio(audio_paths[i], encoder.sample_rate, nonfinite=nonfinite) for i in idx
-                    ]
-                    inputs = encoder.prepare(waves)
-                    with torch.no_grad():
-                        states = encoder(inputs)  # (batch, frames, d_model)
-                    for j, i in enumerate(idx):
-                        out[i] = states[j, : int(inputs.lengths[j])].clone()
-                        self.put(keys[i], out[i])
-                    advance(len(idx))
+            writer = self.writer()
+            try:
+                with progress_bar("encoding audio", len(todo), progress) as advance:
+                    for start in range(0, len(todo), batch_size):
+                        idx = todo[start : start + batch_size]
+                        states = encode(encoder, [audio_paths[i] for i in idx], nonfinite)
+                        for i, st in zip(idx, states, strict=True):
+                            out[i] = st
+                            writer.add(keys[i], st)
+                        advance(len(idx))
+            finally:  # interrupted (ctrl-c, an error): what was encoded is kept for the next run
+                writer.flush()
+                self.refresh()
         return out  # type: ignore[return-value]
+
+
+def encode(encoder, paths: Sequence[Path], nonfinite: NonFinite = "error") -> list[torch.Tensor]:
+    """The encoder's states of each clip, unpadded: (frames, d_model) each."""
+    waves = [load_audio(p, encoder.sample_rate, nonfinite=nonfinite) for p in paths]
+    inputs = encoder.prepare(waves)
+    with torch.no_grad():
+        states = encoder(inputs)  # (batch, frames, d_model)
+    return [states[j, : int(inputs.lengths[j])].clone() for j in range(len(paths))]

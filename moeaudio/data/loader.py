@@ -4,6 +4,11 @@ Batches group items of similar length (less padding, faster steps); their order 
 function of (seed, epoch), and the sampler's state is (epoch, batches already served), so a
 checkpoint can store it and a resumed run sees exactly the batches it would have seen.
 Each data-parallel rank takes every world_size-th batch of the same global order.
+
+With ``max_batch_length`` a batch is not a fixed count but as many items as fit under a cap on the
+batch as padded (items x longest item, in the units of ``lengths``: e.g. milliseconds of audio for
+``data.max_batch_seconds``), the way audio toolkits cap batches by duration: short clips come many
+to a batch, long ones few. Still a pure function of (seed, epoch), and every rank gets as many.
 """
 
 from __future__ import annotations
@@ -26,9 +31,13 @@ class BucketBatchSampler:
         rank: int = 0,
         world_size: int = 1,
         bucket_factor: int = 50,
+        max_batch_length: float | None = None,
     ):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if max_batch_length is not None and max_batch_length <= 0:
+            raise ValueError("max_batch_length must be > 0")
+        self.max_batch_length = max_batch_length
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.seed = seed
@@ -49,11 +58,32 @@ class BucketBatchSampler:
             window = self.batch_size * self.bucket_factor
             chunks = [order[i : i + window] for i in range(0, len(order), window)]
             order = np.concatenate([c[np.argsort(self.lengths[c], kind="stable")] for c in chunks])
-        batches = [order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
+        if self.max_batch_length is None:
+            batches = [order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
+        else:
+            batches = self._capped(order)
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         usable = len(batches) - len(batches) % self.world_size  # equal batch count on every rank
         return batches[:usable] if usable else batches
+
+    def _capped(self, order: np.ndarray) -> list[list[int]]:
+        """Consecutive items of ``order`` packed greedily while items x longest <= the cap (an item
+        longer than the cap alone makes a batch)."""
+        cap = self.max_batch_length
+        batches: list[list[int]] = []
+        current: list[int] = []
+        longest = 0.0
+        for i in order.tolist():
+            n = float(self.lengths[i])
+            if current and (len(current) + 1) * max(longest, n) > cap:
+                batches.append(current)
+                current, longest = [], 0.0
+            current.append(i)
+            longest = max(longest, n)
+        if current:
+            batches.append(current)
+        return batches
 
     def __iter__(self) -> Iterator[list[int]]:
         while True:

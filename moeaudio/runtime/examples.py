@@ -3,6 +3,11 @@
 With a frozen encoder and ``data.feature_cache`` set, examples carry cached encoder states
 (computed once, keyed by audio content and encoder identity); otherwise they carry waveforms at
 the encoder's sample rate.
+
+Two ways to hold them: :func:`load_examples` reads every example into memory (fast for small
+corpora), :class:`StreamExamples` reads example i when a batch needs it (a map-style dataset over a
+:class:`~moeaudio.data.stream.ManifestIndex`; in DataLoader workers when ``data.num_workers`` > 0),
+so memory stays flat as the corpus grows. :func:`use_streaming` picks one (``data.loading``).
 """
 
 from __future__ import annotations
@@ -10,25 +15,34 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from moeaudio.config import Recipe
 from moeaudio.data.audio import load_audio
-from moeaudio.data.feature_cache import FeatureCache
+from moeaudio.data.feature_cache import FeatureCache, audio_key, encode
 from moeaudio.data.manifest import Item, check_manifest
+from moeaudio.data.stream import ManifestIndex
 from moeaudio.data.synth import make_synth_corpus
 from moeaudio.data.tasks import item_prompt
 from moeaudio.errors import MissingDataError
 from moeaudio.io_utils import check_output_dir
 from moeaudio.model.audio_llm import AudioLLM
 from moeaudio.model.encoder import min_input_seconds
+from moeaudio.progress import progress_bar
 from moeaudio.runtime.batching import Example
 
 __all__ = [
+    "StreamExamples",
     "checked_items",
+    "fill_cache_streaming",
+    "indexed_items",
     "ensure_corpus",
     "load_examples",
     "load_manifest_examples",
     "manifest_path",
     "select_items",
+    "use_streaming",
 ]
 
 
@@ -99,7 +113,7 @@ def load_examples(
     paths = [item.resolve_audio(manifest) for item in items]
     nonfinite = recipe.data.nonfinite_audio
     if recipe.encoder.freeze and recipe.data.feature_cache:
-        cache = FeatureCache(recipe.data.feature_cache, model.encoder.identity)
+        cache = FeatureCache(recipe.data.feature_cache, model.encoder.identity, recipe.data.cache_shard_mb)
         states = cache.fill(model.encoder, paths, progress=progress, nonfinite=nonfinite)
         waves = [None] * len(items)
     else:
@@ -119,3 +133,121 @@ def load_manifest_examples(
     manifest = Path(manifest)
     items = checked_items(manifest, model.recipe, limit=limit)
     return load_examples(model, manifest, model.recipe, progress=progress, items=items)
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+def indexed_items(manifest: Path, recipe: Recipe, *, known_tasks: Iterable[str] = ()) -> ManifestIndex:
+    """:func:`checked_items` + :func:`select_items` as a lazy :class:`ManifestIndex` (same checks,
+    same items in the same order, ~20 bytes each in memory)."""
+    keep = set(recipe.data.tasks) if recipe.data.tasks else None
+    index = ManifestIndex.build(
+        manifest,
+        known_tasks=[*(recipe.data.tasks or ()), *known_tasks],
+        select=lambda i: keep is None or i.task in keep,
+        min_seconds=min_input_seconds(recipe.encoder),
+    )
+    return index.subset(index.durations <= recipe.data.max_audio_seconds)
+
+
+def uses_cache(recipe: Recipe) -> bool:
+    return bool(recipe.encoder.freeze and recipe.data.feature_cache)
+
+
+def in_memory_bytes(recipe: Recipe, seconds: float) -> float:
+    """What :func:`load_examples` would hold for ``seconds`` of audio: float32 encoder states at
+    ``encoder.frame_rate`` x frame width, or float32 waveforms at 16 kHz."""
+    per_second = recipe.encoder.frame_rate * recipe.encoder.frame_dim if uses_cache(recipe) else 16000
+    return 4.0 * per_second * seconds
+
+
+def use_streaming(recipe: Recipe, index: ManifestIndex) -> bool:
+    """``data.loading``: memory, stream, or (auto) stream when the examples would take more than
+    ``data.stream_above_gb`` in memory."""
+    if recipe.data.loading != "auto":
+        return recipe.data.loading == "stream"
+    return in_memory_bytes(recipe, float(index.durations.sum())) > recipe.data.stream_above_gb * 1e9
+
+
+class StreamExamples(torch.utils.data.Dataset):
+    """Example i of a :class:`ManifestIndex`, read when asked: cached states (from the shard cache)
+    or the waveform, decoded in the process that asks (a DataLoader worker)."""
+
+    def __init__(self, index: ManifestIndex, recipe: Recipe, sample_rate: int, cache: FeatureCache | None):
+        self.index = index
+        self.sample_rate = sample_rate
+        self.nonfinite = recipe.data.nonfinite_audio
+        self.cache = cache
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> Example:
+        item = self.index[i]
+        path = self.index.audio_path(item)
+        states = wave = None
+        if self.cache is not None:
+            key = audio_key(path)
+            states = self.cache.get(key)
+            if states is None:
+                self.cache.refresh()  # another writer may have added it since this copy was made
+                states = self.cache.get(key)
+            if states is None:
+                raise MissingDataError(
+                    f"{path}: no cached encoder states under {self.cache.root}; run `moeaudio prepare "
+                    "features RECIPE` (or train once without data.loading=stream) to fill the cache"
+                )
+        else:
+            wave = load_audio(path, self.sample_rate, nonfinite=self.nonfinite)
+        return Example(item_prompt(item), item.target, wave=wave, states=states, meta=item.to_dict())
+
+    def lengths_ms(self) -> np.ndarray:
+        """Per-item audio length for the sampler (milliseconds): all it keeps of the corpus."""
+        return np.round(self.index.durations * 1000).astype(np.int64)
+
+
+def fill_cache_streaming(
+    encoder,
+    cache: FeatureCache,
+    indexes: Iterable[ManifestIndex],
+    *,
+    share: tuple[int, int] = (0, 1),
+    batch_size: int = 16,
+    nonfinite: str = "error",
+    writer: str = "w0",
+    progress: bool = True,
+) -> dict[str, int]:
+    """Encode the clips of ``indexes`` the cache lacks, share ``k`` of ``n`` (every n-th distinct
+    clip), writing shards as they fill: nothing but one shard's states is held in memory, and an
+    interrupted fill keeps its finished shards. Returns counts of clips seen, encoded and reused."""
+    k, n = share
+    seen: set[str] = set()
+    todo: list[tuple[str, Path]] = []
+    mine = 0
+    for index in indexes:
+        for i in range(len(index)):
+            path = index.audio_path(index[i])
+            key = audio_key(path)
+            if key in seen:
+                continue
+            seen.add(key)
+            if len(seen) % n != k:
+                continue
+            mine += 1
+            if key not in cache:
+                todo.append((key, path))
+    w = cache.writer(writer)
+    try:
+        with progress_bar("encoding audio", len(todo), progress) as advance:
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start : start + batch_size]
+                for (key, _), states in zip(
+                    chunk, encode(encoder, [p for _, p in chunk], nonfinite), strict=True
+                ):
+                    w.add(key, states)
+                advance(len(chunk))
+    finally:
+        w.flush()
+        cache.refresh()
+    return {"clips": mine, "encoded": len(todo), "reused": mine - len(todo), "shards": len(w.written)}

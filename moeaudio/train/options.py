@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from moeaudio.logs import verbose_enabled
 from moeaudio.options import argument, option
 
-__all__ = ["TrainOptions"]
+__all__ = ["BenchTrainOptions", "TrainOptions"]
 
 
 @dataclass
@@ -38,3 +38,15 @@ class TrainOptions:
         args += ["--verbose"] if verbose_enabled() else []
         args += ["--overwrite"] if self.overwrite else []
         return args + (["--no-eval"] if self.no_eval else []) + ["--nproc-rank"]
+
+
+@dataclass
+class BenchTrainOptions:
+    """What `moeaudio bench train` takes."""
+
+    recipe: str = argument(help="recipe YAML path or shipped name (e.g. quickstart)")
+    overrides: list[str] | None = argument(None, "section.key=value overrides, e.g. data.micro_batch_size=4")
+    steps: int = option(8, "timed optimizer steps per arm and round")
+    rounds: int = option(3, "interleaved rounds (the median is kept)")
+    warmup: int = option(2, "untimed steps per arm before the first round")
+    as_json: bool = option(False, "print one JSON object", flag="--json")

@@ -32,7 +32,9 @@ import numpy as np
 import torch
 
 from moeaudio.config import Recipe, RecipeError
+from moeaudio.data.feature_cache import FeatureCache
 from moeaudio.data.loader import BucketBatchSampler
+from moeaudio.data.stream import ManifestIndex
 from moeaudio.errors import (
     CheckpointError,
     MissingDataError,
@@ -52,7 +54,17 @@ from moeaudio.runtime.checkpoint import (
     verify_checkpoint,
 )
 from moeaudio.runtime.device import use_cuda
-from moeaudio.runtime.examples import checked_items, ensure_corpus, load_examples, manifest_path
+from moeaudio.runtime.examples import (
+    StreamExamples,
+    checked_items,
+    ensure_corpus,
+    fill_cache_streaming,
+    indexed_items,
+    load_examples,
+    manifest_path,
+    use_streaming,
+    uses_cache,
+)
 from moeaudio.train.checkpoint import load_deepspeed_state, save_checkpoint
 from moeaudio.train.distributed import barrier, init_distributed
 from moeaudio.train.report import Reporter
@@ -186,7 +198,8 @@ class Session:
     train_examples: list[Example]
     batches: Iterator[Any]
     routers: list[Router]
-    dump_loads: Path | None  # MOEAUDIO_DUMP_LOADS: this rank's per-step expert counts, for debugging
+    # MOEAUDIO_DUMP_LOADS: this rank's per-step expert counts and item ids, for debugging
+    dump_loads: Path | None
 
 
 def claim_run_dir(run_dir: Path, resume: bool, overwrite: bool, rank: int = 0) -> None:
@@ -233,6 +246,30 @@ def _checked(manifest: Path, recipe: Recipe, needed_by: str = "training") -> lis
     return checked_items(manifest, recipe, select=lambda i: keep is None or i.task in keep)
 
 
+def _indexed(manifest: Path, recipe: Recipe) -> ManifestIndex:
+    if not manifest.exists():
+        raise MissingDataError(f"{manifest}: manifest not found; training needs it")
+    return indexed_items(manifest, recipe)
+
+
+def _stream_examples(
+    model: AudioLLM, index: ManifestIndex, recipe: Recipe, rank: int, world: int, quiet: bool
+) -> tuple[StreamExamples, np.ndarray]:
+    """The streaming dataset and its per-item lengths (ms). With the feature cache, every rank
+    first encodes its share of the clips the cache lacks (its own shards), then all read all."""
+    cache = None
+    if uses_cache(recipe):
+        cache = FeatureCache(recipe.data.feature_cache, model.encoder.identity, recipe.data.cache_shard_mb)
+        fill_cache_streaming(
+            model.encoder, cache, [index], share=(rank, world), nonfinite=recipe.data.nonfinite_audio,
+            writer=f"rank{rank}", progress=not quiet,
+        )  # fmt: skip
+        barrier()
+        cache.refresh()
+    dataset = StreamExamples(index, recipe, model.encoder.sample_rate, cache)
+    return dataset, dataset.lengths_ms()
+
+
 def setup(
     recipe: Recipe,
     output_dir: str | Path | None = None,
@@ -260,7 +297,14 @@ def setup(
         ensure_corpus(recipe, progress=not quiet)
     barrier()
     train_manifest = manifest_path(recipe, "train")
-    items = _checked(train_manifest, recipe)  # every input checked before the model is built
+    # every input checked before the model is built; a lazy index first unless told to load it all
+    index = None if recipe.data.loading == "memory" else _indexed(train_manifest, recipe)
+    streaming = index is not None and use_streaming(recipe, index)
+    if index is None:
+        items = _checked(train_manifest, recipe)
+    elif not streaming:
+        items = [index[i] for i in range(len(index))]
+        index.close()
     if check_valid:
         _checked(manifest_path(recipe, "valid"), recipe, "the validation at the end (or pass --no-eval)")
     seed_everything(recipe.train.seed)
@@ -268,13 +312,25 @@ def setup(
     if ckpt is not None:  # before DeepSpeed partitions the parameters (ZeRO-3)
         check_shapes(ckpt / WEIGHTS, model, "the recipe being resumed")
     reporter.start(model)
-    # rank 0 fills the feature cache first so the other ranks only read it
-    if rank == 0:
-        train_examples = load_examples(model, train_manifest, recipe, progress=not quiet, items=items)
-    barrier()
-    if rank != 0:
-        train_examples = load_examples(model, train_manifest, recipe, progress=False, items=items)
-    if not train_examples:
+    if streaming:
+        train_examples, lengths = _stream_examples(model, index, recipe, rank, world, quiet)
+    else:
+        # rank 0 fills the feature cache first so the other ranks only read it
+        if rank == 0:
+            train_examples = load_examples(model, train_manifest, recipe, progress=not quiet, items=items)
+        barrier()
+        if rank != 0:
+            train_examples = load_examples(model, train_manifest, recipe, progress=False, items=items)
+        lengths = (
+            [round(1000 * e.meta["duration"]) for e in train_examples]
+            if recipe.data.max_batch_seconds
+            else [example_length(e) for e in train_examples]
+        )
+    if streaming:
+        reporter.note(
+            f"data: {len(train_examples)} training items, streamed (data.loading={recipe.data.loading})"
+        )
+    if not len(train_examples):
         tasks = f" of data.tasks={recipe.data.tasks}" if recipe.data.tasks else ""
         raise MissingDataError(
             f"{manifest_path(recipe, 'train')}: no training items{tasks} of at most "
@@ -294,13 +350,15 @@ def setup(
     engine, optimizer, _, scheduler = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(recipe, world)
     )
+    cap = recipe.data.max_batch_seconds
     sampler = BucketBatchSampler(
-        [example_length(e) for e in train_examples],
+        lengths,
         recipe.data.micro_batch_size,
         seed=recipe.train.seed,
         bucket=recipe.data.bucket_by_length,
         rank=rank,
         world_size=world,
+        max_batch_length=None if cap is None else cap * 1000,  # lengths in ms when capped
     )
     state = TrainState()
     if resume:
@@ -332,6 +390,11 @@ def setup(
     for router in routers:  # count tokens per expert (for load_spread) even without bias balancing
         router.count_tokens = True
     dump_loads = run_dir / f"expert_loads.rank{rank}.jsonl" if os.environ.get("MOEAUDIO_DUMP_LOADS") else None
+    if streaming and recipe.train.conflict_every:  # the probe draws from a fixed spread-out sample
+        n = len(train_examples)
+        train_examples = [
+            train_examples[int(i)] for i in np.unique(np.linspace(0, n - 1, min(n, 512)).astype(int))
+        ]
     session = Session(
         recipe, run_dir, rank, world, quiet, reporter, model, engine, scheduler, train_examples,
         iter(loader), routers, dump_loads,
@@ -344,9 +407,10 @@ def train_step(
 ) -> dict[str, float]:
     """One optimizer step over ``grad_accum`` micro-batches; returns the logged record."""
     recipe = s.recipe
-    t0, tokens, sums = time.time(), 0, {}
+    t0, tokens, sums, ids = time.time(), 0, {}, []
     for _ in range(recipe.train.grad_accum):
         batch = next(s.batches).to(s.engine.device)
+        ids.extend(m.get("id") for m in batch.meta)
         out = s.engine(batch)
         check_finite_loss(s, out, state.step + 1)  # before backward: no NaN reaches the weights
         s.engine.backward(out["loss"])
@@ -366,7 +430,7 @@ def train_step(
     if s.dump_loads is not None:
         s.dump_loads.parent.mkdir(parents=True, exist_ok=True)
         with open(s.dump_loads, "a") as f:
-            f.write(json.dumps({"step": state.step, "counts": local_loads}) + "\n")
+            f.write(json.dumps({"step": state.step, "counts": local_loads, "ids": ids}) + "\n")
     record.update(load_spread(local_loads))
     watch_collapse(s, state, record)
     # Conflict probe: rank 0 only (other ranks wait in the next step's collective); not under ZeRO-3,
