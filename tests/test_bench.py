@@ -41,11 +41,12 @@ def test_bench_adapter_function_shapes_and_params():
         if "skipped" not in run["backends"][f"moe {name}"]:
             assert r["vs_dense_forward"] > 0 and r["vs_loop_forward_backward"] > 0
     assert run["auto"] in ("sort", "grouped")
-    assert "forward_backward_gflops" in run["backends"]["transformers eager"]
+    (ref,) = [v for name, v in run["backends"].items() if name.startswith("transformers")]
+    assert ref["forward_backward_gflops"] > 0
     summary = res["summary"]["32"]
     assert summary["flop_limit"] == 0.5 and summary["moe_over_dense"] > 0
     assert summary["best_over_transformers"] > 0 and summary["best_backend"] in ("loop", "sort", "grouped")
-    assert render_bench(res).row_count == 4 + 2 + 1  # moe x3, dense, transformers x2, summary
+    assert render_bench(res).row_count == 4 + 1 + 1  # moe x3, dense, transformers, summary
 
 
 def test_bench_adapter_presets_and_token_counts():
@@ -62,7 +63,7 @@ def test_cli_bench_adapter_table_and_json():
     runner = CliRunner()
     table = runner.invoke(app, ["bench", "adapter", *TINY, "--repeats", "1"], env={"COLUMNS": "200"})
     assert table.exit_code == 0, table.output
-    for text in ("moe loop", "moe sort", "dense", "transformers eager", "GFLOP/s", "/ dense"):
+    for text in ("moe loop", "moe sort", "dense", "transformers", "GFLOP/s", "/ dense"):
         assert text in table.stdout
     out = runner.invoke(app, ["bench", "adapter", *TINY, "--repeats", "1", "--json"])
     assert out.exit_code == 0, out.output
