@@ -24,7 +24,9 @@ allocated memory of the forward+backward). Per token count the summary holds:
   as efficient).
 
 Times are the **median of interleaved rounds** after one warm-up round (every variant runs once per
-round, in turn), so background load on a shared machine skews them alike. No router or norms are
+round, in turn), so background load on a shared machine skews them alike. ``clock="cpu"`` (CPU
+only) runs on one thread and times that thread's CPU time: on a machine shared with other jobs,
+where wall time with several threads swings by several x, it still measures the work done. No router or norms are
 timed (O(width) per token, the same on every side). Numbers are only comparable within one run on
 one machine; docs/benchmarks.md keeps earlier measurements.
 """
@@ -75,12 +77,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time_once_ms(fn: Callable[[], object], device: torch.device) -> float:
+CLOCKS = ("wall", "cpu")
+
+
+def _time_once_ms(fn: Callable[[], object], device: torch.device, clock: str = "wall") -> float:
+    """Milliseconds of ``fn``: wall time, or (``clock="cpu"``, one thread) this thread's CPU time."""
+    now = time.thread_time if clock == "cpu" else time.perf_counter
     _sync(device)
-    start = time.perf_counter()
+    start = now()
     fn()
     _sync(device)
-    return (time.perf_counter() - start) * 1e3
+    return (now() - start) * 1e3
 
 
 class _Case:
@@ -217,13 +224,15 @@ def _cases(tokens: int, cfg: dict[str, Any], device: torch.device, dtype: torch.
     return cases, experts.resolve_backend(x), moe_flops, dense_flops
 
 
-def _measure(cases: dict[str, _Case | str], device: torch.device, repeats: int) -> dict[str, dict[str, Any]]:
+def _measure(
+    cases: dict[str, _Case | str], device: torch.device, repeats: int, clock: str = "wall"
+) -> dict[str, dict[str, Any]]:
     runnable = {name: c for name, c in cases.items() if isinstance(c, _Case)}
     times: dict[str, dict[str, list[float]]] = {n: {"forward": [], "forward_backward": []} for n in runnable}
     for round_ in range(repeats + 1):  # round 0 is the warm-up
         for name, case in runnable.items():
             for key, fn in (("forward", case.forward), ("forward_backward", case.forward_backward)):
-                ms = _time_once_ms(fn, device)
+                ms = _time_once_ms(fn, device, clock)
                 if round_ > 0:
                     times[name][key].append(ms)
     out: dict[str, dict[str, Any]] = {n: {"skipped": c} for n, c in cases.items() if isinstance(c, str)}
@@ -269,6 +278,7 @@ def bench_adapter(
     dtype: str | torch.dtype = "float32",
     repeats: int = 5,
     seed: int = 0,
+    clock: str = "wall",
 ) -> dict[str, Any]:
     """Time the MoE backends, the equal-total-parameter dense MLP and transformers' MoE.
 
@@ -281,6 +291,10 @@ def bench_adapter(
     """
     if preset not in PRESETS:
         raise UsageError(f"--preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    if clock not in CLOCKS:
+        raise UsageError(f"--clock must be one of {list(CLOCKS)}, got {clock!r}")
+    if clock == "cpu" and torch.device(device).type != "cpu":
+        raise UsageError("--clock cpu measures CPU time: it needs --device cpu")
     if isinstance(dtype, str) and dtype not in DTYPES:
         raise UsageError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     base = PRESETS[preset]
@@ -303,9 +317,15 @@ def bench_adapter(
     E, k, h, s = cfg["num_experts"], cfg["top_k"], cfg["expert_dim"], cfg["shared_dim"]
     width = cfg["d_in"] + cfg["d_out"]
     runs, summary = [], {}
+    threads = torch.get_num_threads()
     for n in counts:
         cases, auto, moe_flops, dense_flops = _cases(n, cfg, dev, torch_dtype, seed)
-        res = _measure(cases, dev, repeats)
+        if clock == "cpu":  # one thread: its CPU time is the work done, whatever else the machine runs
+            torch.set_num_threads(1)
+        try:
+            res = _measure(cases, dev, repeats, clock)
+        finally:
+            torch.set_num_threads(threads)
         dense, loop = res["dense"], res.get("moe loop", {})
         ratios: dict[str, dict[str, float | None]] = {}
         for backend in BACKENDS:
@@ -340,6 +360,8 @@ def bench_adapter(
             "device": str(device),
             "dtype": str(torch_dtype).replace("torch.", ""),
             "repeats": repeats,
+            "clock": clock,
+            "threads": 1 if clock == "cpu" else threads,
         },  # fmt: skip
         "params": {
             "moe_total": (E * h + s) * width,
@@ -371,7 +393,8 @@ def render_bench(result: dict[str, Any]):
             f"equal total weights: MoE {params['moe_total']:,} ({params['moe_active']:,} active/token), "
             f"dense {params['dense_total']:,}. GFLOP/s: active FLOPs / time (fwd+bwd = 3x fwd). / dense = ms / "
             f"dense ms (<1 cheaper; limit = FLOP ratio). transformers: Qwen2-MoE experts (gated, d_in->d_in), "
-            f"compare GFLOP/s. Median of {cfg['repeats']} interleaved rounds; one run, one machine."
+            f"compare GFLOP/s. Median of {cfg['repeats']} interleaved rounds ({cfg['clock']} time, "
+            f"{cfg['threads']} thread(s)); one run, one machine."
         ),
     )
     cols = (

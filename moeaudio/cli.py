@@ -305,6 +305,7 @@ class BenchAdapterOptions:
     device: str = option("cpu", "cpu | cuda")
     dtype: str = option("float32", "float32 | bfloat16 | float16")
     repeats: int = option(5, "timed rounds after one warm-up (median kept)")
+    clock: str = option("wall", "wall | cpu (one thread, its CPU time: steady on a busy machine)")
     as_json: bool = option(False, "print one JSON object", flag="--json")
 
 

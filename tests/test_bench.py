@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import torch
 from typer.testing import CliRunner
 
 from moeaudio.bench import bench_adapter, render_bench
@@ -59,6 +60,16 @@ def test_bench_adapter_presets_and_token_counts():
     assert res["params"]["moe_active"] == (4 * 16 + 64) * (32 + 16)
 
 
+def test_bench_adapter_cpu_clock_one_thread():
+    threads = torch.get_num_threads()
+    res = bench_adapter(
+        tokens=16, d_in=16, d_out=16, num_experts=4, top_k=2, expert_dim=16, repeats=1, clock="cpu"
+    )
+    assert res["config"]["clock"] == "cpu" and res["config"]["threads"] == 1
+    assert torch.get_num_threads() == threads  # restored
+    assert res["runs"][0]["backends"]["dense"]["forward_backward_ms"] >= 0
+
+
 def test_cli_bench_adapter_table_and_json():
     runner = CliRunner()
     table = runner.invoke(app, ["bench", "adapter", *TINY, "--repeats", "1"], env={"COLUMNS": "200"})
@@ -73,3 +84,6 @@ def test_cli_bench_adapter_table_and_json():
     assert set(data["summary"]["64"]) >= {"moe_over_dense", "flop_limit", "best_over_transformers"}
     bad = runner.invoke(app, ["bench", "adapter", *TINY, "--dtype", "int8"])
     assert bad.exit_code == 2
+    for flags in (["--clock", "sundial"], ["--preset", "huge"], ["--tokens", "1,x"]):
+        bad = runner.invoke(app, ["bench", "adapter", *TINY, *flags])
+        assert bad.exit_code == 2 and flags[0] in bad.output, bad.output
