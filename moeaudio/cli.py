@@ -313,20 +313,27 @@ def analyze_probe_cmd(opts: Any) -> None:
 class BenchAdapterOptions:
     """What `moeaudio bench adapter` takes (every field but ``as_json`` is a ``bench_adapter`` argument)."""
 
-    tokens: int = option(4096, "audio tokens per call")
-    d_in: int = option(1536, "adapter input width")
-    d_out: int = option(256, "expert output width")
-    num_experts: int = option(8, "routed experts E", flag="--experts")
-    top_k: int = option(4, "experts per token k")
-    expert_dim: int = option(512, "expert hidden width h")
+    preset: str = option(
+        "routed", "sizes: routed (experts alone) | paper (with the 10240 shared path) | quickstart"
+    )
+    tokens: str | None = option(
+        None, "audio tokens per call, comma-separated for several (default: the preset's)"
+    )
+    d_in: int | None = option(None, "adapter input width (default: the preset's)")
+    d_out: int | None = option(None, "expert output width (default: the preset's)")
+    num_experts: int | None = option(None, "routed experts E (default: the preset's)", flag="--experts")
+    top_k: int | None = option(None, "experts per token k (default: the preset's)")
+    expert_dim: int | None = option(None, "expert hidden width h (default: the preset's)")
+    shared_dim: int | None = option(None, "always-on shared MLP width, 0 for none (default: the preset's)")
     device: str = option("cpu", "cpu | cuda")
     dtype: str = option("float32", "float32 | bfloat16 | float16")
-    repeats: int = option(5, "timed rounds (best kept)")
+    repeats: int = option(5, "timed rounds after one warm-up (median kept)")
+    clock: str = option("wall", "wall | cpu (one thread, its CPU time: steady on a busy machine)")
     as_json: bool = option(False, "print one JSON object", flag="--json")
 
 
 def bench_adapter_cmd(opts: BenchAdapterOptions) -> None:
-    """MoE dispatch backends (loop / sort / grouped) vs the dense FFN of equal total parameters."""
+    """MoE dispatch backends vs the dense FFN of equal total parameters and transformers' Qwen2-MoE."""
     from dataclasses import asdict
 
     from moeaudio.bench import bench_adapter, render_bench

@@ -225,7 +225,9 @@ class RoutedExperts(nn.Module):
         else:
             chunks = xs.split(counts.tolist())  # E contiguous slices (host sync for the sizes)
             ys = torch.cat([self.expert(e, chunk) for e, chunk in enumerate(chunks)])  # (T*k, d_out)
-        ys = ys.index_select(0, torch.argsort(order)).view(T, k, self.d_out)  # (T, k, d_out) slot order
+        inverse = torch.empty_like(order)  # slot -> its row in sorted order: a scatter, not a 2nd sort
+        inverse[order] = torch.arange(order.numel(), device=order.device)
+        ys = ys.index_select(0, inverse).view(T, k, self.d_out)  # (T, k, d_out) slot order
         return torch.bmm(gates.unsqueeze(1), ys).squeeze(1)  # (T, d_out)
 
 
