@@ -593,3 +593,24 @@ def test_conflict_probe_logged_during_training(tiny_corpus, feature_cache, tmp_p
     pairs = {k: v for k, v in history[1].items() if k.startswith("conflict/")}
     assert set(pairs) == {"conflict/music-sound", "conflict/music-speech", "conflict/sound-speech"}
     assert all(-1.0 <= v <= 1.0 for v in pairs.values())
+
+
+def test_skipping_the_lone_allreduce_changes_nothing(
+    stage_run, tiny_corpus, feature_cache, tmp_path, monkeypatch
+):
+    """One rank, ZeRO 0: without DeepSpeed's gradient all-reduce (a flatten, a reduce over one rank
+    and a copy back) the run is bit for bit the run with it."""
+    from safetensors.torch import load_file
+
+    import moeaudio.train.trainer as trainer
+
+    skipped = stage_run(0)
+    assert skipped.engine.enable_backward_allreduce is False
+    monkeypatch.setattr(trainer, "skip_lone_allreduce", lambda *args: None)
+    reduced = train(recipe_for(tiny_corpus, tmp_path, feature_cache, "train.zero_stage=0"))
+    assert reduced.engine.enable_backward_allreduce is True
+    for key in ("loss", "lm_loss", "aux_loss", "lr"):
+        assert losses(reduced.result.history, key) == losses(skipped.result.history, key), key
+    a = load_file(str(reduced.result.checkpoint / "model.safetensors"))
+    b = load_file(str(skipped.result.checkpoint / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

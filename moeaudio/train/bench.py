@@ -36,7 +36,7 @@ from moeaudio.runtime.batching import Collator, example_length
 from moeaudio.runtime.examples import checked_items, ensure_corpus, load_examples, manifest_path, select_items
 from moeaudio.train.distributed import init_distributed
 from moeaudio.train.schedule import lr_multiplier
-from moeaudio.train.trainer import deepspeed_config, param_groups, seed_everything
+from moeaudio.train.trainer import deepspeed_config, param_groups, seed_everything, skip_lone_allreduce
 
 __all__ = ["bench_train", "render_bench_train"]
 
@@ -74,6 +74,7 @@ class _Engine:
         self.engine, *_ = deepspeed.initialize(
             model=model, optimizer=opt, lr_scheduler=sched, config=deepspeed_config(recipe, 1)
         )
+        skip_lone_allreduce(self.engine, recipe, 1)
 
     def step(self, batch) -> None:
         out = self.engine(batch)
