@@ -60,7 +60,7 @@ __all__ = [
     "latest_checkpoint",
     "load_model",
     "load_trainer_state",
-    "rebuilt_parts",
+    "is_rebuilt",
     "resolve_checkpoint",
     "check_shapes",
     "verify_checkpoint",
@@ -165,16 +165,19 @@ def resolve_checkpoint(checkpoint: str | Path | None, runs_dir: str | Path = "ru
     return path
 
 
-def rebuilt_parts(recipe: Recipe) -> tuple[str, ...]:
-    """State-dict prefixes a checkpoint does not store: frozen parts rebuilt from their reference
-    (hub id, path or offline weights) when the model is built. A ``tiny`` part is random, so it is
-    always stored; a frozen LLM with LoRA is stored (its adapters are trained)."""
-    parts = []
-    if recipe.encoder.freeze and recipe.encoder.name != "tiny":
-        parts.append("encoder.")
-    if recipe.llm.freeze and recipe.llm.lora_r == 0 and recipe.llm.name != "tiny":
-        parts.append("llm.")
-    return tuple(parts)
+def is_rebuilt(key: str, recipe: Recipe) -> bool:
+    """Whether a training checkpoint leaves out the state-dict ``key``: a frozen weight rebuilt from
+    its reference (hub id, path or offline weights) when the model is built.
+
+    A ``tiny`` part is random, so it is always stored. An LLM under LoRA keeps its base weights frozen
+    whatever ``llm.freeze`` says: only the LoRA weights are stored (a few MB, not SmolLM2's 514 MB).
+    """
+    if key.startswith("encoder."):
+        return recipe.encoder.freeze and recipe.encoder.name != "tiny"
+    if key.startswith("llm."):
+        frozen = recipe.llm.freeze or recipe.llm.lora_r > 0
+        return frozen and recipe.llm.name != "tiny" and "lora_" not in key
+    return False
 
 
 # ----------------------------------------------------------------------------------------- checks
@@ -299,7 +302,7 @@ def load_model(
     on ``device``, its floating-point weights cast to ``dtype`` when given (bf16 inference on a GPU).
 
     The checkpoint is checked first (:func:`verify_checkpoint`, then every tensor's shape against the
-    recipe). Frozen parts rebuilt from their reference (:func:`rebuilt_parts`) are not in a training
+    recipe). Frozen weights rebuilt from their reference (:func:`is_rebuilt`) are not in a training
     checkpoint's weights file; every other parameter must be. In an export every weight is in the
     export: the LLM's in its own folder (listed in ``export.json``), all others in the weights file.
     """
@@ -309,15 +312,16 @@ def load_model(
     verify_checkpoint(checkpoint)
     recipe = resolve_local_paths(load_recipe(checkpoint / "recipe.yaml"), checkpoint)
     export = checkpoint / EXPORT_MANIFEST
-    if export.exists():
-        elsewhere = tuple(json.loads(export.read_text()).get("weights_elsewhere", []))
-    else:
-        elsewhere = rebuilt_parts(recipe)
+    elsewhere = tuple(json.loads(export.read_text()).get("weights_elsewhere", [])) if export.exists() else ()
+
+    def stored_elsewhere(key: str) -> bool:
+        return key.startswith(elsewhere) if export.exists() else is_rebuilt(key, recipe)
+
     model = build_audio_llm(recipe)
     check_shapes(checkpoint / WEIGHTS, model, checkpoint / "recipe.yaml")
     state = load_file(str(checkpoint / WEIGHTS))
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith(elsewhere)] if elsewhere else missing
+    missing = [k for k in missing if not stored_elsewhere(k)]
     if missing or unexpected:
         raise CheckpointError(
             f"{checkpoint / WEIGHTS}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}: the weights "

@@ -39,7 +39,7 @@ from moeaudio.runtime.checkpoint import (
     WEIGHTS,
     checkpoint_root,
     describe_files,
-    rebuilt_parts,
+    is_rebuilt,
 )
 from moeaudio.train.distributed import barrier
 
@@ -74,9 +74,8 @@ def consolidated_state_dict(model: torch.nn.Module, zero_stage: int) -> dict[str
 
 
 def weights_to_save(model, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop frozen parts that are rebuilt from their reference (:func:`rebuilt_parts`)."""
-    rebuilt = rebuilt_parts(model.recipe)
-    return {k: v for k, v in state.items() if not k.startswith(rebuilt)}
+    """Drop frozen weights that are rebuilt from their reference (:func:`is_rebuilt`)."""
+    return {k: v for k, v in state.items() if not is_rebuilt(k, model.recipe)}
 
 
 def save_checkpoint(
