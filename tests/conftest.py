@@ -11,6 +11,14 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(scope="module")
+def quiet_training():
+    """MOEAUDIO_QUIET=1 for a whole module: training runs print no reporter output."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MOEAUDIO_QUIET", "1")
+        yield
+
+
 @pytest.fixture(scope="session")
 def whisper_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A freshly converted Whisper tiny.en directory (WhisperForConditionalGeneration + processor)."""

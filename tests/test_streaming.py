@@ -13,7 +13,8 @@ import torch
 from conftest import tiny_recipe
 from test_train import _interrupted_copy, _run_cli, losses, train
 
-from moeaudio.data.feature_cache import FeatureCache
+import moeaudio.runtime.examples as examples_module
+from moeaudio.data.feature_cache import FeatureCache, audio_key
 from moeaudio.data.loader import BucketBatchSampler
 from moeaudio.data.manifest import ManifestError
 from moeaudio.data.stream import ManifestIndex
@@ -22,6 +23,7 @@ from moeaudio.runtime.checkpoint import latest_checkpoint, load_trainer_state
 from moeaudio.runtime.examples import (
     StreamExamples,
     checked_items,
+    index_keys,
     indexed_items,
     load_examples,
     select_items,
@@ -36,11 +38,7 @@ STREAM = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _quiet():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MOEAUDIO_QUIET", "1")
-        yield
+pytestmark = pytest.mark.usefixtures("quiet_training")  # conftest: no reporter output
 
 
 def test_index_gives_the_in_memory_items_and_examples(tiny_corpus: Path, tmp_path: Path) -> None:
@@ -75,6 +73,14 @@ def test_index_gives_the_in_memory_items_and_examples(tiny_corpus: Path, tmp_pat
             else:
                 assert got.states is None and np.array_equal(got.wave, want.wave)
         assert stream.lengths_ms().tolist() == [round(1000 * e.meta["duration"]) for e in memory]
+        if cache:  # with the keys hashed once, a read hashes no audio file and gets the same states
+            keys = index_keys(index, progress=False)
+            assert keys.shape == (len(index), 16)
+            assert keys[0].tobytes().hex() == audio_key(index.audio_path(index[0]))
+            keyed = StreamExamples(index, recipe, model.encoder.sample_rate, fc, keys)
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(examples_module, "audio_key", lambda path: pytest.fail(f"hashed {path} again"))
+                assert all(torch.equal(keyed[i].states, want.states) for i, want in enumerate(memory))
 
 
 def test_index_reports_bad_lines_like_the_manifest_reader(tmp_path: Path, tiny_corpus: Path) -> None:

@@ -46,11 +46,7 @@ BASE = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _quiet():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MOEAUDIO_QUIET", "1")
-        yield
+pytestmark = pytest.mark.usefixtures("quiet_training")  # conftest: no reporter output
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ so memory stays flat as the corpus grows. :func:`use_streaming` picks one (``dat
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ __all__ = [
     "StreamExamples",
     "checked_items",
     "fill_cache_streaming",
+    "index_keys",
     "indexed_items",
     "ensure_corpus",
     "load_examples",
@@ -174,11 +175,21 @@ class StreamExamples(torch.utils.data.Dataset):
     """Example i of a :class:`ManifestIndex`, read when asked: cached states (from the shard cache)
     or the waveform, decoded in the process that asks (a DataLoader worker)."""
 
-    def __init__(self, index: ManifestIndex, recipe: Recipe, sample_rate: int, cache: FeatureCache | None):
+    def __init__(
+        self,
+        index: ManifestIndex,
+        recipe: Recipe,
+        sample_rate: int,
+        cache: FeatureCache | None,
+        keys: np.ndarray | None = None,
+    ):
         self.index = index
         self.sample_rate = sample_rate
         self.nonfinite = recipe.data.nonfinite_audio
         self.cache = cache
+        # (items, 16) content keys from index_keys: without them every epoch would hash every audio
+        # file again (reading the whole corpus) just to find its cache entry
+        self.keys = keys
 
     def __len__(self) -> int:
         return len(self.index)
@@ -188,7 +199,7 @@ class StreamExamples(torch.utils.data.Dataset):
         path = self.index.audio_path(item)
         states = wave = None
         if self.cache is not None:
-            key = audio_key(path)
+            key = self.keys[i].tobytes().hex() if self.keys is not None else audio_key(path)
             states = self.cache.get(key)
             if states is None:
                 self.cache.refresh()  # another writer may have added it since this copy was made
@@ -207,11 +218,23 @@ class StreamExamples(torch.utils.data.Dataset):
         return np.round(self.index.durations * 1000).astype(np.int64)
 
 
+def index_keys(index: ManifestIndex, progress: bool = True) -> np.ndarray:
+    """Every item's cache key (:func:`audio_key`, the audio's content hash) as (items, 16) bytes:
+    16 bytes per item, computed once per run instead of once per item read."""
+    keys = np.zeros((len(index), 16), dtype=np.uint8)
+    with progress_bar("hashing audio", len(index), progress) as advance:
+        for i in range(len(index)):
+            keys[i] = np.frombuffer(bytes.fromhex(audio_key(index.audio_path(index[i]))), dtype=np.uint8)
+            advance(1)
+    return keys
+
+
 def fill_cache_streaming(
     encoder,
     cache: FeatureCache,
     indexes: Iterable[ManifestIndex],
     *,
+    keys: Sequence[np.ndarray] | None = None,
     share: tuple[int, int] = (0, 1),
     batch_size: int = 16,
     nonfinite: str = "error",
@@ -220,15 +243,16 @@ def fill_cache_streaming(
 ) -> dict[str, int]:
     """Encode the clips of ``indexes`` the cache lacks, share ``k`` of ``n`` (every n-th distinct
     clip), writing shards as they fill: nothing but one shard's states is held in memory, and an
-    interrupted fill keeps its finished shards. Returns counts of clips seen, encoded and reused."""
+    interrupted fill keeps its finished shards. ``keys`` (:func:`index_keys`, one array per index)
+    spares hashing the audio again. Returns counts of clips seen, encoded and reused."""
     k, n = share
     seen: set[str] = set()
     todo: list[tuple[str, Path]] = []
     mine = 0
-    for index in indexes:
+    for j, index in enumerate(indexes):
         for i in range(len(index)):
             path = index.audio_path(index[i])
-            key = audio_key(path)
+            key = keys[j][i].tobytes().hex() if keys is not None else audio_key(path)
             if key in seen:
                 continue
             seen.add(key)

@@ -59,6 +59,7 @@ from moeaudio.runtime.examples import (
     checked_items,
     ensure_corpus,
     fill_cache_streaming,
+    index_keys,
     indexed_items,
     load_examples,
     manifest_path,
@@ -268,16 +269,17 @@ def _stream_examples(
 ) -> tuple[StreamExamples, np.ndarray]:
     """The streaming dataset and its per-item lengths (ms). With the feature cache, every rank
     first encodes its share of the clips the cache lacks (its own shards), then all read all."""
-    cache = None
+    cache = keys = None
     if uses_cache(recipe):
         cache = FeatureCache(recipe.data.feature_cache, model.encoder.identity, recipe.data.cache_shard_mb)
+        keys = index_keys(index, progress=not quiet)  # hashed once here, not at every read
         fill_cache_streaming(
-            model.encoder, cache, [index], share=(rank, world), nonfinite=recipe.data.nonfinite_audio,
-            writer=f"rank{rank}", progress=not quiet,
+            model.encoder, cache, [index], keys=[keys], share=(rank, world),
+            nonfinite=recipe.data.nonfinite_audio, writer=f"rank{rank}", progress=not quiet,
         )  # fmt: skip
         barrier()
         cache.refresh()
-    dataset = StreamExamples(index, recipe, model.encoder.sample_rate, cache)
+    dataset = StreamExamples(index, recipe, model.encoder.sample_rate, cache, keys)
     return dataset, dataset.lengths_ms()
 
 
