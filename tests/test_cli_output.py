@@ -25,7 +25,7 @@ def _moeaudio(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedPro
     """`moeaudio ARGS 2>&1` in a fresh interpreter (this checkout's moeaudio)."""
     pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     return subprocess.run(
-        [sys.executable, "-m", "moeaudio.cli", *args],
+        [sys.executable, "-m", "moeaudio", *args],  # moeaudio/__main__.py, as `python -m moeaudio`
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": pythonpath, **env},
         stdout=subprocess.PIPE,
