@@ -211,7 +211,9 @@ def _build_base_encoder(cfg: EncoderConfig, seed: int = 0) -> AudioEncoder:
             if config_only(source):  # an export's ./encoder: weights follow from the checkpoint
                 encoder = WhisperEncoder(WhisperConfig.from_pretrained(source))
             else:
-                encoder = _whisper_model_class().from_pretrained(source).get_encoder()  # the decoder is dropped
+                encoder = (
+                    _whisper_model_class().from_pretrained(source).get_encoder()
+                )  # the decoder is dropped
             fe = WhisperFeatureExtractor.from_pretrained(source)
         identity = _identity(cfg.name, _weights_stamp(source) + _layer_tag(cfg.output_layer))
         return WhisperAudioEncoder(encoder, fe, identity, cfg.output_layer)

@@ -79,7 +79,9 @@ def build_tokenizer(cfg: LLMConfig):
         tok.add_special_tokens({"additional_special_tokens": [IM_START]})
         tok.chat_template = CHAT_TEMPLATE
     else:
-        with loading("llm.tokenizer" if cfg.tokenizer else "llm.name", source, ("tiny", "builtin", OFFLINE_SMOLLM2_ID)):
+        with loading(
+            "llm.tokenizer" if cfg.tokenizer else "llm.name", source, ("tiny", "builtin", OFFLINE_SMOLLM2_ID)
+        ):
             tok = AutoTokenizer.from_pretrained(model_source(source))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -120,7 +122,9 @@ def build_llm(cfg: LLMConfig, vocab_size: int, seed: int = 0) -> nn.Module:
         model = Qwen2ForCausalLM(config)
     else:
         with loading("llm.name", cfg.name, (OFFLINE_SMOLLM2_ID,)):
-            model = AutoModelForCausalLM.from_pretrained(model_source(cfg.name), dtype=torch.float32, **attention)
+            model = AutoModelForCausalLM.from_pretrained(
+                model_source(cfg.name), dtype=torch.float32, **attention
+            )
     if model.get_input_embeddings().num_embeddings < vocab_size:
         # seeded: the new rows (audio placeholder) must be the same when a checkpoint that does not
         # store a frozen LLM rebuilds it
