@@ -187,9 +187,9 @@ class StreamExamples(torch.utils.data.Dataset):
         self.sample_rate = sample_rate
         self.nonfinite = recipe.data.nonfinite_audio
         self.cache = cache
-        # (items, 16) content keys from index_keys: without them every epoch would hash every audio
-        # file again (reading the whole corpus) just to find its cache entry
-        self.keys = keys
+        # (items, 16) content keys (index_keys), hashed once here unless the caller already has them:
+        # hashing at each read would read the whole audio corpus again every epoch
+        self.keys = None if cache is None else keys if keys is not None else index_keys(index, progress=False)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -199,7 +199,7 @@ class StreamExamples(torch.utils.data.Dataset):
         path = self.index.audio_path(item)
         states = wave = None
         if self.cache is not None:
-            key = self.keys[i].tobytes().hex() if self.keys is not None else audio_key(path)
+            key = self.keys[i].tobytes().hex()
             states = self.cache.get(key)
             if states is None:
                 self.cache.refresh()  # another writer may have added it since this copy was made

@@ -33,15 +33,17 @@ def _indexes(recipe: Recipe) -> list[Any]:
     return [indexed_items(m, recipe) for s in SPLITS if (m := manifest_path(recipe, s)).exists()]
 
 
-def _work(recipe: Recipe, k: int, n: int, threads: int, progress: bool) -> dict[str, int]:
-    """Worker k of n: encode its share of the clips the cache lacks, into its own shards."""
+def _work(recipe: Recipe, k: int, n: int, threads: int, progress: bool) -> dict[str, Any]:
+    """Worker k of n: encode its share of the clips the cache lacks, into its own shards; returns
+    its counts and the encoder's identity (which names the cache folder)."""
     torch.set_num_threads(threads)
     encoder = build_encoder(recipe.encoder, seed=recipe.train.seed).eval()
     cache = FeatureCache(recipe.data.feature_cache, encoder.identity, recipe.data.cache_shard_mb)
-    return fill_cache_streaming(
+    counts = fill_cache_streaming(
         encoder, cache, _indexes(recipe), share=(k, n), nonfinite=recipe.data.nonfinite_audio,
         writer=f"w{k}", progress=progress,
     )  # fmt: skip
+    return {**counts, "identity": encoder.identity}
 
 
 def prepare_features(recipe: Recipe, workers: int = 1, progress: bool = True) -> dict[str, Any]:
@@ -62,9 +64,9 @@ def prepare_features(recipe: Recipe, workers: int = 1, progress: bool = True) ->
         ctx = multiprocessing.get_context("spawn")  # no forked torch state in the workers
         with ctx.Pool(workers) as pool:
             parts = pool.starmap(_work, [(recipe, k, workers, threads, False) for k in range(workers)])
-    identity = build_encoder(recipe.encoder, seed=recipe.train.seed).identity
     total = {key: sum(p[key] for p in parts) for key in ("clips", "encoded", "reused", "shards")}
-    cache = FeatureCache(recipe.data.feature_cache, identity)
+    # the workers built the encoder: no second build (weights loaded again) only for its identity
+    cache = FeatureCache(recipe.data.feature_cache, parts[0]["identity"])
     return {
         **total,
         "entries": len(cache),
