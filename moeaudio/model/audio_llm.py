@@ -134,12 +134,8 @@ class AudioLLM(nn.Module):
     def forward(self, batch: AudioBatch) -> dict[str, torch.Tensor]:
         """Loss = NTP on the response + sum(coef * aux loss). Returns every term for logging."""
         embeds, losses = self.embed(batch)
-        shift_labels = batch.labels[:, 1:]  # (batch, seq-1): position t predicts token t+1
-        targets = shift_labels[shift_labels != IGNORE]  # (response_tokens,)
-        token_loss = nn.functional.cross_entropy(
-            self.response_logits(embeds, batch).float(), targets, reduction="none"
-        )  # (response_tokens,)
-        lm_loss = (token_loss * self.response_weights(shift_labels)).sum()
+        token_loss = self.response_nll(embeds, batch)  # (response_tokens,)
+        lm_loss = (token_loss * self.response_weights(batch.labels[:, 1:])).sum()
         total = lm_loss + losses["total"] if "total" in losses else lm_loss  # coefficient-weighted aux terms
         logged = {k: v.detach() for k, v in losses.items() if k != "total"}
         return {"loss": total, "lm_loss": lm_loss, **logged}
@@ -185,16 +181,22 @@ class AudioLLM(nn.Module):
         out = self.llm(inputs_embeds=embeds, attention_mask=batch.attention_mask, logits_to_keep=keep)
         return out.logits[selected[:, keep]]  # (response_tokens, vocab)
 
+    def response_nll(self, embeds: torch.Tensor, batch: AudioBatch) -> torch.Tensor:
+        """Negative log-likelihood of every response token, row after row: (response_tokens,)."""
+        shift_labels = batch.labels[:, 1:]  # (batch, seq-1): position t predicts token t+1
+        targets = shift_labels[shift_labels != IGNORE]  # (response_tokens,)
+        return nn.functional.cross_entropy(
+            self.response_logits(embeds, batch).float(), targets, reduction="none"
+        )
+
     @torch.no_grad()
     def response_logprob(self, batch: AudioBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Per row: the summed log-probability of its response tokens (batch,), and their count."""
         embeds, _ = self.embed(batch)
-        shift_labels = batch.labels[:, 1:]  # (batch, seq-1)
-        response = shift_labels != IGNORE
-        logp = torch.log_softmax(self.response_logits(embeds, batch).float(), dim=-1)  # (tokens, vocab)
-        token_logp = logp.gather(1, shift_labels[response][:, None]).squeeze(1)  # (tokens,)
+        nll = self.response_nll(embeds, batch)  # (response_tokens,)
+        response = batch.labels[:, 1:] != IGNORE  # (batch, seq-1)
         rows = response.nonzero()[:, 0]  # the row of each response token
-        sums = torch.zeros(len(shift_labels), device=token_logp.device).index_add_(0, rows, token_logp)
+        sums = torch.zeros(len(response), device=nll.device).index_add_(0, rows, -nll)
         return sums, response.sum(1)
 
     @torch.no_grad()
