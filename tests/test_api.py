@@ -54,6 +54,9 @@ def test_api_surface_is_lazy_and_documented() -> None:
     expected = {"load", "AudioModel", "prepare", "convert", "train_recipe", "evaluate", "transcribe", "export",
                 "inspect", "analyze_routing", "analyze_conflict", "analyze_probe", "bench_adapter", "load_recipe"}  # fmt: skip
     assert expected <= set(moeaudio.__all__) and expected <= set(dir(moeaudio))
+    from moeaudio import api  # its literal __all__ (ruff reads re-exports from it) must list the same names
+
+    assert sorted(api.__all__) == sorted(moeaudio._API)
     for name in moeaudio.__all__:
         value = getattr(moeaudio, name)
         assert name == "__version__" or value.__doc__, f"moeaudio.{name} has no docstring"
