@@ -250,18 +250,21 @@ def _resume_point(run_dir: Path) -> tuple[Path, dict[str, Any]]:
     return ckpt, load_trainer_state(ckpt)
 
 
-def _checked(manifest: Path, recipe: Recipe, needed_by: str = "training") -> list[Any]:
-    """The manifest's items under ``data.tasks``, checked (:func:`checked_items`)."""
+def _require(manifest: Path, needed_by: str = "training") -> Path:
     if not manifest.exists():
         raise MissingDataError(f"{manifest}: manifest not found; {needed_by} needs it")
+    return manifest
+
+
+def _checked(manifest: Path, recipe: Recipe, needed_by: str = "training") -> list[Any]:
+    """The manifest's items under ``data.tasks``, checked (:func:`checked_items`)."""
+    _require(manifest, needed_by)
     keep = set(recipe.data.tasks) if recipe.data.tasks else None
     return checked_items(manifest, recipe, select=lambda i: keep is None or i.task in keep)
 
 
 def _indexed(manifest: Path, recipe: Recipe) -> ManifestIndex:
-    if not manifest.exists():
-        raise MissingDataError(f"{manifest}: manifest not found; training needs it")
-    return indexed_items(manifest, recipe)
+    return indexed_items(_require(manifest), recipe)
 
 
 def _stream_examples(
@@ -327,6 +330,9 @@ def setup(
     reporter.start(model)
     if streaming:
         train_examples, lengths = _stream_examples(model, index, recipe, rank, world, quiet)
+        reporter.note(
+            f"data: {len(train_examples)} training items, streamed (data.loading={recipe.data.loading})"
+        )
     else:
         # rank 0 fills the feature cache first so the other ranks only read it
         if rank == 0:
@@ -338,10 +344,6 @@ def setup(
             [round(1000 * e.meta["duration"]) for e in train_examples]
             if recipe.data.max_batch_seconds
             else [example_length(e) for e in train_examples]
-        )
-    if streaming:
-        reporter.note(
-            f"data: {len(train_examples)} training items, streamed (data.loading={recipe.data.loading})"
         )
     if not len(train_examples):
         tasks = f" of data.tasks={recipe.data.tasks}" if recipe.data.tasks else ""
