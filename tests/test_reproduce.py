@@ -184,6 +184,53 @@ def test_finished_study_trains_nothing(study_run: dict[str, Any], monkeypatch: p
     assert results["cells"]["moe"]["MCQ"]["values"] == study_run["results"]["cells"]["moe"]["MCQ"]["values"]
 
 
+def test_a_sibling_study_reuses_finished_twins(
+    study_run: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same recipe and seed in another study beside this one (Table 3's balance arm is Table 1's moe):
+    evaluated from the twin's checkpoint, never trained again; --no-reuse trains."""
+    data = yaml.safe_load(study_run["study_file"].read_text())
+    data["name"] = "sibling"
+    for arm in data["arms"]:
+        arm["name"] = "twin_" + arm["name"]
+    data["baseline"] = "twin_dense"
+    for an in data["analyses"]:
+        an["arms"] = ["twin_" + a for a in an["arms"]]
+        an.pop("paper", None)
+    study_file = study_run["root"] / "sibling.yaml"
+    study_file.write_text(yaml.safe_dump(data))
+    sibling = study_run["root"] / "sibling-out"
+
+    class Trained(RuntimeError):
+        pass
+
+    def never(*args, **kwargs):
+        raise Trained
+
+    monkeypatch.setattr(runner, "train_recipe", never)
+    with pytest.raises(Trained):
+        runner.reproduce(ReproduceOptions(study=str(study_file), output=str(sibling), reuse=False))
+    assert not list(sibling.glob("*/seed-*/done.json"))
+    results = runner.reproduce(ReproduceOptions(study=str(study_file), output=str(sibling)))
+    assert results["missing_runs"] == []
+    for arm in ("dense", "moe"):
+        assert (
+            results["cells"]["twin_" + arm]["MCQ"]["values"]
+            == study_run["results"]["cells"][arm]["MCQ"]["values"]
+        )
+        for seed in (0, 1):
+            record = json.loads((sibling / f"twin_{arm}" / f"seed-{seed}" / runner.DONE).read_text())
+            twin = study_run["out"] / arm / f"seed-{seed}"
+            assert (
+                Path(record["reused_from"])
+                == (twin / json.loads((twin / runner.DONE).read_text())["checkpoint"]).resolve()
+            )
+            assert (
+                sibling / f"twin_{arm}" / f"seed-{seed}" / record["checkpoint"] / "model.safetensors"
+            ).exists()
+    assert (sibling / "results.md").exists()
+
+
 def test_a_changed_study_is_refused(study_run: dict[str, Any], tmp_path: Path) -> None:
     data = yaml.safe_load(study_run["study_file"].read_text())
     data["arms"][1]["overrides"] = ["adapter.top_k=1"]  # the moe arm is no longer what was trained

@@ -33,6 +33,12 @@ class ReproduceOptions:
     collect: bool = option(
         False, "train nothing: gather the runs launched elsewhere, evaluate where missing, write results"
     )
+    reuse: bool = option(
+        True,
+        "take a finished run of a sibling study (same parent folder) with the same recipe and seed "
+        "instead of training it again (Table 3's balance arm is Table 1's moe arm)",
+        flag="--reuse/--no-reuse",
+    )
     device: str | None = option(None, "evaluation and analyses: cpu | cuda (default: cuda when available)")
 
     def validate(self) -> None:

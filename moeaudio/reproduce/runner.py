@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ __all__ = [
     "DONE",
     "check_equal_params",
     "final_checkpoint",
+    "finished_twin",
     "process_run",
     "read_done",
     "reproduce",
@@ -117,6 +119,32 @@ def final_checkpoint(run: PlannedRun) -> Path | None:
     return ckpt
 
 
+def finished_twin(plan: StudyPlan, run: PlannedRun) -> Path | None:
+    """The final checkpoint of a finished run of another study, beside this one, with the same fingerprint.
+
+    Studies share arms: Table 3's ``balance`` arm and Table 2's ``e8k4`` are Table 1's ``moe`` (same
+    recipe, same overrides, same seed), so their fingerprints are equal and training them again would
+    spend the same CPU hours for the same weights. Only runs marked done are taken; a twin still
+    training elsewhere is not.
+    """
+    for done in sorted(plan.output.parent.glob(f"*/*/seed-{run.seed}/{DONE}")):
+        if done.parent.resolve() == run.run_dir.resolve():
+            continue
+        try:
+            record = json.loads(done.read_text())
+        except (OSError, ValueError):
+            continue
+        ckpt = done.parent / record.get("checkpoint", "")
+        if record.get("fingerprint") == run.fingerprint and (ckpt / WEIGHTS).exists():
+            return ckpt.resolve()
+    return None
+
+
+def _relative(path: Path, start: Path) -> str:
+    """``path`` as seen from ``start`` (``..`` allowed: a reused twin lives in a sibling study)."""
+    return os.path.relpath(path.resolve(), start.resolve())
+
+
 def _check_trained_recipe(run: PlannedRun, ckpt: Path) -> None:
     saved = ckpt / "recipe.yaml"
     if saved.exists() and recipe_fingerprint(load_recipe(saved)) != run.fingerprint:
@@ -148,18 +176,32 @@ def evaluate_run(
         else:
             result = run_eval(task, ckpt, modality=col.modality, progress=False, device=device, **settings)
         values[col.name] = float(result["metrics"][col.metric or result["metric"]])
-        files[col.name] = str(path.relative_to(run.run_dir))
+        files[col.name] = _relative(path, run.run_dir)
     return values, files
 
 
 def process_run(
-    plan: StudyPlan, run: PlannedRun, progress: StudyProgress, train: bool = True, device: str | None = None
+    plan: StudyPlan,
+    run: PlannedRun,
+    progress: StudyProgress,
+    train: bool = True,
+    device: str | None = None,
+    reuse: bool = True,
 ) -> dict[str, Any] | None:
-    """Bring one run to done (train if needed and allowed, evaluate, mark); its record, or None."""
+    """Bring one run to done (train if needed and allowed, evaluate, mark); its record, or None.
+
+    With ``reuse``, a run that has not started takes the checkpoint of a finished twin in a sibling
+    study (:func:`finished_twin`) instead of training.
+    """
     record = read_done(run)
     if record is not None:
         return record
     ckpt = final_checkpoint(run)
+    twin = None
+    if ckpt is None and reuse and latest_checkpoint(run.run_dir) is None:
+        twin = ckpt = finished_twin(plan, run)
+        if twin is not None:
+            progress.line(f"{run.key}: same recipe and seed as {twin}: evaluating that checkpoint")
     train_seconds = None
     if ckpt is None:
         if not train:
@@ -190,7 +232,8 @@ def process_run(
         "recipe": run.recipe_ref,
         "overrides": run.overrides,
         "fingerprint": run.fingerprint,
-        "checkpoint": str(ckpt.relative_to(run.run_dir)),
+        "checkpoint": _relative(ckpt, run.run_dir),
+        "reused_from": None if twin is None else str(twin),
         "steps": load_trainer_state(ckpt, ("step",))["step"],
         "train_seconds": train_seconds,
         "eval_seconds": eval_seconds,
@@ -307,7 +350,7 @@ def check_equal_params(plan: StudyPlan) -> dict[str, int]:
 
 
 def run_study(
-    plan: StudyPlan, train: bool = True, device: str | None = None, progress: bool = True
+    plan: StudyPlan, train: bool = True, device: str | None = None, progress: bool = True, reuse: bool = True
 ) -> dict[str, Any]:
     """Train (unless ``train`` is False), evaluate, analyse, and write results.json / results.md."""
     check_equal_params(plan)
@@ -317,7 +360,7 @@ def run_study(
     )
     already = sum(read_done(run) is not None for run in plan.runs)
     bar = StudyProgress(len(plan.runs), already, plan.study.minutes_per_run.get(plan.scale), enabled=progress)
-    records = {run.key: process_run(plan, run, bar, train, device) for run in plan.runs}
+    records = {run.key: process_run(plan, run, bar, train, device, reuse) for run in plan.runs}
     analysis_device = str(pick_device(device))
     analyses = run_analyses(plan, records, analysis_device, bar)
     figures = draw_figures(plan, analyses)
@@ -338,4 +381,4 @@ def reproduce(opts: ReproduceOptions) -> dict[str, Any]:
         script = launcher_script(plan, opts.launcher)
         path = atomic_write_text(plan.output / "commands.sh", script)
         return {"commands": script, "path": str(path)}
-    return run_study(plan, train=not opts.collect, device=opts.device)
+    return run_study(plan, train=not opts.collect, device=opts.device, reuse=opts.reuse)
