@@ -19,8 +19,10 @@ from moeaudio.data.loader import BucketBatchSampler
 from moeaudio.data.manifest import ManifestError
 from moeaudio.data.stream import ManifestIndex
 from moeaudio.model.audio_llm import build_audio_llm
+from moeaudio.runtime.batching import example_length
 from moeaudio.runtime.checkpoint import latest_checkpoint, load_trainer_state
 from moeaudio.runtime.examples import (
+    LazyExamples,
     StreamExamples,
     checked_items,
     index_keys,
@@ -83,6 +85,63 @@ def test_index_gives_the_in_memory_items_and_examples(tiny_corpus: Path, tmp_pat
                 assert all(torch.equal(keyed[i].states, want.states) for i, want in enumerate(memory))
 
 
+def test_lazy_examples_read_audio_when_asked_and_batch_as_in_memory(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    """load_examples(lazy=True): example i equals the in-memory one, read only when asked; its sort
+    keys (from cache headers or audio headers) equal example_length of the loaded ones."""
+    manifest = tiny_corpus / "test.jsonl"
+    for cache in (None, tmp_path / "lazy_cache"):
+        recipe = tiny_recipe(tiny_corpus, tmp_path / "run", "moe", f"data.feature_cache={cache or 'null'}")
+        model = build_audio_llm(recipe)
+        memory = load_examples(model, manifest, recipe, progress=False)
+        reads: list[Path] = []
+
+        def counted(*args, real=examples_module.load_audio, reads=reads, **kwargs):
+            reads.append(args[0])
+            return real(*args, **kwargs)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(examples_module, "load_audio", counted)
+            lazy = load_examples(model, manifest, recipe, progress=False, lazy=True)
+            assert isinstance(lazy, LazyExamples) and len(lazy) == len(memory) > 0
+            assert reads == []  # nothing decoded up front (the cache was filled by the eager load)
+            assert lazy.lengths() == [example_length(e) for e in memory]
+            assert all(h.wave is None and h.states is None for h in lazy.headers)
+            for i in (0, len(memory) // 2, len(memory) - 1):
+                got, want = lazy[i], memory[i]
+                assert (got.instruction, got.target, got.meta) == (want.instruction, want.target, want.meta)
+                if cache:
+                    assert got.wave is None and torch.equal(got.states, want.states)
+                else:
+                    assert got.states is None and np.array_equal(got.wave, want.wave)
+        assert len(reads) == (0 if cache else 3)
+
+
+def test_eval_streams_the_test_set_with_the_same_results(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """eval --loading stream (audio read a batch at a time) scores exactly what --loading memory does,
+    generated and ranked answers alike."""
+    from moeaudio.eval.evaluate import run_eval
+
+    for task, scoring in (("asr", "generate"), ("mcq", "loglik"), ("sound", "loglik")):
+        got = {}
+        for loading in ("memory", "stream"):
+            result = run_eval(
+                task,
+                tiny_checkpoint,
+                max_items=10,
+                scoring=scoring,
+                loading=loading,
+                progress=False,
+                output=tmp_path / f"{task}-{loading}.json",
+            )
+            rows = [
+                json.loads(line) for line in Path(result["files"]["predictions"]).read_text().splitlines()
+            ]
+            got[loading] = (result["metrics"], [(r["id"], r["prediction"], r.get("logprobs")) for r in rows])
+        assert got["stream"] == got["memory"] and len(got["memory"][1]) >= 2
+
+
 def test_index_reports_bad_lines_like_the_manifest_reader(tmp_path: Path, tiny_corpus: Path) -> None:
     """A refused manifest gets the same message from the index as from check_manifest (the in-memory
     path): bad JSON with its column, unknown tasks, duplicate ids naming both lines."""
@@ -107,12 +166,12 @@ def test_index_reports_bad_lines_like_the_manifest_reader(tmp_path: Path, tiny_c
 
 def test_auto_loading_streams_only_large_corpora(tiny_corpus: Path, tmp_path: Path) -> None:
     recipe = tiny_recipe(tiny_corpus, tmp_path, "moe")
-    index = indexed_items(tiny_corpus / "train.jsonl", recipe)
-    assert not use_streaming(recipe, index)  # a few MB of waveforms: in memory
+    seconds = float(indexed_items(tiny_corpus / "train.jsonl", recipe).durations.sum())
+    assert not use_streaming(recipe, seconds)  # a few MB of waveforms: in memory
     recipe.data.stream_above_gb = 1e-4
-    assert use_streaming(recipe, index)
+    assert use_streaming(recipe, seconds)
     recipe.data.loading = "memory"
-    assert not use_streaming(recipe, index)
+    assert not use_streaming(recipe, seconds)
 
 
 def _stream_recipe(corpus: Path, run_dir: Path, cache: Path, *overrides: str):

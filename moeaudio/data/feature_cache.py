@@ -127,9 +127,7 @@ class FeatureCache:
     def get(self, key: str) -> torch.Tensor | None:
         n = self._shard(key)
         if n is not None:
-            if n not in self._open:
-                self._open[n] = safe_open(str(self._shards[n]), framework="pt")
-            return self._open[n].get_tensor(key)
+            return self._handle(n).get_tensor(key)
         path = self.path_for(key)
         if not path.exists():
             return None
@@ -146,21 +144,34 @@ class FeatureCache:
         w.flush()
         self.refresh()
 
-    def fill(
+    def _handle(self, n: int) -> Any:
+        if n not in self._open:
+            self._open[n] = safe_open(str(self._shards[n]), framework="pt")
+        return self._open[n]
+
+    def num_frames(self, key: str) -> int | None:
+        """An entry's frame count from the shard header (no states read), or None when absent."""
+        n = self._shard(key)
+        if n is not None:
+            return int(self._handle(n).get_slice(key).get_shape()[0])
+        path = self.path_for(key)
+        return int(np.load(path, mmap_mode="r").shape[0]) if path.exists() else None
+
+    def ensure(
         self,
         encoder,
         audio_paths: Sequence[Path],
         batch_size: int = 16,
         progress: bool = True,
         nonfinite: NonFinite = "error",
-    ) -> list[torch.Tensor]:
-        """States for every path, computing only the missing ones (in batches), in input order.
+    ) -> list[str]:
+        """Every path's cache key, encoding (in batches) and writing only the missing ones; nothing
+        but the shard being written is held in memory.
 
         ``nonfinite`` is :func:`~moeaudio.data.audio.load_audio`'s: NaN/Inf samples are an error,
         or (``"repair"``) replaced by silence."""
         keys = [audio_key(p) for p in audio_paths]
-        out: list[torch.Tensor | None] = [self.get(k) for k in keys]
-        todo = [i for i, s in enumerate(out) if s is None]
+        todo = [i for i, k in enumerate(keys) if k not in self]
         self.hits += len(keys) - len(todo)
         self.misses += len(todo)
         if todo:
@@ -171,13 +182,25 @@ class FeatureCache:
                         idx = todo[start : start + batch_size]
                         states = encode(encoder, [audio_paths[i] for i in idx], nonfinite)
                         for i, st in zip(idx, states, strict=True):
-                            out[i] = st
                             writer.add(keys[i], st)
                         advance(len(idx))
             finally:  # interrupted (ctrl-c, an error): what was encoded is kept for the next run
                 writer.flush()
                 self.refresh()
-        return out  # type: ignore[return-value]
+        return keys
+
+    def fill(
+        self,
+        encoder,
+        audio_paths: Sequence[Path],
+        batch_size: int = 16,
+        progress: bool = True,
+        nonfinite: NonFinite = "error",
+    ) -> list[torch.Tensor]:
+        """States for every path (in input order), computing only the missing ones: :meth:`ensure`,
+        then every entry read back."""
+        keys = self.ensure(encoder, audio_paths, batch_size, progress, nonfinite)
+        return [self.get(k) for k in keys]  # type: ignore[misc]
 
 
 def encode(encoder, paths: Sequence[Path], nonfinite: NonFinite = "error") -> list[torch.Tensor]:

@@ -47,7 +47,7 @@ from moeaudio.model.audio_llm import AudioLLM
 from moeaudio.runtime.batching import Collator, Example
 from moeaudio.runtime.checkpoint import WEIGHTS, load_model, resolve_checkpoint, verify_checkpoint
 from moeaudio.runtime.device import inference_dtype, pick_device
-from moeaudio.runtime.examples import checked_items, load_examples, manifest_path
+from moeaudio.runtime.examples import LazyExamples, checked_items, load_examples, manifest_path, use_streaming
 
 __all__ = [
     "EvalDataError",
@@ -161,6 +161,8 @@ def plan(opts: EvalOptions) -> EvalPlan:
             raise EvalError(f"{flag} must be >= {least} (got {value})")
     if opts.scoring not in ("generate", "loglik"):
         raise EvalError(f"--scoring must be generate or loglik (got {opts.scoring!r})")
+    if opts.loading not in (None, "auto", "memory", "stream"):
+        raise EvalError(f"--loading must be auto, memory or stream (got {opts.loading!r})")
     check_output_file(opts.output, "--output")
     spec = get_task(opts.task)
     if opts.scoring == "loglik" and spec.kind not in ("mcq", "classification"):
@@ -177,6 +179,8 @@ def plan(opts: EvalOptions) -> EvalPlan:
     recipe.data.tasks = None  # eval picks its own task, whatever training was restricted to
     if opts.repair_audio:
         recipe.data.nonfinite_audio = "repair"
+    if opts.loading is not None:
+        recipe.data.loading = opts.loading  # type: ignore[assignment]
     manifest, items = resolve_manifest(spec, recipe, opts.manifest)
     n_available = len(items)
     few_shot = recipe.eval.few_shot if opts.few_shot is None else opts.few_shot
@@ -251,21 +255,31 @@ def _text_examples(items: list[Item]) -> list[Example]:
     ]
 
 
+def text_only(examples: Sequence[Example]) -> Sequence[Example]:
+    """What scoring reads (instruction, target, meta) without reading a lazy sequence's audio."""
+    return examples.headers if isinstance(examples, LazyExamples) else examples
+
+
 def _examples(
-    p: EvalPlan, model: AudioLLM, manifest: Path, items: list[Item], progress: bool
-) -> list[Example]:
+    p: EvalPlan, model: AudioLLM, manifest: Path, items: list[Item], progress: bool, lazy: bool = False
+) -> list[Example] | LazyExamples:
     if p.modality == "text":
         return _text_examples(items)
-    return load_examples(model, manifest, p.recipe, progress=progress, items=items)
+    return load_examples(model, manifest, p.recipe, progress=progress, items=items, lazy=lazy)
 
 
-def build_examples(p: EvalPlan, model: AudioLLM, progress: bool) -> tuple[list[Example], Collator]:
+def build_examples(
+    p: EvalPlan, model: AudioLLM, progress: bool
+) -> tuple[list[Example] | LazyExamples, Collator]:
     """The scored examples and the collator that prompts them (with few-shot shots when asked).
 
     Every selected item is scored (n stays honest): clips longer than training's limit are kept.
+    Under ``data.loading`` stream (or auto, for a test set larger than ``data.stream_above_gb``)
+    the examples are a :class:`LazyExamples`: audio read a batch at a time.
     """
     p.recipe.data.max_audio_seconds = float("inf")
-    examples = _examples(p, model, p.manifest, p.items, progress)
+    lazy = use_streaming(p.recipe, sum(i.duration or 0.0 for i in p.items))
+    examples = _examples(p, model, p.manifest, p.items, progress, lazy)
     if not p.few_shot:
         return examples, Collator(model, for_generation=True)
     train_manifest = manifest_path(p.recipe, "train")
@@ -286,7 +300,7 @@ def build_examples(p: EvalPlan, model: AudioLLM, progress: bool) -> tuple[list[E
 
 
 def generate(
-    p: EvalPlan, model: AudioLLM, examples: list[Example], collate: Collator, progress: bool
+    p: EvalPlan, model: AudioLLM, examples: Sequence[Example], collate: Collator, progress: bool
 ) -> tuple[list[str], dict[str, float]]:
     start = time.time()
     predictions, rate = generate_all(
@@ -296,15 +310,16 @@ def generate(
 
 
 def rank(
-    p: EvalPlan, model: AudioLLM, examples: list[Example], collate: Collator, progress: bool
+    p: EvalPlan, model: AudioLLM, examples: Sequence[Example], collate: Collator, progress: bool
 ) -> tuple[list[str], dict[str, float]]:
     """``--scoring loglik``: the most likely candidate per item (and each candidate's log-probability
     into the plan, for the predictions file)."""
     start = time.time()
+    headers = text_only(examples)
     labels = None
     if p.spec.kind == "classification":
-        labels = closed_label_set(p.spec.manifest_task, [e.target for e in examples])
-    candidates = [candidates_for(e, labels) for e in examples]
+        labels = closed_label_set(p.spec.manifest_task, [e.target for e in headers])
+    candidates = [candidates_for(e, labels) for e in headers]
     best, p.logprobs, rate = rank_all(model, examples, candidates, p.batch_size, progress, collate.shots)
     return best, {"items_per_s": rate, "seconds": time.time() - start}
 
@@ -430,6 +445,7 @@ def evaluate(opts: EvalOptions, progress: bool = True) -> dict[str, Any]:
     examples, collate = build_examples(p, model, progress)
     answer = rank if p.scoring == "loglik" else generate
     predictions, throughput = answer(p, model, examples, collate, progress)
+    examples = text_only(examples)  # scoring and the files need the texts, not the audio
     scored = score(p, examples, predictions)
     if p.logprobs is not None:  # lm-eval's acc_norm beside acc: log-likelihood per character
         normed = [max(lp, key=lambda c, lp=lp: lp[c] / max(1, len(c))) for lp in p.logprobs]

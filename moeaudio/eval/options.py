@@ -34,6 +34,11 @@ class EvalOptions:
     )
     device: str | None = option(None, "cpu | cuda (default: cuda when available)")
     precision: str = option("auto", "auto | fp32 | bf16 (auto: bf16 on a GPU, fp32 on CPU)")
+    loading: str | None = option(
+        None,
+        "memory (every item's audio read first) | stream (read a batch at a time) | auto "
+        "(default: the recipe's data.loading; auto streams above data.stream_above_gb)",
+    )
     repair_audio: bool = option(
         False, "replace NaN/Inf audio samples by silence (with a warning) instead of refusing the file"
     )

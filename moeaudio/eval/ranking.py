@@ -26,7 +26,7 @@ from moeaudio.data.tasks import CHOICE_LETTERS
 from moeaudio.errors import EvalDataError
 from moeaudio.model.audio_llm import AudioLLM
 from moeaudio.progress import progress_bar
-from moeaudio.runtime.batching import Collator, Example, iter_batches
+from moeaudio.runtime.batching import Collator, Example, example_lengths, iter_batches
 
 __all__ = ["candidates_for", "rank_all"]
 
@@ -51,6 +51,26 @@ def candidates_for(example: Example, labels: Sequence[str] | None = None) -> lis
     )
 
 
+class _CandidateRows(Sequence[Example]):
+    """Row j = example i with candidate c as its response, built when a batch asks for it (a lazy
+    ``examples`` reads its audio then, not all at once)."""
+
+    def __init__(self, examples: Sequence[Example], rows: list[tuple[int, str]]):
+        self.examples, self.rows = examples, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, j: int) -> Example:  # type: ignore[override]
+        i, cand = self.rows[j]
+        e = self.examples[i]
+        return Example(e.instruction, cand, e.wave, e.states, e.meta)
+
+    def lengths(self) -> list[int]:
+        per_example = example_lengths(self.examples)
+        return [per_example[i] for i, _ in self.rows]
+
+
 def rank_all(
     model: AudioLLM,
     examples: Sequence[Example],
@@ -68,10 +88,7 @@ def rank_all(
     rows = [
         (i, c) for i, cands in enumerate(candidates) for c in cands
     ]  # (example index, candidate) per scored row
-    scored = [
-        Example(examples[i].instruction, c, examples[i].wave, examples[i].states, examples[i].meta)
-        for i, c in rows
-    ]
+    scored = _CandidateRows(examples, rows)
     logprobs: list[dict[str, float]] = [{} for _ in examples]
     device = next(model.parameters()).device
     start = time.time()

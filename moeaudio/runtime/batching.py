@@ -43,6 +43,13 @@ def example_length(example: Example) -> int:
     return len(example.wave) if example.wave is not None else len(example.instruction)
 
 
+def example_lengths(examples: Sequence[Example]) -> list[int]:
+    """Every example's :func:`example_length`; a lazy sequence (``LazyExamples``) gives them from
+    headers, so sorting it does not read its audio."""
+    own = getattr(examples, "lengths", None)
+    return list(own()) if callable(own) else [example_length(e) for e in examples]
+
+
 class Collator:
     """Examples -> :class:`AudioBatch`: chat prompt with one placeholder per audio token, masked labels.
 
@@ -159,7 +166,8 @@ def iter_batches(
 
     Used by generation, routing capture and the probes, so all of them batch the same way.
     """
-    order = sorted(range(len(examples)), key=lambda i: example_length(examples[i]))
+    lengths = example_lengths(examples)
+    order = sorted(range(len(examples)), key=lambda i: lengths[i])
     step = max(1, batch_size)
     for s in range(0, len(order), step):
         idx = order[s : s + step]

@@ -8,6 +8,7 @@ Two ways to hold them: :func:`load_examples` reads every example into memory (fa
 corpora), :class:`StreamExamples` reads example i when a batch needs it (a map-style dataset over a
 :class:`~moeaudio.data.stream.ManifestIndex`; in DataLoader workers when ``data.num_workers`` > 0),
 so memory stays flat as the corpus grows. :func:`use_streaming` picks one (``data.loading``).
+Evaluation streams the same way through :class:`LazyExamples` (``load_examples(..., lazy=True)``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from moeaudio.config import Recipe
-from moeaudio.data.audio import load_audio
+from moeaudio.data.audio import audio_info, load_audio
 from moeaudio.data.feature_cache import FeatureCache, audio_key, encode
 from moeaudio.data.manifest import Item, check_manifest
 from moeaudio.data.stream import ManifestIndex
@@ -33,6 +34,7 @@ from moeaudio.progress import progress_bar
 from moeaudio.runtime.batching import Example
 
 __all__ = [
+    "LazyExamples",
     "StreamExamples",
     "checked_items",
     "fill_cache_streaming",
@@ -103,18 +105,35 @@ def checked_items(
 
 
 def load_examples(
-    model: AudioLLM, manifest: Path, recipe: Recipe, progress: bool = True, items: list[Item] | None = None
-) -> list[Example]:
+    model: AudioLLM,
+    manifest: Path,
+    recipe: Recipe,
+    progress: bool = True,
+    items: list[Item] | None = None,
+    lazy: bool = False,
+) -> list[Example] | LazyExamples:
     """Examples for a manifest (or the given, already checked ``items`` of it): cached encoder states
-    or waveforms. Without ``items`` the manifest is checked first (:func:`checked_items`)."""
+    or waveforms. Without ``items`` the manifest is checked first (:func:`checked_items`).
+
+    ``lazy``: a :class:`LazyExamples` instead, whose audio (states or waveform) is read when an
+    example is asked for; missing cache entries are still computed here, shard by shard."""
     if items is None:
         keep = set(recipe.data.tasks) if recipe.data.tasks else None
         items = checked_items(manifest, recipe, select=lambda i: keep is None or i.task in keep)
     items = select_items(recipe, items)
     paths = [item.resolve_audio(manifest) for item in items]
     nonfinite = recipe.data.nonfinite_audio
-    if recipe.encoder.freeze and recipe.data.feature_cache:
+    cache = None
+    if uses_cache(recipe):
         cache = FeatureCache(recipe.data.feature_cache, model.encoder.identity, recipe.data.cache_shard_mb)
+    if lazy:
+        keys = (
+            None
+            if cache is None
+            else cache.ensure(model.encoder, paths, progress=progress, nonfinite=nonfinite)
+        )
+        return LazyExamples(items, paths, model.encoder.sample_rate, nonfinite, cache, keys)
+    if cache is not None:
         states = cache.fill(model.encoder, paths, progress=progress, nonfinite=nonfinite)
         waves = [None] * len(items)
     else:
@@ -124,6 +143,55 @@ def load_examples(
         Example(item_prompt(item), item.target, wave=w, states=s, meta=item.to_dict())
         for item, w, s in zip(items, waves, states, strict=True)
     ]
+
+
+class LazyExamples(Sequence[Example]):
+    """Examples whose audio is read when one is asked for (a batch at a time), for evaluation of test
+    sets too large to hold: only the items' text stays in memory (:attr:`headers`).
+
+    ``examples[i]`` equals what :func:`load_examples` would hold at i; :meth:`lengths` gives the same
+    sort keys as :func:`~moeaudio.runtime.batching.example_length` from headers (cache entries'
+    shapes, audio file headers), so batches are the same as in memory and so are the results.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[Item],
+        paths: Sequence[Path],
+        sample_rate: int,
+        nonfinite: str,
+        cache: FeatureCache | None,
+        keys: Sequence[str] | None,
+    ):
+        self.headers = [Example(item_prompt(i), i.target, meta=i.to_dict()) for i in items]
+        self.paths = list(paths)
+        self.sample_rate = sample_rate
+        self.nonfinite = nonfinite
+        self.cache = cache
+        self.keys = None if keys is None else list(keys)
+
+    def __len__(self) -> int:
+        return len(self.headers)
+
+    def __getitem__(self, i: int) -> Example:  # type: ignore[override]
+        head = self.headers[i]
+        if self.cache is not None:
+            states = self.cache.get(self.keys[i])
+            return Example(head.instruction, head.target, states=states, meta=head.meta)
+        wave = load_audio(self.paths[i], self.sample_rate, nonfinite=self.nonfinite)
+        return Example(head.instruction, head.target, wave=wave, meta=head.meta)
+
+    def lengths(self) -> list[int]:
+        """Each example's :func:`example_length` without holding its audio."""
+        if self.cache is not None:
+            return [int(self.cache.num_frames(k)) for k in self.keys]
+        return [self._num_samples(p) for p in self.paths]
+
+    def _num_samples(self, path: Path) -> int:
+        info = audio_info(path)
+        if info.sample_rate == self.sample_rate:
+            return info.frames
+        return len(load_audio(path, self.sample_rate, nonfinite=self.nonfinite))  # resampled length
 
 
 def load_manifest_examples(
@@ -163,12 +231,12 @@ def in_memory_bytes(recipe: Recipe, seconds: float) -> float:
     return 4.0 * per_second * seconds
 
 
-def use_streaming(recipe: Recipe, index: ManifestIndex) -> bool:
-    """``data.loading``: memory, stream, or (auto) stream when the examples would take more than
-    ``data.stream_above_gb`` in memory."""
+def use_streaming(recipe: Recipe, seconds: float) -> bool:
+    """``data.loading``: memory, stream, or (auto) stream when ``seconds`` of audio would take more
+    than ``data.stream_above_gb`` in memory."""
     if recipe.data.loading != "auto":
         return recipe.data.loading == "stream"
-    return in_memory_bytes(recipe, float(index.durations.sum())) > recipe.data.stream_above_gb * 1e9
+    return in_memory_bytes(recipe, seconds) > recipe.data.stream_above_gb * 1e9
 
 
 class StreamExamples(torch.utils.data.Dataset):

@@ -315,7 +315,7 @@ def setup(
     train_manifest = manifest_path(recipe, "train")
     # every input checked before the model is built; a lazy index first unless told to load it all
     index = None if recipe.data.loading == "memory" else _indexed(train_manifest, recipe)
-    streaming = index is not None and use_streaming(recipe, index)
+    streaming = index is not None and use_streaming(recipe, float(index.durations.sum()))
     if index is None:
         items = _checked(train_manifest, recipe)
     elif not streaming:
