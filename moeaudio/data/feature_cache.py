@@ -189,17 +189,10 @@ class FeatureCache:
                 self.refresh()
         return keys
 
-    def fill(
-        self,
-        encoder,
-        audio_paths: Sequence[Path],
-        batch_size: int = 16,
-        progress: bool = True,
-        nonfinite: NonFinite = "error",
-    ) -> list[torch.Tensor]:
-        """States for every path (in input order), computing only the missing ones: :meth:`ensure`,
-        then every entry read back."""
-        keys = self.ensure(encoder, audio_paths, batch_size, progress, nonfinite)
+    def fill(self, encoder, audio_paths: Sequence[Path], **ensure_options: Any) -> list[torch.Tensor]:
+        """States for every path (in input order), computing only the missing ones: :meth:`ensure`
+        (same options), then every entry read back."""
+        keys = self.ensure(encoder, audio_paths, **ensure_options)
         return [self.get(k) for k in keys]  # type: ignore[misc]
 
 
