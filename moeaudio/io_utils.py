@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from moeaudio.errors import MissingDataError, UsageError
@@ -21,9 +21,11 @@ from moeaudio.errors import MissingDataError, UsageError
 __all__ = [
     "atomic_path",
     "atomic_write_bytes",
+    "atomic_write_chunks",
     "atomic_write_text",
     "check_output_dir",
     "check_output_file",
+    "iter_user_lines",
     "read_user_text",
     "save_figure",
 ]
@@ -66,27 +68,65 @@ def atomic_path(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator
         raise
 
 
-def read_user_text(path: str | os.PathLike[str], what: str = "file") -> str:
-    """The text of a UTF-8 file a user gave us (a leading byte-order mark dropped).
+_BOM = b"\xef\xbb\xbf"
 
-    A missing file, a directory and bytes that are not UTF-8 are :class:`~moeaudio.errors.MoeaudioError` errors
-    naming the file (and the line and column of the first bad byte), never a bare ``OSError`` or
-    ``UnicodeDecodeError``.
-    """
+
+def _user_file(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` as a file a user gave us: a missing file or a directory is an error naming it."""
     p = Path(path)
     if not p.exists():
         raise MissingDataError(f"{p}: {what} not found")
     if p.is_dir():
         raise UsageError(f"{p}: is a directory, not a {what}")
-    raw = p.read_bytes()
+    return p
+
+
+def _not_utf8(p: Path, line: int, data: bytes, start: int, what: str) -> UsageError:
+    """The one message for a byte that is not UTF-8, from the whole-file and the line-at-a-time reader:
+    ``data`` (a file or its line ``line``, a byte-order mark dropped) has the bad byte at ``start``;
+    the column counts bytes from the start of its line."""
+    column = start - (data.rfind(b"\n", 0, start) + 1) + 1
+    return UsageError(
+        f"{p}:{line}: not UTF-8 text (byte 0x{data[start]:02x} at column {column}); save the {what} as UTF-8"
+    )
+
+
+def read_user_text(path: str | os.PathLike[str], what: str = "file") -> str:
+    """The text of a UTF-8 file a user gave us (a leading byte-order mark dropped).
+
+    A missing file, a directory and bytes that are not UTF-8 are :class:`~moeaudio.errors.MoeaudioError` errors
+    naming the file (and the line and column of the first bad byte), never a bare ``OSError`` or
+    ``UnicodeDecodeError``. For a file that may be large, :func:`iter_user_lines` reads a line at a time.
+    """
+    raw = _user_file(path, what).read_bytes().removeprefix(_BOM)
     try:
-        return raw.decode("utf-8-sig")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
-        raise UsageError(
-            f"{p}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {column}); save the {what} as UTF-8"
-        ) from None
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise _not_utf8(Path(path), line, raw, e.start, what) from None
+
+
+def iter_user_lines(path: str | os.PathLike[str], what: str = "file") -> Iterator[tuple[int, str]]:
+    """``(line number, text without its line break)`` of a UTF-8 file a user gave us, read a line at a
+    time so a file of millions of lines is never held whole; the errors of :func:`read_user_text`.
+
+    Lines end at ``\\n`` only (as :func:`read_user_text`'s line numbers count them; ``\\r\\n`` works
+    too): a U+2028 or a form feed inside a JSON string is text, not a line break. A missing file or a
+    directory is reported here, before the first line is read; a bad byte when its line is reached.
+    """
+    return _decoded_lines(_user_file(path, what), what)
+
+
+def _decoded_lines(p: Path, what: str) -> Iterator[tuple[int, str]]:
+    """The generator behind :func:`iter_user_lines` (the file is open only while it is iterated)."""
+    with open(p, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            data = raw.removeprefix(_BOM) if lineno == 1 else raw
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise _not_utf8(p, lineno, data, e.start, what) from None
+            yield lineno, text.removesuffix("\n").removesuffix("\r")
 
 
 def _blocking_file(path: Path) -> Path | None:
@@ -129,8 +169,17 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
     """Write ``text`` to ``path`` atomically; newline translation is disabled for reproducibility."""
+    return atomic_write_chunks(path, (text,), encoding)
+
+
+def atomic_write_chunks(path: str | os.PathLike[str], chunks: Iterable[str], encoding: str = "utf-8") -> Path:
+    """Write the strings of ``chunks``, in order, to ``path`` atomically, as they arrive: a file of
+    millions of lines is never held whole. An exception from ``chunks`` (a bad record found at the end)
+    leaves ``path`` as it was and no temp file behind. No newline translation, as in :func:`atomic_write_text`.
+    """
     with atomic_path(path) as tmp, open(tmp, "w", encoding=encoding, newline="") as fh:
-        fh.write(text)
+        for chunk in chunks:
+            fh.write(chunk)
     return Path(path)
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from moeaudio.data.formats import FORMATS, convert, detect_format, read_items, write_items
 from moeaudio.data.manifest import Item, ManifestError, read_manifest, write_manifest
+from moeaudio.errors import UsageError
 
 
 @pytest.fixture()
@@ -297,3 +299,179 @@ def test_nemo_canary_and_instruction_rows(tmp_path: Path) -> None:
     assert qa.meta["offset"] == 2.0 and qa.audio == "nemo/music/clip.wav"
     assert any("'offset'" in n for n in report.notes)
     assert report.guessed == 1 and report.absolute_paths == 2
+
+
+# ----------------------------------------------------------------------------- streaming conversion
+# convert_manifest reads a jsonl source a line at a time and writes each record as it arrives, through a
+# temp file renamed into place: the bytes must be those of the whole-file writers it replaced.
+
+
+def _varied_items() -> list[Item]:
+    """Items that exercise the writers: unicode, a newline and U+2028 in text, multiple choice, meta."""
+    return [
+        Item(id="a", audio="/corpus/ls/a.wav", task="asr", instruction="Transcribe the audio.", target="héllo wörld",
+             duration=1.5, lang="de"),
+        Item(id="b", audio="/corpus/esc/b.wav", task="caption", target="a dog barks\nthen\u2028stops",
+             meta={"system": "You are an audio assistant.", "nested": {"k": [1, {"x": None}], "e": {}}}),
+        Item(id="c", audio="/corpus/q/c.wav", task="mcq", instruction="Which animal?", target="dog",
+             choices=["cat", "dog"], answer="B", meta={"tags": []}),
+        Item(id="d", audio="/corpus/cv/d.wav", task="asr", target="", duration=0.0, lang="en"),
+    ]  # fmt: skip
+
+
+def _manifest_text(items: list[Item]) -> str:
+    return "".join(json.dumps(it.to_dict(), ensure_ascii=False) + "\n" for it in items)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_streamed_output_equals_the_whole_file_writers(tmp_path: Path, fmt: str, suffix: str) -> None:
+    """Every destination format, a jsonl and a .json list (its text as json.dumps(list, indent=2) writes it)."""
+    from moeaudio.data.formats import convert_manifest
+
+    items = _varied_items()
+    src = tmp_path / "src.jsonl"
+    src.write_text(_manifest_text(items), encoding="utf-8")
+    dst = tmp_path / "out" / f"dst{suffix}"
+    report = convert_manifest(src, dst, "moeaudio", fmt)
+    assert report.items == len(items)
+    if fmt == "moeaudio":  # a moeaudio destination is jsonl whatever its name; absolute paths stay absolute
+        expected = _manifest_text(items)
+    else:
+        recs = [FORMATS[fmt].to_record(it, it.audio) for it in items]
+        if suffix == ".json":
+            expected = json.dumps(recs, ensure_ascii=False, indent=2) + "\n"
+        else:
+            expected = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs)
+    assert dst.read_bytes() == expected.encode("utf-8")
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_json_list_destination_of_zero_and_one_item(tmp_path: Path, n: int) -> None:
+    items = _varied_items()[1 : 1 + n]
+    write_items(tmp_path / "lf.json", items, "llamafactory")
+    recs = [FORMATS["llamafactory"].to_record(it, it.audio) for it in items]
+    assert (tmp_path / "lf.json").read_text(encoding="utf-8") == json.dumps(
+        recs, ensure_ascii=False, indent=2
+    ) + "\n"
+
+
+def test_convert_holds_memory_constant_on_a_large_jsonl(tmp_path: Path) -> None:
+    """20,000 NeMo lines into a SLAM-LLM jsonl: the peak of traced allocations stays far below the source's
+    size (the whole-file code held the text, every record and every Item: ~12x the source, measured).
+    convert reads no audio, so the paths need not exist."""
+    import tracemalloc
+
+    from moeaudio.data.formats import convert_manifest
+
+    n = 20_000
+    src = tmp_path / "big.nemo.jsonl"
+    rows = ({"audio_filepath": f"/corpus/ls/clip_{i:06d}.wav", "duration": 1.5 + i % 7,
+             "text": f"utterance number {i} says hello world"} for i in range(n))  # fmt: skip
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    size = src.stat().st_size
+    tracemalloc.start()
+    try:
+        base, _ = tracemalloc.get_traced_memory()  # nonzero if tracing was on already (PYTHONTRACEMALLOC)
+        tracemalloc.reset_peak()
+        report = convert_manifest(src, tmp_path / "big.slam.jsonl", "nemo", "slam")
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert report.items == n and report.tasks == {"asr/speech": n}
+    assert peak < size / 4, f"peak {peak} bytes for a {size}-byte source"
+    with (tmp_path / "big.slam.jsonl").open() as fh:
+        assert sum(1 for _ in fh) == n
+
+
+def _bad_last_line(kind: str) -> bytes:
+    return {
+        "record": b'{"key": "z", "target": "no audio"}\n',
+        "json": b'{"key": "z", "source": "/a/z.wav", "target": \n',
+        "bytes": b'{"key": "z", "source": "/a/\xff.wav", "target": "t"}\n',
+    }[kind]
+
+
+@pytest.mark.parametrize("kind", ["record", "json", "bytes"])
+def test_a_conversion_failing_at_the_last_line_leaves_the_destination(tmp_path: Path, kind: str) -> None:
+    from moeaudio.data.formats import convert_manifest
+
+    good = "".join(
+        json.dumps({"key": f"k{i}", "source": f"/a/{i}.wav", "target": "t"}) + "\n" for i in range(50)
+    )
+    src = tmp_path / "src.jsonl"
+    src.write_bytes(good.encode() + _bad_last_line(kind))
+    dst = tmp_path / "out" / "dst.jsonl"
+    dst.parent.mkdir()
+    dst.write_text("the previous conversion\n")
+    with pytest.raises((ManifestError, UsageError), match=rf"^{re.escape(str(src))}:51: "):
+        convert_manifest(src, dst, "slam", "nemo")
+    assert dst.read_text() == "the previous conversion\n"
+    assert [p.name for p in dst.parent.iterdir()] == ["dst.jsonl"]  # no temp file left
+
+
+def test_a_moeaudio_destination_refuses_duplicate_ids_and_stays_untouched(tmp_path: Path) -> None:
+    """write_manifest's checks hold while streaming: every problem, as PATH: item N (id 'X'), before the rename."""
+    from moeaudio.data.formats import convert_manifest
+
+    rows = [
+        {"key": "same" if i in (3, 7) else f"k{i}", "source": f"/a/{i}.wav", "target": "t"} for i in range(9)
+    ]
+    src = _jsonl(tmp_path / "dup.jsonl", rows)
+    dst = tmp_path / "dst.jsonl"
+    dst.write_text("old\n")
+    with pytest.raises(
+        ManifestError, match=rf"^{re.escape(str(dst))}: item 8 \(id 'same'\): duplicate id 'same'$"
+    ):
+        convert_manifest(src, dst, "slam", "moeaudio")
+    assert dst.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == sorted(
+        ["dup.jsonl", "dst.jsonl"]
+    )
+
+
+def test_not_utf8_on_line_3_names_the_line_and_column(tmp_path: Path) -> None:
+    from moeaudio.io_utils import iter_user_lines, read_user_text
+
+    src = tmp_path / "bytes.jsonl"
+    line3 = b'{"key": "c", "source": "/a/\xe9t\xe9.wav", "target": "t"}\n'  # latin-1 'été': byte 0xe9 at column 28
+    src.write_bytes(b"\xef\xbb\xbf" + b'{"key": "a", "source": "/a/a.wav", "target": "t"}\n' * 2 + line3)
+    message = f"{src}:3: not UTF-8 text (byte 0xe9 at column 28); save the manifest as UTF-8"
+    with pytest.raises(UsageError, match=f"^{re.escape(message)}$"):
+        read_items(src, "slam")
+    with pytest.raises(UsageError, match=f"^{re.escape(message)}$"):
+        read_user_text(src, "manifest")  # the whole-file reader says the same
+    with pytest.raises(UsageError, match=f"^{re.escape(message)}$"):
+        list(iter_user_lines(src, "manifest"))
+    # a byte-order mark is dropped before the columns of line 1 are counted
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + line3)
+    for read in (read_user_text, lambda p, w: list(iter_user_lines(p, w))):
+        with pytest.raises(UsageError, match=r"bom.jsonl:1: not UTF-8 text \(byte 0xe9 at column 28\)"):
+            read(tmp_path / "bom.jsonl", "manifest")
+
+
+def test_line_breaks_are_newlines_only_and_detect_reads_the_first_record(tmp_path: Path) -> None:
+    """U+2028 / U+0085 inside a JSON string (json.dumps(ensure_ascii=False) leaves them raw) are text, not
+    line breaks (the whole-file reader split lines there and called the record invalid JSON); CRLF works;
+    detect_format parses the first record only."""
+    rows = [{"key": "a", "source": "/a/a.wav", "target": "one\u2028two\x85three"},
+            {"key": "b", "source": "/a/b.wav", "target": "x"}]  # fmt: skip
+    src = tmp_path / "s.jsonl"
+    src.write_bytes("".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in rows).encode())
+    a, b = read_items(src)
+    assert a.target == "one\u2028two\x85three" and b.id == "b"
+    (tmp_path / "late.jsonl").write_text(json.dumps(rows[1]) + "\nnot json at all\n")
+    assert detect_format(tmp_path / "late.jsonl") == "slam"
+    with pytest.raises(ManifestError, match=r"late.jsonl:2: invalid JSON"):
+        read_items(tmp_path / "late.jsonl")
+
+
+def test_convert_in_place(tmp_path: Path) -> None:
+    """The source is read while the destination's temp file is written: converting a file onto itself works."""
+    from moeaudio.data.formats import convert_manifest
+
+    src = _jsonl(tmp_path / "m.jsonl", [SLAM_CLOTHO, SLAM_AUDIOCAPS])
+    assert convert_manifest(src, src, "slam", "nemo").items == 2
+    assert [json.loads(line)["audio_filepath"] for line in src.read_text().splitlines()] == [
+        SLAM_CLOTHO["source"],
+        SLAM_AUDIOCAPS["source"],
+    ]

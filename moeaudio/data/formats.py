@@ -34,15 +34,25 @@ so a manifest that names ``/data/clotho/x.wav`` still does when it is moved.
 
 Non-moeaudio formats are lossy: fields they cannot carry (domain, meta, choices) are dropped;
 multiple-choice options are folded into the prompt text via :func:`moeaudio.data.tasks.item_prompt`.
+
+Streaming: :func:`convert_manifest` reads a jsonl source a line at a time and writes each record to
+the destination as it arrives (a temp file renamed into place at the end, so a conversion that fails
+on its last line leaves an existing destination as it was); the report is counted on the way, so
+converting millions of lines holds memory constant (a moeaudio destination keeps the set of ids, to
+refuse duplicates). Not streamed: a ``.json`` source holding a JSON list (parsed whole) and a
+``moeaudio`` source (:func:`moeaudio.data.manifest.read_manifest` checks it whole; training streams
+those itself). :func:`detect_format` reads the first record only; :func:`read_items` returns a list.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +74,7 @@ from moeaudio.data.peers import (
 )
 from moeaudio.data.tasks import item_prompt
 from moeaudio.errors import MissingDataError, UsageError
-from moeaudio.io_utils import atomic_write_text, check_output_file, read_user_text
+from moeaudio.io_utils import atomic_write_chunks, check_output_file, iter_user_lines, read_user_text
 
 __all__ = [
     "FORMATS",
@@ -328,43 +338,63 @@ def _get_format(name: str) -> Format:
     return FORMATS[name]
 
 
-def _iter_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number or list index, record) pairs from a jsonl or a .json list; every record must be
-    a JSON object (:class:`ManifestError` naming the file and line otherwise)."""
-    text = read_user_text(path, "manifest")
-    if path.suffix == ".json" and text.lstrip().startswith("["):
-        try:
-            data = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as e:
-            where = f"{path}:{e.lineno}" if isinstance(e, json.JSONDecodeError) else str(path)
-            raise ManifestError(f"{where}: invalid JSON ({getattr(e, 'msg', 'nested too deeply')})") from None
-        records = [(i + 1, r) for i, r in enumerate(data)]
-        unit = "entry"
+def _iter_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number or list index, record) pairs from a jsonl or a .json list, as they are read; every
+    record must be a JSON object (:class:`ManifestError` naming the file and line otherwise).
+
+    A jsonl file is read a line at a time. A ``.json`` file holding a JSON list is read and parsed
+    whole (``json.loads`` has no incremental form); for a very large source, convert to jsonl first.
+    """
+    if path.suffix == ".json" and _holds_json_list(path):
+        records, unit = _json_list_records(path), "entry"
     else:
-        records = []
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    records.append((lineno, json.loads(line)))
-                except json.JSONDecodeError as e:
-                    raise ManifestError(
-                        f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})"
-                    ) from None
-                except RecursionError:
-                    raise ManifestError(f"{path}:{lineno}: invalid JSON (nested too deeply)") from None
-        unit = "line"
+        records, unit = _jsonl_records(path), "line"
     for n, rec in records:
         if not isinstance(rec, dict):
             raise ManifestError(f"{path}:{n}: {unit} {n} must be a JSON object (got {type(rec).__name__})")
-    return records
+        yield n, rec
+
+
+def _holds_json_list(path: Path) -> bool:
+    """Whether the file's first non-blank text opens a JSON list (read up to that line only)."""
+    with contextlib.closing(iter_user_lines(path, "manifest")) as lines:
+        return next((line.lstrip().startswith("[") for _, line in lines if line.strip()), False)
+
+
+def _json_list_records(path: Path) -> Iterator[tuple[int, Any]]:
+    """(1-based index, value) of a ``.json`` file holding a list: necessarily read whole."""
+    try:
+        data = json.loads(read_user_text(path, "manifest"))
+    except (json.JSONDecodeError, RecursionError) as e:
+        where = f"{path}:{e.lineno}" if isinstance(e, json.JSONDecodeError) else str(path)
+        raise ManifestError(f"{where}: invalid JSON ({getattr(e, 'msg', 'nested too deeply')})") from None
+    return enumerate(data, start=1)
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of each non-blank line of a jsonl file, parsed as it is read."""
+    for lineno, line in iter_user_lines(path, "manifest"):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ManifestError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+        except RecursionError:
+            raise ManifestError(f"{path}:{lineno}: invalid JSON (nested too deeply)") from None
+        yield lineno, rec
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
-    """Guess the format from the first record's keys (swift and llamafactory are identical: 'swift')."""
-    recs = _iter_records(Path(path))
-    if not recs:
+    """Guess the format from the first record's keys (swift and llamafactory are identical: 'swift').
+
+    Only the first record of a jsonl file is parsed (a ``.json`` list is parsed whole): the rest of a
+    large file is checked when it is converted."""
+    with contextlib.closing(_iter_records(Path(path))) as records:
+        first = next(records, None)  # the first record only: a large file is not read further
+    if first is None:
         raise UsageError(f"{path}: empty file, cannot detect its format")
-    keys = set(recs[0][1])
+    keys = set(first[1])
     if "messages" in keys or "conversations" in keys or {"query", "response"} <= keys:
         return "swift"
     if "audio_filepath" in keys:
@@ -382,8 +412,9 @@ def _abs_audio(audio: str, base: Path) -> str:
     return audio if os.path.isabs(audio) else os.path.normpath(os.path.join(os.path.abspath(base), audio))
 
 
-def _read(path: Path, fmt: str, task: str | None) -> tuple[str, list[Item], list[bool]]:
-    """(format, items with absolute audio paths, whether each path was absolute in the source)."""
+def _open_source(path: Path, fmt: str, task: str | None) -> tuple[str, Iterator[tuple[Item, bool]]]:
+    """(format, a stream of (item with an absolute audio path, whether that path was absolute in the
+    source)). The format is detected and the file checked now; records are read as the stream is."""
     if path.is_dir():
         raise UsageError(f"{path}: is a directory, not a manifest file")
     if not path.is_file():
@@ -391,28 +422,30 @@ def _read(path: Path, fmt: str, task: str | None) -> tuple[str, list[Item], list
     fmt = detect_format(path) if fmt == "auto" else fmt
     spec = _get_format(fmt)
     if fmt == "moeaudio":
-        native = read_manifest(path)
-        absolute = [os.path.isabs(it.audio) for it in native]
-        return (
-            fmt,
-            [replace(it, audio=os.fspath(it.resolve_audio(path.absolute()))) for it in native],
-            absolute,
+        # Read whole: read_manifest checks ids across the file. Training reads large moeaudio manifests
+        # lazily through moeaudio/data/stream.py, so converting one is the rare case this does not stream.
+        base = path.absolute()
+        return fmt, (
+            (replace(it, audio=os.fspath(it.resolve_audio(base))), os.path.isabs(it.audio))
+            for it in read_manifest(path)
         )
-    items: list[Item] = []
-    absolute: list[bool] = []
+    return fmt, _peer_items(path, spec, task)
+
+
+def _peer_items(path: Path, spec: Format, task: str | None) -> Iterator[tuple[Item, bool]]:
+    """The records of a peer's file as checked Items (absolute audio; was it absolute), one at a time."""
     for lineno, rec in _iter_records(path):
         try:
             item = spec.from_record(rec, lineno - 1, task)
         except (KeyError, ValueError, TypeError, AttributeError) as e:
             what = f"missing key {e}" if isinstance(e, KeyError) else str(e)
-            raise ManifestError(f"{path}:{lineno}: not a valid {fmt} record ({what})") from None
-        absolute.append(os.path.isabs(item.audio))
+            raise ManifestError(f"{path}:{lineno}: not a valid {spec.name} record ({what})") from None
+        absolute = os.path.isabs(item.audio)
         item.audio = _abs_audio(item.audio, path.parent)
         problems = validate_record(item.to_dict())  # the values, as a manifest line would be checked
         if problems:
-            raise ManifestError(f"{path}:{lineno}: not a valid {fmt} record ({'; '.join(problems)})")
-        items.append(item)
-    return fmt, items, absolute
+            raise ManifestError(f"{path}:{lineno}: not a valid {spec.name} record ({'; '.join(problems)})")
+        yield item, absolute
 
 
 def read_items(path: str | os.PathLike[str], fmt: str = "auto", *, task: str | None = None) -> list[Item]:
@@ -421,7 +454,7 @@ def read_items(path: str | os.PathLike[str], fmt: str = "auto", *, task: str | N
     ``task`` is given to records of formats that carry no task tag (slam, nemo, chat); without it the
     task is guessed from the prompt text or the audio path, else ``asr`` (:func:`moeaudio.data.peers.map_task`).
     """
-    return _read(Path(path), fmt, task)[1]
+    return [item for item, _ in _open_source(Path(path), fmt, task)[1]]
 
 
 def write_items(
@@ -440,23 +473,50 @@ def write_items(
     else absolute. ``keep_absolute[i]`` keeps item i's path absolute even where paths are written
     relative (it was absolute in the source).
     """
-    p = Path(path)
+    if keep_absolute is None:
+        return _write_stream(
+            Path(path), zip(items, repeat(False)), fmt, relative=relative, audio_root=audio_root
+        )
+    pairs = zip(items, keep_absolute, strict=True)
+    return _write_stream(Path(path), pairs, fmt, relative=relative, audio_root=audio_root)
+
+
+def _write_stream(
+    p: Path,
+    pairs: Iterable[tuple[Item, bool]],
+    fmt: str,
+    *,
+    relative: bool | None,
+    audio_root: str | os.PathLike[str] | None,
+) -> Path:
+    """:func:`write_items` on a stream of (item, keep its path absolute): each record is written as it
+    arrives, to a temp file renamed onto ``p`` at the end (an error leaves ``p`` as it was)."""
     spec = _get_format(fmt)
     rel = spec.relative_by_default if relative is None else relative
     root = Path(audio_root) if audio_root is not None else Path.cwd()
 
-    keep = list(keep_absolute) if keep_absolute is not None else [False] * len(items)
-
-    def audio_str(item: Item, i: int) -> str:
+    def audio_str(item: Item, keep: bool) -> str:
         a = _abs_audio(item.audio, root)
-        return manifest_relpath(a, p.parent) if rel and not keep[i] else a
+        return manifest_relpath(a, p.parent) if rel and not keep else a
 
-    if fmt == "moeaudio":
-        return write_manifest(p, [replace(it, audio=audio_str(it, i)) for i, it in enumerate(items)])
-    recs = [spec.to_record(it, audio_str(it, i)) for i, it in enumerate(items)]
+    if fmt == "moeaudio":  # checks each item as it passes (ids, values) and raises before the rename
+        return write_manifest(p, (replace(it, audio=audio_str(it, keep)) for it, keep in pairs))
+    recs = (spec.to_record(it, audio_str(it, keep)) for it, keep in pairs)
     if p.suffix == ".json":
-        return atomic_write_text(p, json.dumps(recs, ensure_ascii=False, indent=2) + "\n")
-    return atomic_write_text(p, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
+        return atomic_write_chunks(p, _json_list_chunks(recs))
+    return atomic_write_chunks(p, (json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
+
+
+def _json_list_chunks(recs: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """``json.dumps(list(recs), ensure_ascii=False, indent=2) + "\\n"``, byte for byte, one record at a
+    time: each record is dumped with ``indent=2`` and shifted one level in (JSON text has no raw
+    newlines but its own indentation, strings escape theirs), ``[]`` when there is none."""
+    empty = True
+    for rec in recs:
+        yield "[\n  " if empty else ",\n  "
+        yield json.dumps(rec, ensure_ascii=False, indent=2).replace("\n", "\n  ")
+        empty = False
+    yield "[]\n" if empty else "\n]\n"
 
 
 @dataclass
@@ -495,36 +555,60 @@ class ConversionReport:
         return out + [f"note: {n}" for n in self.notes]
 
 
-def _report(
-    src: Path, dst: Path, src_format: str, dst_format: str, items: list[Item], absolute: list[bool]
-) -> ConversionReport:
-    report = ConversionReport(str(src), str(dst), src_format, dst_format, len(items))
-    tasks: Counter[str] = Counter()
-    decisions: Counter[str] = Counter()
-    kept: set[str] = set()
-    offsets = arks = 0
-    for it in items:
+@dataclass
+class _Tally:
+    """The counts of a :class:`ConversionReport`, added up as the items stream past (no item list)."""
+
+    items: int = 0
+    tasks: Counter[str] = field(default_factory=Counter)
+    decisions: Counter[str] = field(default_factory=Counter)
+    guessed: int = 0
+    kept: set[str] = field(default_factory=set)
+    absolute: int = 0
+    offsets: int = 0
+    arks: int = 0
+    translation: bool = False
+
+    def watch(self, pairs: Iterable[tuple[Item, bool]]) -> Iterator[tuple[Item, bool]]:
+        """Pass ``pairs`` on unchanged, counting each (item, was absolute) on its way."""
+        for item, absolute in pairs:
+            self.add(item, absolute)
+            yield item, absolute
+
+    def add(self, it: Item, absolute: bool) -> None:
+        """Count one item: its task/domain, how that was decided, what was kept, what to note."""
         converted = it.meta.get("converted", {})
         key = f"{it.task}/{it.domain}"
-        tasks[key] += 1
+        self.items += 1
+        self.tasks[key] += 1
         how = converted.get("task", "moeaudio manifest")
-        decisions[f"{key} <- {'guessed from ' if converted.get('guessed') else ''}{how}"] += 1
-        report.guessed += bool(converted.get("guessed"))
-        kept |= {k for k in it.meta if k != "converted"} if converted else set()
-        offsets += "offset" in it.meta
-        arks += ".ark:" in it.audio
-    report.tasks, report.decisions = dict(tasks), dict(decisions)
-    report.kept_in_meta = sorted(kept)
-    report.absolute_paths = sum(absolute)
-    if offsets:
-        report.notes.append(f"{offsets} items have an 'offset' (kept in meta): moeaudio reads whole files")
-    if arks:
-        report.notes.append(f"{arks} audio paths point into Kaldi .ark files, which moeaudio cannot read")
-    if "translation" in {it.task for it in items}:
-        report.notes.append(
-            "task 'translation' is carried for training; moeaudio eval has no translation scorer"
-        )
-    return report
+        self.decisions[f"{key} <- {'guessed from ' if converted.get('guessed') else ''}{how}"] += 1
+        self.guessed += bool(converted.get("guessed"))
+        self.kept |= {k for k in it.meta if k != "converted"} if converted else set()
+        self.absolute += absolute
+        self.offsets += "offset" in it.meta
+        self.arks += ".ark:" in it.audio
+        self.translation |= it.task == "translation"
+
+    def report(self, src: Path, dst: Path, src_format: str, dst_format: str) -> ConversionReport:
+        """The report of the items counted so far (the notes in a fixed order)."""
+        report = ConversionReport(str(src), str(dst), src_format, dst_format, self.items)
+        report.tasks, report.decisions = dict(self.tasks), dict(self.decisions)
+        report.guessed, report.absolute_paths = self.guessed, self.absolute
+        report.kept_in_meta = sorted(self.kept)
+        if self.offsets:
+            report.notes.append(
+                f"{self.offsets} items have an 'offset' (kept in meta): moeaudio reads whole files"
+            )
+        if self.arks:
+            report.notes.append(
+                f"{self.arks} audio paths point into Kaldi .ark files, which moeaudio cannot read"
+            )
+        if self.translation:
+            report.notes.append(
+                "task 'translation' is carried for training; moeaudio eval has no translation scorer"
+            )
+        return report
 
 
 def convert_manifest(
@@ -543,13 +627,25 @@ def convert_manifest(
     carry no task tag (default: guessed, else ``asr``). Returns what was mapped and what was guessed.
     """
     src_path, dst_path = Path(src), Path(dst)
-    fmt, items, absolute = _read(src_path, src_format, task)
+    fmt, pairs = _open_source(src_path, src_format, task)
     check_output_file(dst, "DST")
+    tally = _Tally()
     try:
-        write_items(dst_path, items, dst_format, relative=relative, keep_absolute=absolute)
+        _write_stream(
+            dst_path, tally.watch(_reading(src_path, pairs)), dst_format, relative=relative, audio_root=None
+        )
     except OSError as e:
         raise UsageError(f"{dst}: cannot write ({e.strerror or e})") from None
-    return _report(src_path, dst_path, fmt, dst_format, items, absolute)
+    return tally.report(src_path, dst_path, fmt, dst_format)
+
+
+def _reading(src: Path, pairs: Iterator[tuple[Item, bool]]) -> Iterator[tuple[Item, bool]]:
+    """``pairs``, with an ``OSError`` while reading the source named as the source's: the source is
+    read while the destination is written, and a write error is reported as the destination's."""
+    try:
+        yield from pairs
+    except OSError as e:
+        raise UsageError(f"{src}: cannot read ({e.strerror or e})") from None
 
 
 def convert(

@@ -28,7 +28,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from typing import Any
 from moeaudio.data.audio import AudioDecodeError, check_audio_file
 from moeaudio.data.tasks import CHOICE_LETTERS, TASK_DOMAINS, TASK_REGISTRY
 from moeaudio.errors import MissingDataError, MoeaudioError
-from moeaudio.io_utils import atomic_write_text
+from moeaudio.io_utils import atomic_write_chunks
 
 __all__ = [
     "DOMAINS",
@@ -386,8 +386,18 @@ def check_manifest(
 
 
 def write_manifest(path: str | os.PathLike[str], items: Iterable[Item]) -> Path:
-    """Validate ``items`` and write them as jsonl atomically (readers never see a partial file)."""
-    lines: list[str] = []
+    """Validate ``items`` and write them as jsonl atomically (readers never see a partial file).
+
+    Streams: each line is written as its item arrives (``items`` may be a generator over millions),
+    and every problem is collected, as ``PATH: item N (id 'X'): problem``, and raised as one
+    :class:`ManifestError` before the file replaces ``path`` (an existing ``path`` stays as it was).
+    """
+    return atomic_write_chunks(path, _checked_lines(os.fspath(path), items))
+
+
+def _checked_lines(path: str, items: Iterable[Item]) -> Iterator[str]:
+    """The manifest lines of ``items``, each checked as it passes (:func:`validate_record`, unique
+    ids: a set of ids is what is held); raises :class:`ManifestError` with every problem at the end."""
     errors: list[str] = []
     seen: set[str] = set()
     for n, item in enumerate(items, start=1):
@@ -397,9 +407,8 @@ def write_manifest(path: str | os.PathLike[str], items: Iterable[Item]) -> Path:
             problems.append(f"duplicate id {rec['id']!r}")
         seen.add(rec.get("id"))
         if problems:
-            errors.extend(f"{os.fspath(path)}: item {n} (id {rec.get('id')!r}): {m}" for m in problems)
-            continue
-        lines.append(json.dumps(rec, ensure_ascii=False))
+            errors.extend(f"{path}: item {n} (id {rec.get('id')!r}): {m}" for m in problems)
+        elif not errors:  # after a problem the file is thrown away: only checking goes on
+            yield json.dumps(rec, ensure_ascii=False) + "\n"
     if errors:
         raise ManifestError("\n".join(errors[:_MAX_REPORTED_ERRORS]), errors)
-    return atomic_write_text(path, "".join(line + "\n" for line in lines))
