@@ -183,6 +183,17 @@ def atomic_write_chunks(path: str | os.PathLike[str], chunks: Iterable[str], enc
     return Path(path)
 
 
+def pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend (headless: CI, DataLoader workers, SSH),
+    imported on first use so commands that draw nothing never load matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def save_figure(fig, path: str | os.PathLike[str], *, dpi: int = 120, tight: bool = True) -> Path:
     """Write a matplotlib figure as a PNG atomically, then close it if pyplot manages it.
 

@@ -159,7 +159,8 @@ def test_results_written_in_the_papers_layout(study_run: dict[str, Any]) -> None
     assert "| Dense — ours |" in md and "| Dense — paper | 50.00 |" in md and "| MoE — paper | +2.50 |" in md
     assert "## Differences from the baseline (Dense)" in md
     assert "within noise" in md or "differs" in md
-    for name in ("routing", "conflict"):
+    assert results["differences_figure"] == "figures/differences.png"
+    for name in ("routing", "conflict", "differences"):
         png = out / "figures" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"](figures/{name}.png)" in md
@@ -373,3 +374,47 @@ def test_arms_option_keeps_the_baseline(tiny_corpus: Path, tmp_path: Path) -> No
         plan_study(study, "cpu", arms=["moee"])
     with pytest.raises(StudyError, match="sets train.seed"):
         plan_study(study, "cpu", extra=["train.seed=3"])
+
+
+def test_differences_figure_flips_lower_is_better_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Right is better in every row: a WER difference is drawn as baseline - arm; a baseline-only
+    study draws nothing."""
+    from moeaudio.reproduce import plots
+
+    cell = {"n": 3, "mean": 2.0, "low": 1.0, "high": 3.0, "verdict": "differs"}
+    results = {
+        "baseline": "dense",
+        "title": "t",
+        "confidence": 0.95,
+        "arms": [{"name": "dense", "label": "Dense"}, {"name": "moe", "label": "MoE"}],
+        "columns": [
+            {"name": "MCQ", "gap": None, "higher_is_better": True, "unit": "%"},
+            {"name": "asr WER", "gap": None, "higher_is_better": False, "unit": "%"},
+        ],
+        "cells": {
+            "dense": {"MCQ": {"diff": None}, "asr WER": {"diff": None}},
+            "moe": {"MCQ": {"diff": cell}, "asr WER": {"diff": cell}},
+        },
+    }
+    drawn: list[tuple[list[float], list[float]]] = []
+    real = plots.pyplot
+
+    def spying():
+        plt = real()
+        original = plt.Axes.errorbar
+
+        def errorbar(self, x, y, *args, **kwargs):
+            drawn.append((list(x), list(y)))
+            return original(self, x, y, *args, **kwargs)
+
+        monkeypatch.setattr(plt.Axes, "errorbar", errorbar)
+        return plt
+
+    monkeypatch.setattr(plots, "pyplot", spying)
+    png = plots.plot_differences(results, tmp_path / "d.png")
+    assert png is not None and png.read_bytes()[:4] == b"\x89PNG"
+    assert drawn == [([2.0, -2.0], [0.0, 1.0])]  # MCQ +2 (better), WER +2 points drawn as -2 (worse)
+    only_baseline = {**results, "arms": results["arms"][:1]}
+    assert plots.plot_differences(only_baseline, tmp_path / "none.png") is None

@@ -40,7 +40,7 @@ import torch
 from rich.console import Group
 from rich.table import Table
 
-from moeaudio.io_utils import save_figure
+from moeaudio.io_utils import pyplot, save_figure
 
 __all__ = [
     "ConflictResult",
@@ -347,10 +347,7 @@ def plot_conflict(
     """
     if not results_by_name:
         raise ValueError("results_by_name is empty")
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(results_by_name)
 

@@ -26,7 +26,7 @@ from rich.table import Table
 
 from moeaudio.data.tasks import task_kind
 from moeaudio.errors import MissingDataError, UsageError
-from moeaudio.io_utils import save_figure
+from moeaudio.io_utils import pyplot, save_figure
 from moeaudio.model.audio_llm import AudioBatch, AudioLLM
 from moeaudio.runtime.batching import Collator, Example, iter_batches
 
@@ -192,10 +192,7 @@ def render_probe_table(
 
 def plot_probes(results: Sequence[ProbeResult], path: str | Path) -> Path:
     """Grouped bars (task x stage) with each task's chance level as a black tick."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     tasks = list(dict.fromkeys(r.task for r in results))
     width = 0.8 / len(STAGES)

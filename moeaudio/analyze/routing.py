@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from moeaudio.io_utils import save_figure
+from moeaudio.io_utils import pyplot, save_figure
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from rich.console import RenderableType
@@ -256,16 +256,6 @@ def gate_matrix(expert_ids: ArrayLike, gates: ArrayLike, num_experts: int) -> np
 # ----------------------------------------------------------------------------------------------
 
 
-def _pyplot():
-    """Import pyplot on the non-interactive Agg backend (works headless, in workers and CI)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_activation_heatmap(stats_by_name: dict[str, RoutingStats], path: str | Path) -> Path:
     """Write the paper-style routing figure: one panel per checkpoint, side by side.
 
@@ -274,7 +264,7 @@ def plot_activation_heatmap(stats_by_name: dict[str, RoutingStats], path: str | 
     """
     if not stats_by_name:
         raise ValueError("stats_by_name is empty")
-    plt = _pyplot()
+    plt = pyplot()
     n = len(stats_by_name)
     width = sum(max(3.0, 0.6 * s.num_experts + 1.5) for s in stats_by_name.values())
     height = 1.6 + 0.5 * max(len(s.groups) for s in stats_by_name.values())
@@ -310,7 +300,7 @@ def plot_token_timeline(
     ``matplotlib.specgram`` (no extra audio dependency); token ``t`` is drawn over
     ``[t * frame_seconds, (t + 1) * frame_seconds)``.
     """
-    plt = _pyplot()
+    plt = pyplot()
     wave = np.asarray(wave, dtype=np.float64).reshape(-1)
     mat = gate_matrix(expert_ids, gates, num_experts)
     n_tok = mat.shape[1]

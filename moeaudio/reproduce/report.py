@@ -394,6 +394,8 @@ def render_markdown(results: Mapping[str, Any]) -> str:
                 rows.append([f"{a['label']} — paper", *paper])
         if rows:
             lines += [f"## Differences from the baseline ({label[base]})", "", *_table(head, rows), ""]
+            if results.get("differences_figure"):
+                lines += [f"![differences from the baseline]({results['differences_figure']})", ""]
         described = [c for c in columns if c["note"] or c["task"]]
         if described:
             lines += ["Columns: " + "; ".join(_describe(c) for c in described) + ".", ""]

@@ -36,6 +36,7 @@ from moeaudio.eval.evaluate import run_eval
 from moeaudio.io_utils import atomic_write_text
 from moeaudio.reproduce.options import ReproduceOptions
 from moeaudio.reproduce.plan import PlannedRun, StudyPlan, launcher_script, plan_study, recipe_fingerprint
+from moeaudio.reproduce.plots import plot_differences
 from moeaudio.reproduce.report import build_results, render_markdown
 from moeaudio.runtime.checkpoint import WEIGHTS, latest_checkpoint, load_trainer_state
 from moeaudio.runtime.device import pick_device
@@ -119,8 +120,9 @@ def final_checkpoint(run: PlannedRun) -> Path | None:
     return ckpt
 
 
-def finished_twin(plan: StudyPlan, run: PlannedRun) -> Path | None:
-    """The final checkpoint of a finished run of another study, beside this one, with the same fingerprint.
+def finished_twin(plan: StudyPlan, run: PlannedRun) -> tuple[Path, dict[str, Any]] | None:
+    """The final checkpoint and done record of a finished run of another study, beside this one,
+    with the same fingerprint.
 
     Studies share arms: Table 3's ``balance`` arm and Table 2's ``e8k4`` are Table 1's ``moe`` (same
     recipe, same overrides, same seed), so their fingerprints are equal and training them again would
@@ -136,7 +138,7 @@ def finished_twin(plan: StudyPlan, run: PlannedRun) -> Path | None:
             continue
         ckpt = done.parent / record.get("checkpoint", "")
         if record.get("fingerprint") == run.fingerprint and (ckpt / WEIGHTS).exists():
-            return ckpt.resolve()
+            return ckpt.resolve(), record
     return None
 
 
@@ -198,11 +200,13 @@ def process_run(
         return record
     ckpt = final_checkpoint(run)
     twin = None
-    if ckpt is None and reuse and latest_checkpoint(run.run_dir) is None:
-        twin = ckpt = finished_twin(plan, run)
-        if twin is not None:
-            progress.line(f"{run.key}: same recipe and seed as {twin}: evaluating that checkpoint")
     train_seconds = None
+    if ckpt is None and reuse and latest_checkpoint(run.run_dir) is None:
+        found = finished_twin(plan, run)
+        if found is not None:
+            twin = ckpt = found[0]
+            train_seconds = found[1].get("train_seconds")  # what training it took, where it ran
+            progress.line(f"{run.key}: same recipe and seed as {twin}: evaluating that checkpoint")
     if ckpt is None:
         if not train:
             progress.line(f"{run.key}: no final checkpoint in {run.run_dir}: missing")
@@ -242,7 +246,8 @@ def process_run(
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     atomic_write_text(run.run_dir / DONE, json.dumps(record, indent=1))
-    progress.finished(None if train_seconds is None else train_seconds + eval_seconds)
+    trained_here = twin is None and train_seconds is not None
+    progress.finished(train_seconds + eval_seconds if trained_here else None)
     return record
 
 
@@ -365,6 +370,8 @@ def run_study(
     analyses = run_analyses(plan, records, analysis_device, bar)
     figures = draw_figures(plan, analyses)
     results = build_results(plan, records, analyses, figures)
+    png = plot_differences(results, plan.output / "figures" / "differences.png")
+    results["differences_figure"] = None if png is None else str(png.relative_to(plan.output))
     atomic_write_text(plan.output / "results.json", json.dumps(results, indent=1))
     atomic_write_text(plan.output / "results.md", render_markdown(results))
     bar.line(f"wrote {plan.output / 'results.md'} and results.json" + (", figures/" if figures else ""))

@@ -17,7 +17,7 @@ from typing import Any
 from moeaudio.config import Recipe, RecipeError
 from moeaudio.eval.handlers import handler_for
 from moeaudio.eval.validation import render_report
-from moeaudio.io_utils import save_figure
+from moeaudio.io_utils import pyplot, save_figure
 
 
 def _import_wandb():
@@ -178,10 +178,7 @@ class Reporter:
 
 def plot_loss_curve(history: list[dict[str, float]], path: Path) -> Path:
     """Loss terms against step (LM loss, total, aux) in one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     steps = [r["step"] for r in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
