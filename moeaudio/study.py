@@ -119,7 +119,9 @@ class Column(_Model):
     name: str  # the paper's header ("MMAU", "MMSU audio") or ours for CPU-only columns
     task: PerScale = Field(default_factory=PerScale)  # `moeaudio eval --task` at each scale
     modality: Literal["audio", "text"] = "audio"
-    metric: str | None = None  # default: the task's headline metric (accuracy, wer)
+    # default: the task's headline metric (accuracy, wer); a dotted path reads a nested one, e.g.
+    # by_domain.music.accuracy (MMAU's sound / music / speech split)
+    metric: str | None = None
     higher_is_better: bool = True
     percent: bool = True  # shown x100, as the paper prints accuracies
     gap: tuple[str, str] | None = None  # (column a, column b): a - b per seed (the modality gap)

@@ -418,3 +418,41 @@ def test_differences_figure_flips_lower_is_better_columns(
     assert drawn == [([2.0, -2.0], [0.0, 1.0])]  # MCQ +2 (better), WER +2 points drawn as -2 (worse)
     only_baseline = {**results, "arms": results["arms"][:1]}
     assert plots.plot_differences(only_baseline, tmp_path / "none.png") is None
+
+
+def test_a_column_added_later_is_filled_without_retraining(
+    study_run: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A column added to a finished study (a nested metric: MCQ by domain) is read from the eval
+    files already beside each checkpoint: nothing is trained or evaluated again; a metric path that
+    is not there is an error naming the file."""
+    out = tmp_path / "grown"
+    shutil.copytree(study_run["out"], out)
+    record = json.loads((out / "moe" / "seed-0" / runner.DONE).read_text())
+    mcq = json.loads((out / "moe" / "seed-0" / record["eval_files"]["MCQ"]).read_text())
+    domain = sorted(mcq["metrics"]["by_domain"])[0]
+    data = yaml.safe_load(study_run["study_file"].read_text())
+    data["columns"].append(
+        {"name": "MCQ one domain", "task": {"cpu": "mcq"}, "metric": f"by_domain.{domain}.accuracy"}
+    )
+    grown = tmp_path / "grown.yaml"
+    grown.write_text(yaml.safe_dump(data))
+
+    def never(*args, **kwargs):
+        raise AssertionError("nothing is trained or evaluated again")
+
+    monkeypatch.setattr(runner, "train_recipe", never)
+    monkeypatch.setattr(runner, "run_eval", never)
+    results = runner.reproduce(ReproduceOptions(study=str(grown), output=str(out)))
+    want = 100 * mcq["metrics"]["by_domain"][domain]["accuracy"]
+    assert results["cells"]["moe"]["MCQ one domain"]["values"]["0"] == pytest.approx(want)
+    assert results["cells"]["moe"]["MCQ one domain"]["n"] == 2
+    saved = json.loads((out / "moe" / "seed-0" / runner.DONE).read_text())
+    assert saved["values"]["MCQ one domain"] == pytest.approx(want / 100)
+
+    data["columns"].append(
+        {"name": "nowhere", "task": {"cpu": "mcq"}, "metric": "by_domain.nowhere.accuracy"}
+    )
+    grown.write_text(yaml.safe_dump(data))
+    with pytest.raises(StudyError, match=r"mcq\.json: no metric 'by_domain\.nowhere\.accuracy'"):
+        runner.reproduce(ReproduceOptions(study=str(grown), output=str(out)))

@@ -160,15 +160,29 @@ def _eval_file(ckpt: Path, task: str, modality: str) -> Path:
     return ckpt / "eval" / (f"{task}.text.json" if modality == "text" else f"{task}.json")
 
 
+def metric_value(result: dict[str, Any], metric: str | None, where: Path) -> float:
+    """The column's number in an eval result: ``metric`` (a dotted path into ``metrics``, e.g.
+    ``by_domain.music.accuracy``) or the task's headline metric."""
+    value: Any = result["metrics"]
+    for part in (metric or result["metric"]).split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise StudyError(
+                f"{where}: no metric '{metric}' (at '{part}'); its metrics: {sorted(result['metrics'])}"
+            )
+        value = value[part]
+    return float(value)
+
+
 def evaluate_run(
-    plan: StudyPlan, run: PlannedRun, ckpt: Path, device: str | None
+    plan: StudyPlan, run: PlannedRun, ckpt: Path, device: str | None, only: set[str] | None = None
 ) -> tuple[dict[str, float], dict[str, str]]:
-    """Each column's number for the checkpoint (``moeaudio eval``; existing result files reused)."""
+    """Each column's number for the checkpoint (``moeaudio eval``; existing result files reused);
+    ``only``: just these columns."""
     settings = plan.study.eval_settings(plan.scale).model_dump(exclude_none=True)
     values: dict[str, float] = {}
     files: dict[str, str] = {}
     for col in plan.study.columns_at(plan.scale):
-        if col.gap is not None:
+        if col.gap is not None or (only is not None and col.name not in only):
             continue
         task = col.task.at(plan.scale)
         assert task is not None
@@ -177,7 +191,7 @@ def evaluate_run(
             result = json.loads(path.read_text())
         else:
             result = run_eval(task, ckpt, modality=col.modality, progress=False, device=device, **settings)
-        values[col.name] = float(result["metrics"][col.metric or result["metric"]])
+        values[col.name] = metric_value(result, col.metric, path)
         files[col.name] = _relative(path, run.run_dir)
     return values, files
 
@@ -197,7 +211,7 @@ def process_run(
     """
     record = read_done(run)
     if record is not None:
-        return record
+        return _complete(plan, run, record, device, progress)
     ckpt = final_checkpoint(run)
     twin = None
     train_seconds = None
@@ -248,6 +262,26 @@ def process_run(
     atomic_write_text(run.run_dir / DONE, json.dumps(record, indent=1))
     trained_here = twin is None and train_seconds is not None
     progress.finished(train_seconds + eval_seconds if trained_here else None)
+    return record
+
+
+def _complete(
+    plan: StudyPlan, run: PlannedRun, record: dict[str, Any], device: str | None, progress: StudyProgress
+) -> dict[str, Any]:
+    """A finished run's record with every column of the study: columns added after it finished are
+    evaluated now (their eval files reused when there) and the record rewritten; nothing is retrained."""
+    wanted = {c.name for c in plan.study.columns_at(plan.scale) if c.gap is None}
+    missing = wanted - set(record.get("values", {}))
+    if not missing:
+        return record
+    progress.line(f"{run.key}: finished; evaluating {len(missing)} column(s) added since")
+    values, files = evaluate_run(plan, run, run.run_dir / record["checkpoint"], device, only=missing)
+    record = {
+        **record,
+        "values": {**record["values"], **values},
+        "eval_files": {**record["eval_files"], **files},
+    }
+    atomic_write_text(run.run_dir / DONE, json.dumps(record, indent=1))
     return record
 
 
