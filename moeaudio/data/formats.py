@@ -473,11 +473,7 @@ def write_items(
     else absolute. ``keep_absolute[i]`` keeps item i's path absolute even where paths are written
     relative (it was absolute in the source).
     """
-    if keep_absolute is None:
-        return _write_stream(
-            Path(path), zip(items, repeat(False)), fmt, relative=relative, audio_root=audio_root
-        )
-    pairs = zip(items, keep_absolute, strict=True)
+    pairs = zip(items, repeat(False)) if keep_absolute is None else zip(items, keep_absolute, strict=True)
     return _write_stream(Path(path), pairs, fmt, relative=relative, audio_root=audio_root)
 
 

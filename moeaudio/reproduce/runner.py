@@ -259,10 +259,15 @@ def process_run(
         "eval_files": files,
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    atomic_write_text(run.run_dir / DONE, json.dumps(record, indent=1))
+    _write_done(run, record)
     trained_here = twin is None and train_seconds is not None
     progress.finished(train_seconds + eval_seconds if trained_here else None)
     return record
+
+
+def _write_done(run: PlannedRun, record: dict[str, Any]) -> None:
+    """The run's ``done.json``, written atomically (a killed study never leaves half a marker)."""
+    atomic_write_text(run.run_dir / DONE, json.dumps(record, indent=1))
 
 
 def _complete(
@@ -281,7 +286,7 @@ def _complete(
         "values": {**record["values"], **values},
         "eval_files": {**record["eval_files"], **files},
     }
-    atomic_write_text(run.run_dir / DONE, json.dumps(record, indent=1))
+    _write_done(run, record)
     return record
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "ensure_corpus",
     "load_examples",
     "load_manifest_examples",
+    "read_audio",
     "manifest_path",
     "select_items",
     "use_streaming",
@@ -145,6 +146,26 @@ def load_examples(
     ]
 
 
+def read_audio(
+    path: Path, cache: FeatureCache | None, key: str | None, sample_rate: int, nonfinite: str
+) -> tuple[np.ndarray | None, torch.Tensor | None]:
+    """One example's audio, read when it is asked for (what :class:`LazyExamples` and
+    :class:`StreamExamples` share): ``(None, states)`` from the cache under ``key``, or
+    ``(waveform, None)`` decoded from ``path`` when there is no cache."""
+    if cache is None:
+        return load_audio(path, sample_rate, nonfinite=nonfinite), None
+    states = cache.get(key)
+    if states is None:
+        cache.refresh()  # another writer may have added it since this copy was made
+        states = cache.get(key)
+    if states is None:
+        raise MissingDataError(
+            f"{path}: no cached encoder states under {cache.root}; run `moeaudio prepare "
+            "features RECIPE` (or train once without data.loading=stream) to fill the cache"
+        )
+    return None, states
+
+
 class LazyExamples(Sequence[Example]):
     """Examples whose audio is read when one is asked for (a batch at a time), for evaluation of test
     sets too large to hold: only the items' text stays in memory (:attr:`headers`).
@@ -175,11 +196,9 @@ class LazyExamples(Sequence[Example]):
 
     def __getitem__(self, i: int) -> Example:  # type: ignore[override]
         head = self.headers[i]
-        if self.cache is not None:
-            states = self.cache.get(self.keys[i])
-            return Example(head.instruction, head.target, states=states, meta=head.meta)
-        wave = load_audio(self.paths[i], self.sample_rate, nonfinite=self.nonfinite)
-        return Example(head.instruction, head.target, wave=wave, meta=head.meta)
+        key = None if self.keys is None else self.keys[i]
+        wave, states = read_audio(self.paths[i], self.cache, key, self.sample_rate, self.nonfinite)
+        return Example(head.instruction, head.target, wave=wave, states=states, meta=head.meta)
 
     def lengths(self) -> list[int]:
         """Each example's :func:`example_length` without holding its audio."""
@@ -264,21 +283,9 @@ class StreamExamples(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> Example:
         item = self.index[i]
+        key = None if self.keys is None else self.keys[i].tobytes().hex()
         path = self.index.audio_path(item)
-        states = wave = None
-        if self.cache is not None:
-            key = self.keys[i].tobytes().hex()
-            states = self.cache.get(key)
-            if states is None:
-                self.cache.refresh()  # another writer may have added it since this copy was made
-                states = self.cache.get(key)
-            if states is None:
-                raise MissingDataError(
-                    f"{path}: no cached encoder states under {self.cache.root}; run `moeaudio prepare "
-                    "features RECIPE` (or train once without data.loading=stream) to fill the cache"
-                )
-        else:
-            wave = load_audio(path, self.sample_rate, nonfinite=self.nonfinite)
+        wave, states = read_audio(path, self.cache, key, self.sample_rate, self.nonfinite)
         return Example(item_prompt(item), item.target, wave=wave, states=states, meta=item.to_dict())
 
     def lengths_ms(self) -> np.ndarray:
