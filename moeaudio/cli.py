@@ -20,6 +20,7 @@ from typing import Any
 import typer
 
 from moeaudio.options import argument, command, option, print_json, warn
+from moeaudio.runtime.memory import keep_freed_memory
 
 app = typer.Typer(
     help="moeaudio: audio LLMs with a sparse Mixture-of-Experts adapter. Prepare data, train on DeepSpeed, "
@@ -384,6 +385,7 @@ _register(bench_app, "train", _lazy("moeaudio.train.options", "BenchTrainOptions
 
 
 def main() -> None:  # pragma: no cover - console entry
+    keep_freed_memory()  # a command-line run owns its process: see moeaudio/runtime/memory.py
     app(sys.argv[1:])
 
 

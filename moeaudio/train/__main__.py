@@ -8,6 +8,7 @@ import typer
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from moeaudio.options import command
+from moeaudio.runtime.memory import keep_freed_memory
 from moeaudio.train.main import train_main
 from moeaudio.train.options import TrainOptions
 
@@ -17,6 +18,7 @@ app.command()(command(TrainOptions, train_main))
 
 @record  # under an elastic launcher (torchrun, train --nproc) a rank's exception reaches the launcher
 def main() -> None:
+    keep_freed_memory()  # each rank is a process of its own: see moeaudio/runtime/memory.py
     app(prog_name="python -m moeaudio.train")
 
 
