@@ -233,6 +233,47 @@ def test_loss_with_kept_logits_equals_full_cross_entropy(parts) -> None:
     assert losses["total"] > 0
 
 
+def test_rows_run_in_length_groups_as_one_batch_would(parts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backbone runs rows of similar length together, each group cut to its own longest row:
+    the response states, the loss and every gradient equal one call over the padded batch."""
+    import moeaudio.model.audio_llm as audio_llm
+    from moeaudio.model.row_groups import row_groups
+
+    model = _model(parts).train()
+    examples = _examples(8)
+    examples[2] = Example(
+        "Describe the audio.", "a much longer answer than the others by far", wave=_clip(2, 0.3)
+    )
+    batch = Collator(model)(examples)
+    groups = row_groups(batch.attention_mask.sum(1).tolist(), max_groups=4, call_cost=0.0)
+    assert len(groups) > 1  # this batch does split
+
+    grouped = audio_llm.AudioLLM.response_hidden  # the code under test
+
+    def one_call(backbone, embeds, mask, selected):  # the plain computation, no grouping
+        return backbone(inputs_embeds=embeds, attention_mask=mask).last_hidden_state[:, :-1][selected]
+
+    def run(split: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        monkeypatch.setattr(audio_llm, "row_groups", lambda n: row_groups(n, max_groups=4, call_cost=0.0))
+        monkeypatch.setattr(
+            audio_llm.AudioLLM,
+            "response_hidden",
+            staticmethod(grouped if split else one_call),
+        )
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(0)
+        loss = model(batch)["loss"]
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    one_loss, one_grads = run(split=False)
+    split_loss, split_grads = run(split=True)
+    torch.testing.assert_close(split_loss, one_loss, atol=1e-6, rtol=1e-5)
+    assert split_grads.keys() == one_grads.keys() and len(one_grads) > 10
+    for name, grad in one_grads.items():
+        torch.testing.assert_close(split_grads[name], grad, atol=1e-6, rtol=1e-4, msg=name)
+
+
 def test_sample_reduction_weighs_every_example_equally(parts) -> None:
     """``train.loss_reduction=sample``: the mean over examples of each example's mean token loss,
     so a long transcript and a one-word label count the same; ``token`` stays the plain mean."""

@@ -16,6 +16,7 @@ from moeaudio.config import Recipe
 from moeaudio.model.adapters import build_adapter
 from moeaudio.model.encoder import AudioEncoder, EncoderInputs, FrameStacker, build_encoder
 from moeaudio.model.llm import build_llm, build_tokenizer
+from moeaudio.model.row_groups import row_groups
 
 IGNORE = -100
 
@@ -175,11 +176,36 @@ class AudioLLM(nn.Module):
         )
         backbone = getattr(causal, causal.base_model_prefix, None)
         if plain and backbone is not None and not hasattr(causal, "logit_scale"):
-            hidden = backbone(inputs_embeds=embeds, attention_mask=batch.attention_mask).last_hidden_state
-            return head(hidden[:, :-1][selected])  # (response_tokens, vocab)
+            return head(self.response_hidden(backbone, embeds, batch.attention_mask, selected))
         keep = selected.any(0).nonzero().squeeze(1)  # (kept,)
         out = self.llm(inputs_embeds=embeds, attention_mask=batch.attention_mask, logits_to_keep=keep)
         return out.logits[selected[:, keep]]  # (response_tokens, vocab)
+
+    @staticmethod
+    def response_hidden(
+        backbone: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, selected: torch.Tensor
+    ) -> torch.Tensor:
+        """The backbone's last hidden states where ``selected`` (batch, seq-1) marks a response
+        token, row after row: (response_tokens, d_llm).
+
+        The rows run in groups of similar length (:func:`~moeaudio.model.row_groups.row_groups`),
+        each cut to its last non-padding column, so the padding of a mixed batch is not computed;
+        a row's states do not depend on the other rows, so this equals one call over the batch.
+        """
+        lengths = mask.sum(1).tolist()
+        parts, owners = [], []
+        for group in row_groups(lengths):
+            rows = torch.tensor(group, device=mask.device)
+            used = mask[rows].any(0).nonzero()  # columns with a token in some row of the group
+            width = int(used.max()) + 1 if len(used) else 1  # trailing all-padding columns dropped
+            hidden = backbone(inputs_embeds=embeds[rows, :width], attention_mask=mask[rows, :width])
+            keep = selected[rows, : width - 1]  # (rows, width-1)
+            parts.append(hidden.last_hidden_state[:, :-1][keep])  # (group's response tokens, d_llm)
+            owners.append(rows.repeat_interleave(keep.sum(1)))
+        if int(selected.sum()) != sum(len(p) for p in parts):
+            raise ValueError("a response token sits in a padding column (labels must be IGNORE there)")
+        order = torch.argsort(torch.cat(owners), stable=True)  # back to row-major: row, then position
+        return torch.cat(parts)[order]
 
     def response_nll(self, embeds: torch.Tensor, batch: AudioBatch) -> torch.Tensor:
         """Negative log-likelihood of every response token, row after row: (response_tokens,)."""
