@@ -50,6 +50,26 @@ def test_cache_miss_then_hit_with_identical_states(encoder, tmp_path: Path) -> N
     torch.testing.assert_close(second[2], alone, atol=1e-5, rtol=1e-5)
 
 
+def test_cache_encodes_shortest_first(encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Missing clips are encoded in order of duration, so a batch pads its clips to about their own
+    length; the states come back in the caller's order all the same."""
+    import moeaudio.data.feature_cache as feature_cache
+
+    paths = _clips(tmp_path, 6)[::-1]  # longest first
+    batches: list[list[str]] = []
+    real_encode = feature_cache.encode
+    monkeypatch.setattr(
+        feature_cache,
+        "encode",
+        lambda enc, ps, nf: batches.append([p.name for p in ps]) or real_encode(enc, ps, nf),
+    )
+    states = FeatureCache(tmp_path / "cache", encoder.identity).fill(
+        encoder, paths, batch_size=2, progress=False
+    )
+    assert batches == [["clip0.wav", "clip1.wav"], ["clip2.wav", "clip3.wav"], ["clip4.wav", "clip5.wav"]]
+    assert [s.shape[0] for s in states] == [encoder.output_length(sf.info(p).frames) for p in paths]
+
+
 def test_cache_invalidated_by_content_and_encoder(encoder, tmp_path: Path) -> None:
     paths = _clips(tmp_path)
     cache = FeatureCache(tmp_path / "cache", encoder.identity)

@@ -322,7 +322,7 @@ def fill_cache_streaming(
     spares hashing the audio again. Returns counts of clips seen, encoded and reused."""
     k, n = share
     seen: set[str] = set()
-    todo: list[tuple[str, Path]] = []
+    todo: list[tuple[str, Path, float]] = []
     mine = 0
     for j, index in enumerate(indexes):
         for i in range(len(index)):
@@ -335,14 +335,15 @@ def fill_cache_streaming(
                 continue
             mine += 1
             if key not in cache:
-                todo.append((key, path))
+                todo.append((key, path, float(index.durations[i])))
+    todo.sort(key=lambda t: t[2])  # shortest first: a batch pads its clips to about their own length
     w = cache.writer(writer)
     try:
         with progress_bar("encoding audio", len(todo), progress) as advance:
             for start in range(0, len(todo), batch_size):
                 chunk = todo[start : start + batch_size]
-                for (key, _), states in zip(
-                    chunk, encode(encoder, [p for _, p in chunk], nonfinite), strict=True
+                for (key, _, _), states in zip(
+                    chunk, encode(encoder, [p for _, p, _ in chunk], nonfinite), strict=True
                 ):
                     w.add(key, states)
                 advance(len(chunk))
