@@ -64,6 +64,28 @@ def test_large_tensors_come_from_the_heap_and_stay_there() -> None:
     assert kept["kept_free_after"] >= 64
 
 
-def test_opt_out(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_opt_out_and_gpu_machines_keep_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    import moeaudio.runtime.memory as memory
+
+    calls: list[tuple[int, int]] = []
+
+    class FakeLibc:  # records what would be set, so the test process's allocator stays as it is
+        @staticmethod
+        def mallopt(param: int, value: int) -> int:
+            calls.append((param, value))
+            return 1
+
+    monkeypatch.setattr(memory.ctypes, "CDLL", lambda name: FakeLibc)
+    monkeypatch.setattr(memory.sys, "platform", "linux")
+    monkeypatch.setattr(memory, "gpu_driver_present", lambda: True)
+    monkeypatch.delenv("MOEAUDIO_FORCE_CPU", raising=False)
     monkeypatch.setenv("MOEAUDIO_MALLOC", "system")
     assert keep_freed_memory() is False
+    monkeypatch.delenv("MOEAUDIO_MALLOC")
+    assert keep_freed_memory() is False  # beside a GPU: glibc's defaults
+    monkeypatch.setenv("MOEAUDIO_FORCE_CPU", "1")
+    assert keep_freed_memory() is True  # a CPU run on a GPU machine
+    monkeypatch.delenv("MOEAUDIO_FORCE_CPU")
+    monkeypatch.setenv("MOEAUDIO_MALLOC", "keep")
+    assert keep_freed_memory() is True  # asked for
+    assert calls == [(memory.M_MMAP_MAX, 0), (memory.M_TRIM_THRESHOLD, 1 << 30)] * 2
