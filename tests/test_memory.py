@@ -12,8 +12,8 @@ import pytest
 
 from moeaudio.runtime.memory import keep_freed_memory
 
-# glibc's own accounting (mallinfo2): bytes in mmap'd blocks (hblkhd) and free bytes kept in the
-# heap (fordblks), while a 64 MB tensor (above glibc's largest mmap threshold) is alive and after
+# glibc's own accounting (mallinfo2): bytes in mmap'd blocks (hblkhd), bytes in use in the heap
+# (uordblks) and free bytes kept in the heap (fordblks), while a 64 MB tensor (above glibc's largest mmap threshold) is alive and after
 # it is freed, as a training step allocates and frees a large gradient.
 PROBE = textwrap.dedent(
     """
@@ -38,7 +38,7 @@ PROBE = textwrap.dedent(
     print(json.dumps({
         "took": took,
         "mmapped_while_alive": (alive.hblkhd - before.hblkhd) // MB,
-        "heap_while_alive": (alive.arena - before.arena) // MB,
+        "heap_while_alive": (alive.uordblks - before.uordblks) // MB,  # in use in the heap
         "kept_free_after": after.fordblks // MB,
     }))
     """
