@@ -68,6 +68,14 @@ def test_cache_encodes_shortest_first(encoder, tmp_path: Path, monkeypatch: pyte
     )
     assert batches == [["clip0.wav", "clip1.wav"], ["clip2.wav", "clip3.wav"], ["clip4.wav", "clip5.wav"]]
     assert [s.shape[0] for s in states] == [encoder.output_length(sf.info(p).frames) for p in paths]
+    # durations the caller already has (a checked manifest's) order the encoding without a header read
+    batches.clear()
+    monkeypatch.setattr(feature_cache, "audio_info", lambda p: pytest.fail(f"header of {p} read again"))
+    given = [float(i) for i in range(6)]  # paths[0] (the longest clip) said to be the shortest
+    FeatureCache(tmp_path / "other", encoder.identity).fill(
+        encoder, paths, batch_size=2, progress=False, durations=given
+    )
+    assert batches == [["clip5.wav", "clip4.wav"], ["clip3.wav", "clip2.wav"], ["clip1.wav", "clip0.wav"]]
 
 
 def test_cache_invalidated_by_content_and_encoder(encoder, tmp_path: Path) -> None:

@@ -164,17 +164,22 @@ class FeatureCache:
         batch_size: int = 16,
         progress: bool = True,
         nonfinite: NonFinite = "error",
+        durations: Sequence[float | None] | None = None,
     ) -> list[str]:
         """Every path's cache key, encoding (in batches) and writing only the missing ones; nothing
         but the shard being written is held in memory.
 
         ``nonfinite`` is :func:`~moeaudio.data.audio.load_audio`'s: NaN/Inf samples are an error,
-        or (``"repair"``) replaced by silence."""
+        or (``"repair"``) replaced by silence. ``durations`` (seconds, per path; a checked
+        manifest's items carry them) order the encoding; a missing one is read from the header."""
+
+        def seconds(i: int) -> float:
+            known = None if durations is None else durations[i]
+            return _seconds(audio_paths[i]) if known is None else known
+
         keys = [audio_key(p) for p in audio_paths]
         # shortest first, so a batch pads its clips to about their own length (less encoder work)
-        todo = sorted(
-            (i for i, k in enumerate(keys) if k not in self), key=lambda i: _seconds(audio_paths[i])
-        )
+        todo = sorted((i for i, k in enumerate(keys) if k not in self), key=seconds)
         self.hits += len(keys) - len(todo)
         self.misses += len(todo)
         if todo:

@@ -123,6 +123,7 @@ def load_examples(
         items = checked_items(manifest, recipe, select=lambda i: keep is None or i.task in keep)
     items = select_items(recipe, items)
     paths = [item.resolve_audio(manifest) for item in items]
+    durations = [item.duration for item in items]  # read from the headers when the items were checked
     nonfinite = recipe.data.nonfinite_audio
     cache = None
     if uses_cache(recipe):
@@ -131,11 +132,13 @@ def load_examples(
         keys = (
             None
             if cache is None
-            else cache.ensure(model.encoder, paths, progress=progress, nonfinite=nonfinite)
+            else cache.ensure(
+                model.encoder, paths, progress=progress, nonfinite=nonfinite, durations=durations
+            )
         )
         return LazyExamples(items, paths, model.encoder.sample_rate, nonfinite, cache, keys)
     if cache is not None:
-        states = cache.fill(model.encoder, paths, progress=progress, nonfinite=nonfinite)
+        states = cache.fill(model.encoder, paths, progress=progress, nonfinite=nonfinite, durations=durations)
         waves = [None] * len(items)
     else:
         states = [None] * len(items)
