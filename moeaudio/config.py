@@ -157,6 +157,21 @@ class LLMConfig(_Section):
     # None: the chat template's own default (SmolLM2's adds a ~20-token system prompt to every
     # example); a string (may be empty) is sent as the system turn instead.
     system_prompt: str | None = None
+    # full: the tokenizer as it is. corpus: the builtin BPE trimmed to the tokens of the train
+    # split's prompts and answers (plus the byte tokens), for an LLM trained from scratch
+    # (name: tiny): a ~50k-row output layer and embedding it would never use cost a third of a
+    # small model's step. The trimmed tokenizer is saved with every checkpoint.
+    vocab: Literal["full", "corpus"] = "full"
+
+    @model_validator(mode="after")
+    def _check_vocab(self) -> LLMConfig:
+        if self.vocab == "corpus" and (self.name != "tiny" or self.tokenizer not in (None, "builtin")):
+            raise ValueError(
+                "llm.vocab: corpus trims the builtin tokenizer of an LLM trained from scratch (llm.name: tiny); "
+                f"llm.name={self.name!r}, llm.tokenizer={self.tokenizer!r} has trained rows for every token: "
+                "use llm.vocab: full"
+            )
+        return self
 
 
 class TrainConfig(_Section):

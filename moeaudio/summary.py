@@ -12,10 +12,12 @@ from typing import Any
 import torch
 
 from moeaudio.config import Recipe
+from moeaudio.errors import MissingDataError
 from moeaudio.model.adapters import build_adapter
 from moeaudio.model.encoder import TINY_WHISPER, FrameStacker
 from moeaudio.model.llm import llm_meta_param_count
 from moeaudio.model.whisper_offline import OFFLINE_WHISPER_ID, offline_whisper_dir
+from moeaudio.runtime.examples import manifest_path
 
 
 def adapter_summary(recipe: Recipe) -> dict[str, Any]:
@@ -63,11 +65,23 @@ def encoder_param_count(recipe: Recipe) -> int | None:
     return sum(p.numel() for p in encoder.parameters())
 
 
+def _llm_params(recipe: Recipe) -> int | None:
+    """The LLM's size; with ``llm.vocab: corpus`` it follows the train split (None before it exists)."""
+    if recipe.llm.vocab != "corpus":
+        return llm_meta_param_count(recipe.llm)
+    from moeaudio.runtime.vocabulary import corpus_tokenizer
+
+    try:
+        return llm_meta_param_count(recipe.llm, len(corpus_tokenizer(recipe)))
+    except MissingDataError:
+        return None
+
+
 def model_summary(recipe: Recipe) -> dict[str, Any]:
     """Everything `inspect --json` prints."""
     summary = adapter_summary(recipe)
     summary["encoder_params"] = encoder_param_count(recipe)
-    summary["llm_params"] = llm_meta_param_count(recipe.llm)
+    summary["llm_params"] = _llm_params(recipe)
     summary["trainable"] = {
         "encoder": not recipe.encoder.freeze,
         "adapter": True,
@@ -92,6 +106,11 @@ def availability_warnings(recipe: Recipe, summary: dict[str, Any]) -> list[str]:
                 "cache): its parameters are not counted, and `moeaudio train` will have to download it (or "
                 "fail, naming this key, when offline)"
             )
+    if recipe.llm.vocab == "corpus" and summary["llm_params"] is None:
+        out.append(
+            f"llm.vocab=corpus sizes the LLM's vocabulary from the train split ({manifest_path(recipe, 'train')}), "
+            "which is not there yet: its parameters are not counted"
+        )
     return out
 
 

@@ -241,10 +241,17 @@ class AudioLLM(nn.Module):
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
 
-def build_audio_llm(recipe: Recipe, encoder: AudioEncoder | None = None) -> AudioLLM:
-    """Everything from the recipe: encoder, tokenizer, LLM and adapter (seeded)."""
+def build_audio_llm(recipe: Recipe, encoder: AudioEncoder | None = None, tokenizer=None) -> AudioLLM:
+    """Everything from the recipe: encoder, tokenizer, LLM and adapter (seeded).
+
+    ``tokenizer``: one to use instead (a checkpoint's own). Without it, ``llm.vocab: corpus`` trims
+    the builtin tokenizer to the recipe's train split, which must exist."""
+    if tokenizer is None and recipe.llm.vocab == "corpus":
+        from moeaudio.runtime.vocabulary import corpus_tokenizer  # reads the corpus: a layer above
+
+        tokenizer = corpus_tokenizer(recipe)
+    tokenizer = tokenizer or build_tokenizer(recipe.llm)
     encoder = encoder or build_encoder(recipe.encoder, seed=recipe.train.seed)
-    tokenizer = build_tokenizer(recipe.llm)
     llm = build_llm(recipe.llm, len(tokenizer), seed=recipe.train.seed)
     torch.manual_seed(recipe.train.seed + 1)
     return AudioLLM(recipe, encoder, llm, tokenizer)

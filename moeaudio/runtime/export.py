@@ -137,6 +137,7 @@ def export_checkpoint(
             llm = llm.merge_and_unload()
             recipe.llm.lora_r, recipe.llm.lora_adapter = 0, None
     llm.save_pretrained(str(tmp / "llm"))
+    recipe.llm.vocab = "full"  # a trimmed (llm.vocab=corpus) tokenizer is saved as it is, below
     recipe.llm.name = "./llm"
     model.tokenizer.save_pretrained(str(tmp / "tokenizer"))
     recipe.llm.tokenizer = "./tokenizer"
