@@ -8,6 +8,8 @@
 # with every line timestamped (seconds since start) and prints each run's wall time.
 set -euo pipefail
 before=$1 after=$2 work=${3:-$(mktemp -d)}
+python -c "import deepspeed, typer" 2>/dev/null ||
+    { echo "activate an environment with moeaudio's dependencies first (README set-up)" >&2; exit 2; }
 repo=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
 run() {  # tag commit
     local dir=$work/$1
