@@ -18,6 +18,7 @@ from moeaudio.model.encoder import TINY_WHISPER, FrameStacker
 from moeaudio.model.llm import llm_meta_param_count
 from moeaudio.model.whisper_offline import OFFLINE_WHISPER_ID, offline_whisper_dir
 from moeaudio.runtime.examples import manifest_path
+from moeaudio.runtime.vocabulary import corpus_tokenizer
 
 
 def adapter_summary(recipe: Recipe) -> dict[str, Any]:
@@ -69,8 +70,6 @@ def _llm_params(recipe: Recipe) -> int | None:
     """The LLM's size; with ``llm.vocab: corpus`` it follows the train split (None before it exists)."""
     if recipe.llm.vocab != "corpus":
         return llm_meta_param_count(recipe.llm)
-    from moeaudio.runtime.vocabulary import corpus_tokenizer
-
     try:
         return llm_meta_param_count(recipe.llm, len(corpus_tokenizer(recipe)))
     except MissingDataError:

@@ -19,13 +19,14 @@ from moeaudio.data.loader import BucketBatchSampler
 from moeaudio.model.audio_llm import build_audio_llm
 from moeaudio.runtime.batching import Collator, example_length
 from moeaudio.runtime.examples import checked_items, load_examples, manifest_path, select_items
+from moeaudio.runtime.vocabulary import recipe_tokenizer
 
 BATCHES = 5
 
 
 def main(argv: list[str]) -> None:
     recipe = load_recipe(argv[0] if argv else "quickstart", argv[1:])
-    model = build_audio_llm(recipe)
+    model = build_audio_llm(recipe, tokenizer=recipe_tokenizer(recipe))
     manifest = manifest_path(recipe, "train")
     size = recipe.data.micro_batch_size
     items = select_items(recipe, checked_items(manifest, recipe))[: size * (BATCHES + 1)]

@@ -117,6 +117,7 @@ def quickstart_checkpoint(
 
     from moeaudio.config import load_recipe
     from moeaudio.model.audio_llm import build_audio_llm
+    from moeaudio.runtime.vocabulary import recipe_tokenizer
 
     recipe = load_recipe(
         "quickstart", [f"data.root={tiny_corpus}", "data.synth_if_missing=false", "data.feature_cache=null"]
@@ -124,7 +125,7 @@ def quickstart_checkpoint(
     old = os.environ.get("MOEAUDIO_CACHE")
     os.environ["MOEAUDIO_CACHE"] = str(whisper_cache)
     try:
-        model = build_audio_llm(recipe)
+        model = build_audio_llm(recipe, tokenizer=recipe_tokenizer(recipe))
     finally:
         os.environ.pop("MOEAUDIO_CACHE") if old is None else os.environ.__setitem__("MOEAUDIO_CACHE", old)
     return write_checkpoint(model, tmp_path_factory.mktemp("quickstart_ckpt") / "checkpoints" / "step-000000")

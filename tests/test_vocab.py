@@ -23,7 +23,7 @@ from moeaudio.errors import MissingDataError
 from moeaudio.model.llm import build_tokenizer, builtin_tokenizer_file
 from moeaudio.model.vocab import byte_alphabet, trim_bpe
 from moeaudio.runtime.batching import Collator, Example
-from moeaudio.runtime.vocabulary import corpus_tokenizer, corpus_tokens
+from moeaudio.runtime.vocabulary import corpus_tokenizer, corpus_tokens, recipe_tokenizer
 
 
 def _quickstart(corpus: Path, *overrides: str):
@@ -136,4 +136,6 @@ def test_recipes_that_cannot_be_trimmed_are_refused(tmp_path: Path) -> None:
     from moeaudio.model.audio_llm import build_audio_llm
 
     with pytest.raises(MissingDataError, match=r"train\.jsonl.*llm\.vocab"):
-        build_audio_llm(_quickstart(tmp_path / "nowhere"))
+        recipe_tokenizer(_quickstart(tmp_path / "nowhere"))
+    with pytest.raises(RecipeError, match=r"llm\.vocab=corpus.*recipe_tokenizer"):
+        build_audio_llm(_quickstart(tmp_path / "nowhere"))  # the model layer does not read the corpus

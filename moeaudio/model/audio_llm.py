@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from moeaudio.config import Recipe
+from moeaudio.config import Recipe, RecipeError
 from moeaudio.model.adapters import build_adapter
 from moeaudio.model.encoder import AudioEncoder, EncoderInputs, FrameStacker, build_encoder
 from moeaudio.model.llm import build_llm, build_tokenizer
@@ -244,12 +244,14 @@ class AudioLLM(nn.Module):
 def build_audio_llm(recipe: Recipe, encoder: AudioEncoder | None = None, tokenizer=None) -> AudioLLM:
     """Everything from the recipe: encoder, tokenizer, LLM and adapter (seeded).
 
-    ``tokenizer``: one to use instead (a checkpoint's own). Without it, ``llm.vocab: corpus`` trims
-    the builtin tokenizer to the recipe's train split, which must exist."""
+    ``tokenizer``: one to use instead of the recipe's. ``llm.vocab: corpus`` needs one, since its
+    vocabulary comes from the corpus (``moeaudio.runtime.vocabulary.recipe_tokenizer``, or a
+    checkpoint's own)."""
     if tokenizer is None and recipe.llm.vocab == "corpus":
-        from moeaudio.runtime.vocabulary import corpus_tokenizer  # reads the corpus: a layer above
-
-        tokenizer = corpus_tokenizer(recipe)
+        raise RecipeError(
+            "llm.vocab=corpus: the tokenizer is trimmed to the train split, so build the model with "
+            "moeaudio.runtime.vocabulary.recipe_tokenizer(recipe) (or a checkpoint's saved tokenizer)"
+        )
     tokenizer = tokenizer or build_tokenizer(recipe.llm)
     encoder = encoder or build_encoder(recipe.encoder, seed=recipe.train.seed)
     llm = build_llm(recipe.llm, len(tokenizer), seed=recipe.train.seed)

@@ -20,7 +20,7 @@ from moeaudio.model.llm import build_tokenizer
 from moeaudio.runtime.batching import Collator, Example
 from moeaudio.runtime.examples import manifest_path, select_items
 
-__all__ = ["corpus_tokenizer", "corpus_tokens", "saved_tokenizer"]
+__all__ = ["corpus_tokenizer", "corpus_tokens", "recipe_tokenizer", "saved_tokenizer"]
 
 
 def corpus_tokens(recipe: Recipe) -> set[str]:
@@ -46,6 +46,12 @@ def corpus_tokens(recipe: Recipe) -> set[str]:
 def corpus_tokenizer(recipe: Recipe):
     """The builtin tokenizer keeping only :func:`corpus_tokens` (and what builds them)."""
     return build_tokenizer(recipe.llm, corpus_tokens(recipe))
+
+
+def recipe_tokenizer(recipe: Recipe):
+    """What :func:`~moeaudio.model.audio_llm.build_audio_llm` should be given for ``recipe``: the
+    trimmed tokenizer under ``llm.vocab: corpus``, else None (the recipe's own is built there)."""
+    return corpus_tokenizer(recipe) if recipe.llm.vocab == "corpus" else None
 
 
 def saved_tokenizer(checkpoint: str | Path):

@@ -34,6 +34,7 @@ from moeaudio.errors import MissingDataError
 from moeaudio.model.audio_llm import build_audio_llm
 from moeaudio.runtime.batching import Collator, example_length
 from moeaudio.runtime.examples import checked_items, ensure_corpus, load_examples, manifest_path, select_items
+from moeaudio.runtime.vocabulary import recipe_tokenizer
 from moeaudio.train.distributed import init_distributed
 from moeaudio.train.schedule import lr_multiplier
 from moeaudio.train.trainer import deepspeed_config, param_groups, seed_everything, skip_lone_allreduce
@@ -100,7 +101,7 @@ def bench_train(recipe: Recipe, steps: int = 8, rounds: int = 3, warmup: int = 2
     items = select_items(recipe, checked_items(manifest, recipe, select=lambda i: not keep or i.task in keep))
     items = items[: max(need, recipe.data.micro_batch_size)]
     seed_everything(recipe.train.seed)
-    model = build_audio_llm(recipe)
+    model = build_audio_llm(recipe, tokenizer=recipe_tokenizer(recipe))
     twin = copy.deepcopy(model)  # the plain loop's model: the same initial weights
     cache_arm = bool(recipe.encoder.freeze and recipe.data.feature_cache)
     sources = {}

@@ -66,7 +66,7 @@ from moeaudio.runtime.examples import (
     use_streaming,
     uses_cache,
 )
-from moeaudio.runtime.vocabulary import saved_tokenizer
+from moeaudio.runtime.vocabulary import recipe_tokenizer, saved_tokenizer
 from moeaudio.train.checkpoint import load_deepspeed_state, save_checkpoint
 from moeaudio.train.distributed import barrier, init_distributed
 from moeaudio.train.report import Reporter
@@ -326,8 +326,8 @@ def setup(
         _checked(manifest_path(recipe, "valid"), recipe, "the validation at the end (or pass --no-eval)")
     seed_everything(recipe.train.seed)
     # a resumed llm.vocab=corpus run keeps the tokenizer it started with, whatever the corpus says now
-    resumed_tokenizer = saved_tokenizer(ckpt) if ckpt is not None and recipe.llm.vocab == "corpus" else None
-    model = build_audio_llm(recipe, tokenizer=resumed_tokenizer)
+    resumed = ckpt is not None and recipe.llm.vocab == "corpus"
+    model = build_audio_llm(recipe, tokenizer=saved_tokenizer(ckpt) if resumed else recipe_tokenizer(recipe))
     if ckpt is not None:  # before DeepSpeed partitions the parameters (ZeRO-3)
         check_shapes(ckpt / WEIGHTS, model, "the recipe being resumed")
     reporter.start(model)
