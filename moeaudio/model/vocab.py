@@ -44,13 +44,18 @@ def trim_bpe(spec: dict[str, Any], used: Iterable[str], keep_added: Iterable[str
     if model.get("type") != "BPE":
         raise ValueError(f"vocabulary trimming needs a BPE tokenizer, not {model.get('type')!r}")
     vocab: dict[str, int] = model["vocab"]
+    alphabet = set(byte_alphabet())
+    if not alphabet <= vocab.keys():
+        raise ValueError(
+            f"not a byte-level BPE: {len(alphabet - vocab.keys())} of the 256 byte tokens are missing"
+        )
     pairs = _merge_pairs(model["merges"])
     built_from: dict[str, list[tuple[str, str]]] = {}
     for a, b in pairs:
         built_from.setdefault(a + b, []).append((a, b))
     added = {t["content"]: t for t in spec.get("added_tokens", [])}
     wanted = set(used) | set(keep_added)
-    keep = {t for t in wanted if t in vocab} | set(byte_alphabet())
+    keep = {t for t in wanted if t in vocab} | alphabet
     stack = list(keep)
     while stack:  # close over merge paths: a kept token's parts are kept
         for a, b in built_from.get(stack.pop(), ()):
@@ -58,9 +63,6 @@ def trim_bpe(spec: dict[str, Any], used: Iterable[str], keep_added: Iterable[str
                 if part not in keep:
                     keep.add(part)
                     stack.append(part)
-    missing = [t for t in byte_alphabet() if t not in vocab]
-    if missing:
-        raise ValueError(f"not a byte-level BPE: {len(missing)} of the 256 byte tokens are missing")
     kept_added = [t for t in added if t in wanted]
     order = sorted(keep | {t for t in kept_added if t in vocab}, key=vocab.__getitem__)
     new_id = {t: i for i, t in enumerate(order)}
