@@ -18,7 +18,8 @@ Every row reports milliseconds, achieved GFLOP/s (active matmul FLOPs / time; fo
 counts 3x the forward FLOPs) and the activations saved for backward (MiB; on CUDA also the peak
 allocated memory of the forward+backward). Per token count the summary holds:
 
-* ``moe_over_dense``: best MoE forward+backward ms / dense ms;
+* ``moe_over_dense``: best MoE forward+backward ms / dense ms (medians), and
+  ``moe_over_dense_range``: the lowest and highest of that ratio taken round by round;
 * ``flop_limit``: MoE FLOPs / dense FLOPs, the ratio a zero-overhead dispatch would reach;
 * ``best_over_transformers``: transformers' best achieved FLOP/s over ours (<= 1: we are at least
   as efficient).
@@ -246,8 +247,21 @@ def _measure(
             "saved_mib": case.saved_mib(),
             "peak_mib": case.peak_mib(device),
             "flops": case.flops,
+            "rounds_ms": times[name],  # every timed round, in order: ratios can be paired by round
         }
     return out
+
+
+def paired_range(numerator: list[float], denominator: list[float]) -> list[float]:
+    """[min, max] of the per-round ratios ``numerator[i] / denominator[i]``.
+
+    Why: the ratio of two medians hides how much it moved. Rounds are interleaved, so the two times
+    of one round met the same machine; when every round's ratio is under a target, the target holds
+    whatever the machine did. The ratio of the medians always lies inside this range (if every
+    ``a_i >= c * b_i`` then ``median(a) >= c * median(b)``, and likewise for ``<=``).
+    """
+    ratios = [a / b for a, b in zip(numerator, denominator, strict=True)]
+    return [min(ratios), max(ratios)]
 
 
 def _token_counts(
@@ -287,7 +301,7 @@ def bench_adapter(
     ``{"config", "params", "runs", "summary"}``: ``runs`` has one entry per token count with
     ``backends`` (every variant's ms, GFLOP/s, memory), ``ratios`` (``vs_loop_*``, ``vs_dense_*``
     per MoE backend) and the summary numbers; ``summary`` is ``{tokens: {"moe_over_dense",
-    "flop_limit", "best_over_transformers", "best_backend"}}``.
+    "moe_over_dense_range", "flop_limit", "best_over_transformers", "best_backend"}}``.
     """
     if preset not in PRESETS:
         raise UsageError(f"--preset must be one of {sorted(PRESETS)}, got {preset!r}")
@@ -344,6 +358,9 @@ def bench_adapter(
         ]
         entry = {
             "moe_over_dense": ours[best]["forward_backward_ms"] / dense["forward_backward_ms"],
+            "moe_over_dense_range": paired_range(
+                ours[best]["rounds_ms"]["forward_backward"], dense["rounds_ms"]["forward_backward"]
+            ),
             "moe_over_dense_forward": min(v["forward_ms"] for v in ours.values()) / dense["forward_ms"],
             "flop_limit": moe_flops / dense_flops,
             "best_over_transformers": max(theirs) / ours[best]["forward_backward_gflops"] if theirs else None,
@@ -394,6 +411,7 @@ def render_bench(result: dict[str, Any]):
             f"dense {params['dense_total']:,}. GFLOP/s: active FLOPs / time (fwd+bwd = 3x fwd). / dense = ms / "
             f"dense ms (<1 cheaper; limit = FLOP ratio). transformers: Qwen2-MoE experts (gated, d_in->d_in), "
             f"compare GFLOP/s. Median of {cfg['repeats']} interleaved rounds ({cfg['clock']} time, "
+            "summary: MoE / dense of the medians (lowest-highest of the rounds), "
             f"{cfg['threads']} thread(s)); one run, one machine."
         ),
     )
@@ -433,6 +451,7 @@ def render_bench(result: dict[str, Any]):
                 else "",
             )
         bot = run["best_over_transformers"]
+        lo, hi = run["moe_over_dense_range"]
         table.add_row(
             str(run["tokens"]),
             "[bold]summary[/]",
@@ -442,7 +461,7 @@ def render_bench(result: dict[str, Any]):
             f"transformers/ours {_fmt(bot, '.2f')}",
             "",
             f"limit {run['flop_limit']:.2f}",
-            f"[bold]{run['moe_over_dense']:.2f}[/]",
+            f"[bold]{run['moe_over_dense']:.2f}[/] ({lo:.2f}-{hi:.2f})",
             end_section=True,
         )
     return table

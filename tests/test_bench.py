@@ -7,7 +7,7 @@ import json
 import torch
 from typer.testing import CliRunner
 
-from moeaudio.bench import bench_adapter, render_bench
+from moeaudio.bench import bench_adapter, paired_range, render_bench
 from moeaudio.cli import app
 
 TINY = [
@@ -48,6 +48,18 @@ def test_bench_adapter_function_shapes_and_params():
     assert summary["flop_limit"] == 0.5 and summary["moe_over_dense"] > 0
     assert summary["best_over_transformers"] > 0 and summary["best_backend"] in ("loop", "sort", "grouped")
     assert render_bench(res).row_count == 4 + 1 + 1  # moe x3, dense, transformers, summary
+
+
+def test_moe_over_dense_range_pairs_rounds_and_brackets_the_median_ratio():
+    assert paired_range([2.0, 3.0, 9.0], [4.0, 3.0, 10.0]) == [0.5, 1.0]  # round by round, not sorted
+    res = bench_adapter(tokens=32, d_in=16, d_out=16, num_experts=4, top_k=2, expert_dim=16, repeats=4)
+    (run,) = res["runs"]
+    best = run["backends"][f"moe {run['best_backend']}"]
+    dense = run["backends"]["dense"]
+    assert len(best["rounds_ms"]["forward_backward"]) == len(dense["rounds_ms"]["forward"]) == 4
+    lo, hi = run["moe_over_dense_range"]
+    assert lo <= run["moe_over_dense"] <= hi
+    assert res["summary"]["32"]["moe_over_dense_range"] == [lo, hi]
 
 
 def test_bench_adapter_presets_and_token_counts():
