@@ -176,13 +176,26 @@ class RoutedExperts(nn.Module):
         for name, p in self.named_parameters():  # w1, w2, (b1, b2): the order the RNG is drawn in
             nn.init.uniform_(p, -1 / math.sqrt(fan_in[name]), 1 / math.sqrt(fan_in[name]))
 
-    def expert(self, e: int, x: Tensor) -> Tensor:
-        """E_e(x) for x (n, d_in) -> (n, d_out)."""
-        h = x @ self.w1[e]  # (n, h)
-        if self.b1 is not None:
-            h = h + self.b1[e]
-        y = self.act(h) @ self.w2[e]  # (n, d_out)
-        return y + self.b2[e] if self.b2 is not None else y
+    def expert_mlp(self, x: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None) -> Tensor:
+        """One expert, ``act(x @ w1 + b1) @ w2 + b2``: x (n, d_in) -> (n, d_out)."""
+        h = x @ w1  # (n, h)
+        if b1 is not None:
+            h = h + b1
+        y = self.act(h) @ w2  # (n, d_out)
+        return y + b2 if b2 is not None else y
+
+    def _per_expert(self) -> list[tuple[Tensor, Tensor | None, Tensor, Tensor | None]]:
+        """Each expert's (w1, b1, w2, b2), cut from the stacked parameters by one ``unbind`` each.
+
+        Why not ``self.w1[e]``: the backward of each such select writes a zero-filled gradient of the
+        whole stacked parameter, E of them per step, summed by autograd (at the paper's sizes, 8 x 105
+        MB for ``w1`` alone); ``unbind``'s backward stacks the E slices' gradients once.
+        """
+        stacks = [
+            p.unbind(0) if p is not None else [None] * self.num_experts
+            for p in (self.w1, self.b1, self.w2, self.b2)
+        ]
+        return list(zip(*stacks, strict=True))
 
     def resolve_backend(self, x: Tensor) -> str:
         """The backend that will run for this input (``auto`` resolved; ``grouped`` validated)."""
@@ -206,11 +219,11 @@ class RoutedExperts(nn.Module):
 
     def _forward_loop(self, x: Tensor, expert_ids: Tensor, gates: Tensor) -> Tensor:
         out = x.new_zeros(x.shape[0], self.d_out)  # (T, d_out)
-        for e in range(self.num_experts):
+        for e, weights in enumerate(self._per_expert()):
             tok, slot = torch.where(expert_ids == e)  # (n_e,), (n_e,)
             if tok.numel() == 0:
                 continue
-            y = self.expert(e, x[tok]) * gates[tok, slot, None]  # (n_e, d_out)
+            y = self.expert_mlp(x[tok], *weights) * gates[tok, slot, None]  # (n_e, d_out)
             out.index_add_(0, tok, y)
         return out
 
@@ -224,7 +237,9 @@ class RoutedExperts(nn.Module):
             ys = grouped_mlp(self, xs, flat_ids[order], counts)  # (T*k, d_out)
         else:
             chunks = xs.split(counts.tolist())  # E contiguous slices (host sync for the sizes)
-            ys = torch.cat([self.expert(e, chunk) for e, chunk in enumerate(chunks)])  # (T*k, d_out)
+            ys = torch.cat(
+                [self.expert_mlp(c, *w) for c, w in zip(chunks, self._per_expert(), strict=True)]
+            )  # (T*k, d_out)
         inverse = torch.empty_like(order)  # slot -> its row in sorted order: a scatter, not a 2nd sort
         inverse[order] = torch.arange(order.numel(), device=order.device)
         ys = ys.index_select(0, inverse).view(T, k, self.d_out)  # (T, k, d_out) slot order
