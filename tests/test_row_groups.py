@@ -51,6 +51,40 @@ def test_optimal_against_brute_force() -> None:
         assert abs(got - best) < 1e-9
 
 
+def _loop_dp(lengths: list[int], max_groups: int, call_cost: float) -> list[list[int]]:
+    """The same dynamic programme as plain loops (row_groups' first version): the reference."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    sorted_len, n = [lengths[i] for i in order], len(order)
+    if n <= 1 or max_groups <= 1:
+        return [order]
+    cost = [[float("inf")] * (n + 1) for _ in range(max_groups + 1)]
+    start = [[0] * (n + 1) for _ in range(max_groups + 1)]
+    cost[0][0] = 0.0
+    for g in range(1, max_groups + 1):
+        for j in range(1, n + 1):
+            for i in range(g - 1, j):
+                c = cost[g - 1][i] + (j - i) * sorted_len[j - 1]
+                if c < cost[g][j]:
+                    cost[g][j], start[g][j] = c, i
+    extra = call_cost * n * sorted_len[-1]
+    groups = min(range(1, max_groups + 1), key=lambda g: cost[g][n] + (g - 1) * extra)
+    runs, j = [], n
+    for g in range(groups, 0, -1):
+        runs.append(order[start[g][j] : j])
+        j = start[g][j]
+    return runs[::-1]
+
+
+def test_same_runs_as_the_loop_reference_ties_included() -> None:
+    """Batches too large for brute force; few distinct lengths make ties, which must break alike."""
+    rng = random.Random(2)
+    for _ in range(300):
+        n = rng.randint(0, 80)
+        lengths = [rng.randint(1, rng.choice([4, 60, 500])) for _ in range(n)]
+        max_groups, call_cost = rng.randint(1, 5), rng.choice([0.0, 0.05, 0.2])
+        assert row_groups(lengths, max_groups, call_cost) == _loop_dp(lengths, max_groups, call_cost)
+
+
 def test_degenerate_inputs() -> None:
     assert row_groups([]) == [[]]
     assert row_groups([7]) == [[0]]

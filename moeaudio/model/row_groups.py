@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 __all__ = ["row_groups"]
 
 
@@ -22,29 +24,30 @@ def row_groups(lengths: Sequence[int], max_groups: int = 4, call_cost: float = 0
     Minimises the positions computed (each run padded to its own longest row) plus, for every run
     beyond the first, ``call_cost`` x the positions of the whole batch (a backbone call has a fixed
     cost, and smaller matrix products run less efficiently), so a batch of similar rows stays one
-    run. Exact, by dynamic programming over the sorted lengths: a batch has few rows.
+    run. Exact, by dynamic programming over the sorted lengths, one array operation per run count
+    (it runs on the host before every LLM forward: a Python double loop took 3.5 ms for 128 rows, this 0.7 ms).
     """
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    sorted_len = [lengths[i] for i in order]
     n = len(order)
     if n <= 1 or max_groups <= 1:
         return [order]
+    sorted_len = np.array([lengths[i] for i in order], dtype=np.float64)  # (n,)
     extra = call_cost * n * sorted_len[-1]
-    inf = float("inf")
-    # cost[g][j]: fewest positions covering the j shortest rows with g runs; start[g][j]: where the last run begins
-    cost = [[inf] * (n + 1) for _ in range(max_groups + 1)]
-    start = [[0] * (n + 1) for _ in range(max_groups + 1)]
-    cost[0][0] = 0.0
+    ends = np.arange(1, n + 1)  # (n,) j: a run ends after the j shortest rows
+    begins = np.arange(n + 1)[:, None]  # (n+1, 1) i: it begins after the i shortest
+    span = (ends - begins) * sorted_len  # (n+1, n) positions of the run i..j, padded to its longest
+    # cost[g, j]: fewest positions covering the j shortest rows with g runs; start[g, j]: where the last run begins
+    cost = np.full((max_groups + 1, n + 1), np.inf)
+    start = np.zeros((max_groups + 1, n + 1), dtype=np.int64)
+    cost[0, 0] = 0.0
     for g in range(1, max_groups + 1):
-        for j in range(1, n + 1):
-            for i in range(g - 1, j):
-                c = cost[g - 1][i] + (j - i) * sorted_len[j - 1]
-                if c < cost[g][j]:
-                    cost[g][j], start[g][j] = c, i
-    groups = min(range(1, max_groups + 1), key=lambda g: cost[g][n] + (g - 1) * extra)
+        total = np.where((begins >= g - 1) & (begins < ends), cost[g - 1][:, None] + span, np.inf)
+        best = total.argmin(0)  # (n,) the first (shortest-prefix) best start, as a strict "<" scan keeps
+        cost[g, 1:], start[g, 1:] = total[best, ends - 1], best
+    groups = min(range(1, max_groups + 1), key=lambda g: cost[g, n] + (g - 1) * extra)
     runs, j = [], n
     for g in range(groups, 0, -1):
-        i = start[g][j]
+        i = int(start[g, j])
         runs.append(order[i:j])
         j = i
     return runs[::-1]
