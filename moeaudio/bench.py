@@ -411,8 +411,8 @@ def render_bench(result: dict[str, Any]):
             f"dense {params['dense_total']:,}. GFLOP/s: active FLOPs / time (fwd+bwd = 3x fwd). / dense = ms / "
             f"dense ms (<1 cheaper; limit = FLOP ratio). transformers: Qwen2-MoE experts (gated, d_in->d_in), "
             f"compare GFLOP/s. Median of {cfg['repeats']} interleaved rounds ({cfg['clock']} time, "
-            "summary: MoE / dense of the medians (lowest-highest of the rounds), "
-            f"{cfg['threads']} thread(s)); one run, one machine."
+            f"{cfg['threads']} thread(s)); summary: MoE / dense of the medians (lowest-highest of the "
+            "rounds); one run, one machine."
         ),
     )
     cols = (
