@@ -123,6 +123,10 @@ class AdapterConfig(_Section):
     aux_loss_coef: float = Field(
         0.01, ge=0, allow_inf_nan=False
     )  # Switch balance loss lambda (paper: open, default 0.01)
+    # f_e of the balance loss: topk = share of tokens whose top-k holds e (sums to k; transformers'
+    # Mixtral convention, so one lambda weighs top-4 4x top-1); switch = share of token-slots
+    # (sums to 1; the paper's and Switch's formula, the same strength for every E-choose-k arm).
+    aux_loss_norm: Literal["topk", "switch"] = "topk"
     z_loss_coef: float = Field(0.0, ge=0, allow_inf_nan=False)
     bias_balancing: bool = False  # aux-loss-free: a per-expert bias that changes selection only
     bias_update_rate: float = Field(1e-3, ge=0, allow_inf_nan=False)

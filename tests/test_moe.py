@@ -147,6 +147,27 @@ def test_switch_loss_matches_transformers() -> None:
     torch.testing.assert_close(ours, theirs)
 
 
+def test_switch_normalisation_hand_computed() -> None:
+    """E=4, k=2, three tokens routed to {0,1}, {0,2}, {3,0}: counts (3,1,1,1) over 6 slots.
+    P = column means (0.4, 0.5/3, 0.4/3, 0.3). switch: f = (1/2, 1/6, 1/6, 1/6), sum f*P = 0.2 +
+    (1/6)(0.9/3 + 0.3) = 0.3, loss = 4 * 0.3 = 1.2; topk: f doubles (sums to k=2), loss 2.4."""
+    probs = torch.tensor([[0.5, 0.3, 0.1, 0.1], [0.6, 0.1, 0.2, 0.1], [0.1, 0.1, 0.1, 0.7]])
+    ids = torch.tensor([[0, 1], [0, 2], [3, 0]])
+    assert switch_balance_loss(probs, ids, 4, aux_norm="switch").item() == pytest.approx(1.2)
+    assert switch_balance_loss(probs, ids, 4, aux_norm="topk").item() == pytest.approx(2.4)
+    uniform = torch.full((8, 4), 0.25)  # a perfectly balanced router: 1 under switch whatever k, k under topk
+    for k in (1, 2, 4):
+        balanced = torch.arange(8 * k).remainder(4).view(8, k)
+        assert switch_balance_loss(uniform, balanced, 4, aux_norm="switch").item() == pytest.approx(1.0)
+        assert switch_balance_loss(uniform, balanced, 4, aux_norm="topk").item() == pytest.approx(k)
+
+
+def test_layer_uses_aux_loss_norm() -> None:
+    x = torch.randn(T, D_IN)
+    topk, switch = _layer()(x)[1], _layer(aux_loss_norm="switch")(x)[1]
+    torch.testing.assert_close(switch["aux_loss"], topk["aux_loss"] / K)
+
+
 def test_layer_losses_are_unweighted_and_total_is_weighted() -> None:
     layer = _layer(aux_loss_coef=0.5, z_loss_coef=0.25)
     x = torch.randn(T, D_IN)

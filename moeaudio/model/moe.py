@@ -28,6 +28,7 @@ import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -250,15 +251,22 @@ class RoutedExperts(nn.Module):
 
 
 def switch_balance_loss(
-    probs: Tensor, expert_ids: Tensor, num_experts: int, global_batch: bool = False
+    probs: Tensor,
+    expert_ids: Tensor,
+    num_experts: int,
+    global_batch: bool = False,
+    aux_norm: Literal["topk", "switch"] = "topk",
 ) -> Tensor:
     """Switch-Transformer load-balancing loss ``E * sum_e f_e * P_e``.
 
-    ``f_e``: share of tokens whose top-k includes e (sums to k over experts); ``P_e``: mean router
-    probability of e. This is exactly ``transformers.models.mixtral.modeling_mixtral.
-    load_balancing_loss_func`` for one layer. The paper's ``f_e`` is the fraction of token-*slots*
-    (sums to 1), i.e. ours divided by k: the constant factor is absorbed by lambda
-    (``aux_loss_coef``). A perfectly balanced router gives k with our convention.
+    ``P_e``: mean router probability of e. ``f_e`` depends on ``aux_norm`` (``adapter.aux_loss_norm``):
+
+    * ``topk``: share of tokens whose top-k includes e (sums to k over experts). This is exactly
+      ``transformers.models.mixtral.modeling_mixtral.load_balancing_loss_func`` for one layer; a
+      perfectly balanced router gives k, so one lambda weighs a top-4 arm 4x a top-1 arm.
+    * ``switch``: the paper's (and Switch's) fraction of token-*slots* routed to e (sums to 1),
+      i.e. the ``topk`` value divided by k; a balanced router gives 1 whatever k, so one lambda
+      (``aux_loss_coef``) balances every ``E choose k`` arm with the same strength.
 
     ``probs`` (T, E) are full-softmax probabilities; sigmoid scores are normalised per token first
     (DeepSeek-V3's convention) so P is a distribution. ``f`` carries no gradient; with
@@ -273,7 +281,8 @@ def switch_balance_loss(
         counts, tokens = counts[:-1], counts[-1]
     else:
         tokens = expert_ids.shape[0]
-    f = counts / tokens  # (E,)
+    slots_per_token = expert_ids.shape[-1] if aux_norm == "switch" and expert_ids.dim() > 1 else 1
+    f = counts / (tokens * slots_per_token)  # (E,) sums to k (topk) or to 1 (switch)
     P = probs.float().mean(0)  # (E,)
     return num_experts * (f * P).sum()
 
@@ -299,6 +308,7 @@ class MoELayer(nn.Module):
         super().__init__()
         self.aux_loss_coef, self.z_loss_coef = cfg.aux_loss_coef, cfg.z_loss_coef
         self.global_batch = cfg.balance_scope == "global_batch"
+        self.aux_loss_norm = cfg.aux_loss_norm
         self.router = Router(
             d_in, cfg.num_experts, cfg.top_k, cfg.score_func, cfg.bias_balancing, cfg.bias_update_rate
         )
@@ -315,7 +325,9 @@ class MoELayer(nn.Module):
         if route.logits.shape[0] == 0:  # no audio tokens in this batch: nothing to balance
             zero = route.logits.new_zeros((), dtype=torch.float32)
             return {"aux_loss": zero, "z_loss": zero, "total": zero}
-        aux = switch_balance_loss(route.probs, route.expert_ids, self.router.num_experts, self.global_batch)
+        aux = switch_balance_loss(
+            route.probs, route.expert_ids, self.router.num_experts, self.global_batch, self.aux_loss_norm
+        )
         z = router_z_loss(route.logits)
         return {"aux_loss": aux, "z_loss": z, "total": self.aux_loss_coef * aux + self.z_loss_coef * z}
 
