@@ -134,6 +134,10 @@ class AdapterConfig(_Section):
     backend: Literal["auto", "loop", "sort", "grouped"] = "auto"
     bias: bool = False  # biases in the adapter's linear layers (the paper's counts are weights only)
     final_norm: bool = True  # LN at the adapter output
+    # Initial gain of that output LN: 1.0 (PyTorch's default: outputs of RMS about 1), a number, or
+    # llm_embeddings: the RMS of the LLM's token embeddings, so audio tokens enter a pretrained LLM at
+    # the scale of its own input (SmolLM2-135M's embeddings have RMS 0.136, 7x below a plain LN's).
+    output_gain: float | Literal["llm_embeddings"] = 1.0
 
 
 class LLMConfig(_Section):
@@ -178,6 +182,47 @@ class LLMConfig(_Section):
         return self
 
 
+#: The parts of the model a training stage can train (``train.stages[].trainable``).
+TrainablePart = Literal["encoder", "adapter", "lora", "llm"]
+
+
+class StageConfig(_Section):
+    """One stage of a staged recipe (``train.stages``): its objective, what it trains, on which tasks,
+    for how long. Unset fields take the recipe's own (``train.lr``, ``data.tasks``, ...).
+
+    Why stages: a pretrained LLM does not start reading a fresh adapter's outputs within a few hundred
+    steps; LLaVA, SALMONN and Qwen-Audio first align the projector, then tune. ``ctc_embed`` aligns
+    the adapter alone: CTC of its outputs against the LLM's frozen token-embedding matrix (no LLM
+    forward, ``moeaudio.model.ctc_embed``); ``ntp`` is the next-token loss on the response.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    objective: Literal["ntp", "ctc_embed"] = "ntp"
+    # None: as the recipe's freeze flags and llm.lora_r say. ctc_embed runs no LLM, so it trains
+    # the adapter (and the encoder if listed) only.
+    trainable: list[TrainablePart] | None = None
+    tasks: list[str] | None = None  # None: data.tasks
+    max_steps: int = Field(ge=0)
+    lr: float | None = Field(None, gt=0, allow_inf_nan=False)
+    warmup_steps: int | None = Field(None, ge=0)
+    decay_fraction: float | None = Field(None, ge=0, le=1)
+    micro_batch_size: int | None = Field(None, ge=1)
+    save_every: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _check_trainable(self) -> StageConfig:
+        if self.objective == "ctc_embed" and self.trainable is not None:
+            extra = sorted(set(self.trainable) & {"lora", "llm"})
+            if extra:
+                raise ValueError(
+                    f"train.stages '{self.name}': objective ctc_embed runs no LLM forward, so {extra} would get no "
+                    "gradient; list only adapter (and encoder) in its trainable"
+                )
+        if self.trainable is not None and not self.trainable:
+            raise ValueError(f"train.stages '{self.name}': trainable is empty; name at least one part")
+        return self
+
+
 class TrainConfig(_Section):
     """Optimisation, DeepSpeed and checkpointing."""
 
@@ -217,6 +262,38 @@ class TrainConfig(_Section):
     report_to: list[Literal["jsonl", "tensorboard", "wandb"]] = Field(
         default_factory=lambda: ["jsonl", "tensorboard"]
     )
+    # Staged training: the stages run in order, each from the previous one's final weights (fresh
+    # optimizer and schedule), each with its own checkpoints (RUN/stages/N-name/; the last stage
+    # writes RUN/checkpoints, so eval and export read a staged run as any other). With stages,
+    # train.max_steps is not used: each stage has its own.
+    stages: list[StageConfig] | None = None
+    # Set by the trainer in the recipe a stage runs with (0-based index into stages); None otherwise.
+    active_stage: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _check_stages(self) -> TrainConfig:
+        if self.stages is not None:
+            if not self.stages:
+                raise ValueError("train.stages is empty; list at least one stage, or remove the key")
+            names = [s.name for s in self.stages]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"train.stages: stage names must be unique ({', '.join(dup)} repeated)")
+        if self.active_stage is not None and (self.stages is None or self.active_stage >= len(self.stages)):
+            raise ValueError(
+                f"train.active_stage={self.active_stage} names no stage of train.stages; it is set by the trainer"
+            )
+        return self
+
+    @property
+    def stage(self) -> StageConfig | None:
+        """The stage this recipe runs (``active_stage``), else None."""
+        return None if self.active_stage is None or self.stages is None else self.stages[self.active_stage]
+
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps of the whole run: the stages' sum, else ``max_steps``."""
+        return sum(s.max_steps for s in self.stages) if self.stages else self.max_steps
 
 
 class EvalConfig(_Section):
@@ -302,7 +379,7 @@ STUDIES_DIR = "studies"
 
 def list_recipes() -> list[str]:
     """Names of the shipped recipes (``quickstart``, ``tiny/moe``, ...), sorted; the studies in
-    ``recipes/studies/`` are not recipes (see :mod:`moeaudio.study`)."""
+    ``recipes/studies/`` are not recipes (see :mod:`moeaudio.reproduce.study`)."""
 
     def walk(node: Traversable, prefix: str) -> list[str]:
         names = []
@@ -378,6 +455,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     valid = _valid_keys(Recipe)
     for text in overrides:
         parts, value = parse_override(text)
+        if parts[:2] == ["train", "stages"] and len(parts) > 3:
+            _override_stage(raw, parts, value, text)
+            continue
         dotted = ".".join(parts)
         node = raw
         for i, part in enumerate(parts[:-1]):
@@ -391,6 +471,29 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             raise RecipeError(f"override '{text}': unknown key '{dotted}'{_nearest(dotted, valid)}")
         node[parts[-1]] = value
     return raw
+
+
+def _override_stage(raw: dict[str, Any], parts: list[str], value: Any, text: str) -> None:
+    """``train.stages.NAME.key=value`` (or ``train.stages.INDEX.key=value``): one field of one stage."""
+    stages = (raw.get("train") or {}).get("stages")
+    if not isinstance(stages, list) or not stages:
+        raise RecipeError(f"override '{text}': the recipe has no train.stages to override")
+    names = [s.get("name") if isinstance(s, dict) else None for s in stages]
+    which = parts[2]
+    if which in names:
+        stage = stages[names.index(which)]
+    elif which.isdigit() and int(which) < len(stages):
+        stage = stages[int(which)]
+    else:
+        raise RecipeError(
+            f"override '{text}': no stage '{which}' in train.stages (stages: {', '.join(map(str, names))}; "
+            "name one, or give its 0-based index)"
+        )
+    field = ".".join(parts[3:])
+    if field not in StageConfig.model_fields:
+        fields = list(StageConfig.model_fields)
+        raise RecipeError(f"override '{text}': unknown stage key '{field}'{_nearest(field, fields)}")
+    stage[field] = value
 
 
 def _is_free_dict_key(parts: list[str]) -> bool:

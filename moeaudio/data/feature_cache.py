@@ -2,8 +2,16 @@
 
 With a frozen encoder, every epoch and every evaluation would recompute the same states; on a
 CPU that is most of the work. Entries are keyed by the audio file's bytes and the encoder's
-identity (name + weights stamp), so editing a file or changing the encoder invalidates exactly
-the entries concerned.
+identity (name + weights stamp, output layer, pitch stream, tiny config and seed), so editing a file
+or changing the encoder invalidates exactly the entries concerned.
+
+Everything else that changes the states is part of the key too (:func:`cache_options`): how NaN/Inf
+samples are treated (``data.nonfinite_audio``: ``repair`` silences them, ``error`` refuses the clip),
+the sample rate clips are resampled to, and the feature extractor's settings (mel bins, window,
+hop). The default options keep the folder ``<identity>`` (so existing caches stay valid); any other
+option set gets its own folder ``<identity>-<hash>``, and each folder records its options in
+``options.json``. So states of repaired audio never feed a later run without ``--repair-audio``
+(which must refuse the clip instead), and a changed front end never reads the old one's states.
 
 Entries live in safetensors shards (``<identity>/shards/shard-<writer>-<id>.safetensors``, one
 tensor per clip named by its key, ``data.cache_shard_mb`` each): a million clips are a few thousand
@@ -18,6 +26,7 @@ read; new entries go to shards.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import uuid
 from collections.abc import Sequence
@@ -32,6 +41,64 @@ from safetensors.torch import save_file
 from moeaudio.data.audio import AudioDecodeError, NonFinite, audio_info, load_audio
 from moeaudio.io_utils import atomic_path
 from moeaudio.progress import progress_bar
+
+#: The options whose values keep the plain ``<identity>`` folder (what every cache before them used).
+DEFAULT_OPTIONS: dict[str, Any] = {"nonfinite_audio": "error", "sample_rate": 16000}
+OPTIONS_FILE = "options.json"
+
+
+def frontend_fingerprint(encoder: Any) -> str | None:
+    """A hash of the encoder's feature-extractor settings (mel bins, window, hop, chunk, dither, ...),
+    or None for an encoder without one. Arrays derived from the settings (mel filters) are left out."""
+    base = getattr(encoder, "base", None)  # the pitch-augmented encoder wraps the one with the extractor
+    fe = getattr(encoder, "feature_extractor", None) or getattr(base, "feature_extractor", None)
+    if fe is None or not hasattr(fe, "to_dict"):
+        return None
+    settings = {k: v for k, v in fe.to_dict().items() if isinstance(v, str | int | float | bool | type(None))}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cache_options(encoder: Any, nonfinite: NonFinite = "error") -> dict[str, Any]:
+    """What, beside the encoder's identity, changes the cached states: the treatment of NaN/Inf
+    samples, the sample rate clips are resampled to and the feature extractor's settings."""
+    return {
+        "nonfinite_audio": nonfinite,
+        "sample_rate": int(getattr(encoder, "sample_rate", 16000)),
+        "frontend": frontend_fingerprint(encoder),
+    }
+
+
+def _same_options(recorded: dict[str, Any], options: dict[str, Any]) -> bool:
+    """Recorded options equal ``options``; an unknown (None) front end on either side matches any."""
+    for key in recorded.keys() | options.keys():
+        a, b = recorded.get(key), options.get(key)
+        if a != b and not (key == "frontend" and (a is None or b is None)):
+            return False
+    return True
+
+
+def cache_folder(cache_dir: str | Path, encoder_identity: str, options: dict[str, Any] | None = None) -> Path:
+    """The folder holding the states of ``encoder_identity`` under ``options`` (:func:`cache_options`).
+
+    Default options (:data:`DEFAULT_OPTIONS`) use ``<identity>`` unless that folder records other
+    options (e.g. another front end under the same identity); every other set of options uses
+    ``<identity>-<hash of the options>``."""
+    options = {**DEFAULT_OPTIONS, **(options or {})}
+    base = Path(cache_dir) / encoder_identity
+    if all(options[k] == v for k, v in DEFAULT_OPTIONS.items()):
+        recorded = _read_options(base)
+        if recorded is None or _same_options(recorded, options):
+            return base
+    spec = json.dumps({k: options[k] for k in sorted(options)}, sort_keys=True)
+    return base.with_name(f"{encoder_identity}-{hashlib.sha256(spec.encode()).hexdigest()[:8]}")
+
+
+def _read_options(folder: Path) -> dict[str, Any] | None:
+    """The options a cache folder records (None: a fresh folder, or one written before they were)."""
+    try:
+        return json.loads((folder / OPTIONS_FILE).read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
 
 
 def audio_key(path: Path) -> str:
@@ -72,11 +139,22 @@ class ShardWriter:
 
 
 class FeatureCache:
-    """``cache_dir/<encoder identity>/shards/*.safetensors`` holding (frames, d_model) float32 per clip
-    (and, read only, the older ``<key[:2]>/<key>.npy`` files)."""
+    """``cache_dir/<encoder identity>[-<options hash>]/shards/*.safetensors`` holding (frames, d_model)
+    float32 per clip (and, read only, the older ``<key[:2]>/<key>.npy`` files).
 
-    def __init__(self, cache_dir: str | Path, encoder_identity: str, shard_mb: int = 256):
-        self.root = Path(cache_dir) / encoder_identity
+    ``options`` (:func:`cache_options`) are those the states are computed under; :meth:`for_encoder`
+    takes them from the encoder and the NaN/Inf treatment, which is how every command opens a cache."""
+
+    def __init__(
+        self,
+        cache_dir: str | Path,
+        encoder_identity: str,
+        shard_mb: int = 256,
+        options: dict[str, Any] | None = None,
+    ):
+        self.options = {**DEFAULT_OPTIONS, **(options or {})}
+        self.nonfinite: NonFinite = self.options["nonfinite_audio"]
+        self.root = cache_folder(cache_dir, encoder_identity, self.options)
         self.shard_dir = self.root / "shards"
         self.shard_bytes = shard_mb << 20
         self.hits = 0
@@ -86,6 +164,13 @@ class FeatureCache:
         self._shards: list[Path] = []
         self._open: dict[int, Any] = {}  # shard number -> safe_open handle (memory-mapped)
         self.refresh()
+
+    @classmethod
+    def for_encoder(
+        cls, cache_dir: str | Path, encoder: Any, nonfinite: NonFinite = "error", shard_mb: int = 256
+    ) -> FeatureCache:
+        """The cache of ``encoder``'s states computed with NaN/Inf samples treated per ``nonfinite``."""
+        return cls(cache_dir, encoder.identity, shard_mb, cache_options(encoder, nonfinite))
 
     def __getstate__(self) -> dict[str, Any]:  # DataLoader workers reopen the shards themselves
         state = self.__dict__.copy()
@@ -134,7 +219,12 @@ class FeatureCache:
         return torch.from_numpy(np.load(path))
 
     def writer(self, name: str = "w0") -> ShardWriter:
-        """A writer of new shards; ``name`` tells writers apart (a process, a rank)."""
+        """A writer of new shards; ``name`` tells writers apart (a process, a rank). The folder's
+        options are recorded first (once), so a later run under other options keeps apart."""
+        if _read_options(self.root) is None:
+            self.shard_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.root / OPTIONS_FILE) as tmp:
+                tmp.write_text(json.dumps(self.options, indent=1, sort_keys=True) + "\n")
         return ShardWriter(self.shard_dir, f"{name}-{os.getpid()}", self.shard_bytes)
 
     def put(self, key: str, states: torch.Tensor) -> None:
@@ -163,20 +253,22 @@ class FeatureCache:
         audio_paths: Sequence[Path],
         batch_size: int = 16,
         progress: bool = True,
-        nonfinite: NonFinite = "error",
+        nonfinite: NonFinite | None = None,
         durations: Sequence[float | None] | None = None,
     ) -> list[str]:
         """Every path's cache key, encoding (in batches) and writing only the missing ones; nothing
         but the shard being written is held in memory.
 
         ``nonfinite`` is :func:`~moeaudio.data.audio.load_audio`'s: NaN/Inf samples are an error,
-        or (``"repair"``) replaced by silence. ``durations`` (seconds, per path; a checked
+        or (``"repair"``) replaced by silence. It is part of the cache's key, so it must be the
+        cache's own (None: the cache's). ``durations`` (seconds, per path; a checked
         manifest's items carry them) order the encoding; a missing one is read from the header."""
 
         def seconds(i: int) -> float:
             known = None if durations is None else durations[i]
             return _seconds(audio_paths[i]) if known is None else known
 
+        nonfinite = self.check_nonfinite(nonfinite)
         keys = [audio_key(p) for p in audio_paths]
         # shortest first, so a batch pads its clips to about their own length (less encoder work)
         todo = sorted((i for i, k in enumerate(keys) if k not in self), key=seconds)
@@ -196,6 +288,15 @@ class FeatureCache:
                 writer.flush()
                 self.refresh()
         return keys
+
+    def check_nonfinite(self, nonfinite: NonFinite | None) -> NonFinite:
+        """``nonfinite`` if it is the one this cache's states were computed with (None: that one)."""
+        if nonfinite is not None and nonfinite != self.nonfinite:
+            raise ValueError(
+                f"states encoded with nonfinite={nonfinite!r} into the cache {self.root} of "
+                f"nonfinite={self.nonfinite!r}: open it with FeatureCache.for_encoder(..., nonfinite)"
+            )
+        return self.nonfinite
 
     def fill(self, encoder, audio_paths: Sequence[Path], **ensure_options: Any) -> list[torch.Tensor]:
         """States for every path (in input order), computing only the missing ones: :meth:`ensure`

@@ -14,6 +14,7 @@ from torch import nn
 
 from moeaudio.config import Recipe, RecipeError
 from moeaudio.model.adapters import build_adapter
+from moeaudio.model.ctc_embed import EmbeddingCTCHead, ctc_embed_loss, ctc_targets
 from moeaudio.model.encoder import AudioEncoder, EncoderInputs, FrameStacker, build_encoder
 from moeaudio.model.llm import build_llm, build_tokenizer
 from moeaudio.model.row_groups import row_groups
@@ -63,6 +64,10 @@ class AudioLLM(nn.Module):
         self.stacker = FrameStacker(encoder.d_model, recipe.encoder.stack, recipe.encoder.projection_dim)
         d_llm = llm.get_input_embeddings().embedding_dim
         self.adapter = build_adapter(recipe.adapter, self.stacker.out_dim, d_llm)
+        init_output_gain(self.adapter, recipe.adapter.output_gain, llm.get_input_embeddings().weight)
+        stages = recipe.train.stages or []
+        # the CTC head of a ctc_embed stage lives in every stage's model, so all stages share one layout
+        self.ctc_head = EmbeddingCTCHead(d_llm) if any(s.objective == "ctc_embed" for s in stages) else None
         self.llm = llm
         self.tokenizer = tokenizer
         self.audio_token_id = tokenizer.convert_tokens_to_ids(recipe.llm.audio_placeholder)
@@ -70,17 +75,29 @@ class AudioLLM(nn.Module):
 
     # ------------------------------------------------------------------ set-up
     def apply_freezing(self) -> None:
-        """Freeze flags per part. The encoder is also kept in eval mode when frozen (no dropout)."""
-        self.encoder.requires_grad_(not self.recipe.encoder.freeze)
+        """Freeze flags per part: the active stage's ``trainable`` where it lists one, else the
+        recipe's ``freeze`` flags and ``lora_r``. The encoder is also kept in eval mode when frozen."""
+        stage = self.recipe.train.stage
+        parts = set(stage.trainable) if stage is not None and stage.trainable is not None else None
+        lora = self.recipe.llm.lora_r > 0
+        train_encoder = "encoder" in parts if parts is not None else not self.recipe.encoder.freeze
+        train_lora = lora and ("lora" in parts if parts is not None else True)
+        train_llm = "llm" in parts if parts is not None else not (lora or self.recipe.llm.freeze)
+        self.encoder.requires_grad_(train_encoder)
         positions = getattr(getattr(self.encoder, "encoder", None), "embed_positions", None)
         if positions is not None:  # Whisper's sinusoidal table stays fixed, as in transformers
             positions.requires_grad_(False)
-        self.adapter.requires_grad_(True)
-        if self.recipe.llm.lora_r > 0:
-            for name, p in self.llm.named_parameters():
-                p.requires_grad_("lora_" in name)
-        else:
-            self.llm.requires_grad_(not self.recipe.llm.freeze)
+        self.adapter.requires_grad_(parts is None or "adapter" in parts)
+        if self.ctc_head is not None:
+            self.ctc_head.requires_grad_(self.objective == "ctc_embed")
+        for name, p in self.llm.named_parameters():
+            p.requires_grad_(train_lora if "lora_" in name else train_llm)
+
+    @property
+    def objective(self) -> str:
+        """The loss :meth:`forward` computes: the active stage's objective, else ``ntp``."""
+        stage = self.recipe.train.stage
+        return stage.objective if stage is not None else "ntp"
 
     def train(self, mode: bool = True) -> AudioLLM:
         super().train(mode)
@@ -133,13 +150,29 @@ class AudioLLM(nn.Module):
         return embeds, losses
 
     def forward(self, batch: AudioBatch) -> dict[str, torch.Tensor]:
-        """Loss = NTP on the response + sum(coef * aux loss). Returns every term for logging."""
+        """Loss = NTP on the response (or ``ctc_embed`` in such a stage) + sum(coef * aux loss).
+        Returns every term for logging."""
+        if self.objective == "ctc_embed":
+            return self.ctc_forward(batch)
         embeds, losses = self.embed(batch)
         token_loss = self.response_nll(embeds, batch)  # (response_tokens,)
         lm_loss = (token_loss * self.response_weights(batch.labels[:, 1:])).sum()
         total = lm_loss + losses["total"] if "total" in losses else lm_loss  # coefficient-weighted aux terms
         logged = {k: v.detach() for k, v in losses.items() if k != "total"}
         return {"loss": total, "lm_loss": lm_loss, **logged}
+
+    def ctc_forward(self, batch: AudioBatch) -> dict[str, torch.Tensor]:
+        """The ``ctc_embed`` objective (:mod:`moeaudio.model.ctc_embed`): adapter outputs against the
+        LLM's frozen token embeddings, CTC over the response's tokens; the LLM itself does not run."""
+        if self.ctc_head is None or batch.labels is None:
+            raise ValueError("ctc_embed needs a recipe with a ctc_embed stage and a training batch (labels)")
+        y, token_lengths, losses = self.adapt(self.encoder_states(batch), batch.frame_lengths)
+        targets = ctc_targets(batch.labels, IGNORE, self.tokenizer.all_special_ids)
+        embeddings = self.llm.get_input_embeddings().weight  # (vocab, d_llm)
+        ctc = ctc_embed_loss(self.ctc_head, y, token_lengths, targets, embeddings)
+        total = ctc + losses["total"] if "total" in losses else ctc
+        logged = {k: v.detach() for k, v in losses.items() if k != "total"}
+        return {"loss": total, "ctc_loss": ctc, **logged}
 
     def response_weights(self, shift_labels: torch.Tensor) -> torch.Tensor:
         """Weight of each response token in the loss, summing to 1: (response_tokens,).
@@ -226,8 +259,13 @@ class AudioLLM(nn.Module):
         return sums, response.sum(1)
 
     @torch.no_grad()
-    def generate(self, batch: AudioBatch, max_new_tokens: int = 32, num_beams: int = 1) -> list[str]:
-        """Greedy (or beam) decoding from the prompt; batch must be left-padded (see Collator)."""
+    def generate(
+        self, batch: AudioBatch, max_new_tokens: int = 32, num_beams: int = 1, streamer=None
+    ) -> list[str]:
+        """Greedy (or beam) decoding from the prompt; batch must be left-padded (see Collator).
+
+        ``streamer``: a transformers ``BaseStreamer`` handed each step's new tokens (greedy only;
+        ``moeaudio serve`` streams answers with it)."""
         embeds, _ = self.embed(batch)
         out = self.llm.generate(
             inputs_embeds=embeds,
@@ -237,8 +275,28 @@ class AudioLLM(nn.Module):
             do_sample=False,
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
+            streamer=streamer,
         )
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
+def init_output_gain(adapter: nn.Module, gain: float | str, embeddings: torch.Tensor) -> None:
+    """Start the adapter's output LayerNorm gain at ``gain`` (``adapter.output_gain``):
+    ``llm_embeddings`` is the RMS of the LLM's token-embedding matrix, so audio tokens enter the LLM
+    at the scale of its text tokens. 1.0 leaves PyTorch's initialisation as it is."""
+    if gain == 1.0:
+        return
+    norm = getattr(adapter, "norm_out", None)
+    if not isinstance(norm, nn.LayerNorm):
+        raise RecipeError(
+            f"adapter.output_gain={gain!r} sets the gain of the adapter's output LayerNorm, which this adapter "
+            "has not (adapter.kind dense or moe with adapter.final_norm: true have one); use 1.0"
+        )
+    value = (
+        float(embeddings.detach().float().pow(2).mean().sqrt()) if gain == "llm_embeddings" else float(gain)
+    )
+    with torch.no_grad():
+        norm.weight.fill_(value)
 
 
 def build_audio_llm(recipe: Recipe, encoder: AudioEncoder | None = None, tokenizer=None) -> AudioLLM:

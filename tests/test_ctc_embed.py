@@ -1,0 +1,105 @@
+"""The ctc_embed objective: distance logits against the LLM's embeddings, CTC over response tokens."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from moeaudio.config import load_recipe
+from moeaudio.model.audio_llm import IGNORE, build_audio_llm
+from moeaudio.model.ctc_embed import EmbeddingCTCHead, ctc_embed_loss, ctc_greedy_decode, ctc_targets
+
+
+def _hand_ctc(logp: list[list[float]], target: list[int], blank: int = 0) -> float:
+    """-log p(target | frames) by the textbook forward recursion over the blank-extended label sequence."""
+    ext = [blank]
+    for t in target:
+        ext += [t, blank]
+    n, frames = len(ext), len(logp)
+    alpha = [[-math.inf] * n for _ in range(frames)]
+    alpha[0][0] = logp[0][ext[0]]
+    if n > 1:
+        alpha[0][1] = logp[0][ext[1]]
+
+    def lse(*xs: float) -> float:
+        m = max(xs)
+        return m if m == -math.inf else m + math.log(sum(math.exp(x - m) for x in xs))
+
+    for t in range(1, frames):
+        for s in range(n):
+            terms = [alpha[t - 1][s]]
+            if s >= 1:
+                terms.append(alpha[t - 1][s - 1])
+            if s >= 2 and ext[s] != blank and ext[s] != ext[s - 2]:
+                terms.append(alpha[t - 1][s - 2])
+            alpha[t][s] = lse(*terms) + logp[t][ext[s]]
+    return -lse(alpha[-1][-1], alpha[-1][-2] if n > 1 else -math.inf)
+
+
+def test_ctc_embed_loss_equals_hand_built_ctc_over_distance_logits():
+    torch.manual_seed(0)
+    vocab, d = 5, 3
+    embeddings = torch.randn(vocab, d) * 0.5
+    head = EmbeddingCTCHead(d, init_scale=1.7)
+    with torch.no_grad():
+        head.blank.copy_(torch.randn(d) * 0.3)
+    lengths = torch.tensor([6, 4])
+    y = torch.randn(int(lengths.sum()), d)
+    targets = [torch.tensor([2, 2, 4]), torch.tensor([0, 3])]  # a repeated token needs a blank between
+    loss = ctc_embed_loss(head, y, lengths, targets, embeddings)
+
+    scale = 1.7
+    table = torch.cat([head.blank.detach()[None], embeddings])  # class 0 blank, token v -> v + 1
+    expected = []
+    start = 0
+    for n, target in zip(lengths.tolist(), targets, strict=True):
+        frames = []
+        for t in range(start, start + n):
+            # -|y - e|^2 + |y|^2, the distance logit, computed entry by entry
+            logits = [scale * (float(y[t] @ y[t]) - float(((y[t] - row) ** 2).sum())) for row in table]
+            m = max(logits)
+            z = m + math.log(sum(math.exp(v - m) for v in logits))
+            frames.append([v - z for v in logits])
+        expected.append(_hand_ctc(frames, [int(v) + 1 for v in target]) / len(target))
+        start += n
+    assert float(loss.detach()) == pytest.approx(sum(expected) / len(expected), rel=1e-5)
+
+
+def test_ctc_embed_loss_is_zero_not_inf_for_a_clip_too_short_and_decodes_its_best_path():
+    head = EmbeddingCTCHead(2)
+    embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    y = torch.tensor([[3.0, 0.0], [3.0, 0.0], [0.0, 0.0], [0.0, 3.0]])  # token 0, 0, blank-ish, token 1
+    loss = ctc_embed_loss(
+        head, y, torch.tensor([1, 3]), [torch.tensor([0, 1, 0]), torch.tensor([0, 1])], embeddings
+    )
+    assert torch.isfinite(loss)
+    assert ctc_greedy_decode(head, y, torch.tensor([4]), embeddings) == [[0, 1]]
+
+
+def test_ctc_targets_keep_the_response_without_special_tokens():
+    labels = torch.tensor([[IGNORE, IGNORE, 7, 8, 2], [IGNORE, 9, 2, IGNORE, IGNORE]])
+    assert [t.tolist() for t in ctc_targets(labels, IGNORE, [2])] == [[7, 8], [9]]
+
+
+def _staged_tiny(objective: str = "ctc_embed"):
+    raw = load_recipe("recipes/tiny/moe.yaml").model_dump(mode="json")
+    raw["train"]["stages"] = [
+        {"name": "align", "objective": "ctc_embed", "trainable": ["adapter"], "max_steps": 2},
+        {"name": "tune", "objective": "ntp", "max_steps": 2},
+    ]
+    raw["train"]["active_stage"] = 0 if objective == "ctc_embed" else 1
+    raw["adapter"]["output_gain"] = "llm_embeddings"
+    return load_recipe(raw)
+
+
+def test_a_ctc_embed_stage_trains_the_adapter_and_head_only_and_starts_at_the_embeddings_scale():
+    model = build_audio_llm(_staged_tiny("ctc_embed"))
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"adapter", "ctc_head"}
+    rms = model.llm.get_input_embeddings().weight.pow(2).mean().sqrt()
+    assert torch.allclose(model.adapter.norm_out.weight, rms.expand_as(model.adapter.norm_out.weight))
+    tuned = build_audio_llm(_staged_tiny("ntp"))
+    names = {n.split(".")[0] for n, p in tuned.named_parameters() if p.requires_grad}
+    assert "ctc_head" not in names and {"adapter", "llm"} <= names  # the tiny LLM is not frozen
