@@ -127,7 +127,9 @@ def load_examples(
     nonfinite = recipe.data.nonfinite_audio
     cache = None
     if uses_cache(recipe):
-        cache = FeatureCache(recipe.data.feature_cache, model.encoder.identity, recipe.data.cache_shard_mb)
+        cache = FeatureCache.for_encoder(
+            recipe.data.feature_cache, model.encoder, nonfinite, recipe.data.cache_shard_mb
+        )
     if lazy:
         keys = (
             None
@@ -315,14 +317,16 @@ def fill_cache_streaming(
     keys: Sequence[np.ndarray] | None = None,
     share: tuple[int, int] = (0, 1),
     batch_size: int = 16,
-    nonfinite: str = "error",
+    nonfinite: str | None = None,
     writer: str = "w0",
     progress: bool = True,
 ) -> dict[str, int]:
     """Encode the clips of ``indexes`` the cache lacks, share ``k`` of ``n`` (every n-th distinct
     clip), writing shards as they fill: nothing but one shard's states is held in memory, and an
     interrupted fill keeps its finished shards. ``keys`` (:func:`index_keys`, one array per index)
-    spares hashing the audio again. Returns counts of clips seen, encoded and reused."""
+    spares hashing the audio again. ``nonfinite`` must be the cache's own (None: the cache's).
+    Returns counts of clips seen, encoded and reused."""
+    nonfinite = cache.check_nonfinite(nonfinite)  # type: ignore[arg-type]
     k, n = share
     seen: set[str] = set()
     todo: list[tuple[str, Path, float]] = []

@@ -2,7 +2,8 @@
 
 Every distinct clip of the recipe's train, valid and test manifests (under its ``data.tasks`` and
 ``data.max_audio_seconds``) is encoded once into safetensors shards under ``data.feature_cache``
-(:mod:`moeaudio.data.feature_cache`), keyed as always by audio content and encoder identity.
+(:mod:`moeaudio.data.feature_cache`), keyed by audio content, encoder identity and every option that
+changes the states (``data.nonfinite_audio``).
 ``--workers N`` runs N processes, worker k taking every N-th distinct clip and writing shards of its
 own, so nothing is shared but the directory. Interrupted, it keeps every finished shard, and a
 second run encodes only what is missing. Training (``data.loading=stream``, or the in-memory path)
@@ -35,15 +36,17 @@ def _indexes(recipe: Recipe) -> list[Any]:
 
 def _work(recipe: Recipe, k: int, n: int, threads: int, progress: bool) -> dict[str, Any]:
     """Worker k of n: encode its share of the clips the cache lacks, into its own shards; returns
-    its counts and the encoder's identity (which names the cache folder)."""
+    its counts, the encoder's identity and the cache's options (which name the cache folder)."""
     torch.set_num_threads(threads)
     encoder = build_encoder(recipe.encoder, seed=recipe.train.seed).eval()
-    cache = FeatureCache(recipe.data.feature_cache, encoder.identity, recipe.data.cache_shard_mb)
+    cache = FeatureCache.for_encoder(
+        recipe.data.feature_cache, encoder, recipe.data.nonfinite_audio, recipe.data.cache_shard_mb
+    )
     counts = fill_cache_streaming(
         encoder, cache, _indexes(recipe), share=(k, n), nonfinite=recipe.data.nonfinite_audio,
         writer=f"w{k}", progress=progress,
     )  # fmt: skip
-    return {**counts, "identity": encoder.identity}
+    return {**counts, "identity": encoder.identity, "options": cache.options}
 
 
 def prepare_features(recipe: Recipe, workers: int = 1, progress: bool = True) -> dict[str, Any]:
@@ -66,7 +69,7 @@ def prepare_features(recipe: Recipe, workers: int = 1, progress: bool = True) ->
             parts = pool.starmap(_work, [(recipe, k, workers, threads, False) for k in range(workers)])
     total = {key: sum(p[key] for p in parts) for key in ("clips", "encoded", "reused", "shards")}
     # the workers built the encoder: no second build (weights loaded again) only for its identity
-    cache = FeatureCache(recipe.data.feature_cache, parts[0]["identity"])
+    cache = FeatureCache(recipe.data.feature_cache, parts[0]["identity"], options=parts[0]["options"])
     return {
         **total,
         "entries": len(cache),

@@ -275,7 +275,9 @@ def _stream_examples(
     first encodes its share of the clips the cache lacks (its own shards), then all read all."""
     cache = keys = None
     if uses_cache(recipe):
-        cache = FeatureCache(recipe.data.feature_cache, model.encoder.identity, recipe.data.cache_shard_mb)
+        cache = FeatureCache.for_encoder(
+            recipe.data.feature_cache, model.encoder, recipe.data.nonfinite_audio, recipe.data.cache_shard_mb
+        )
         keys = index_keys(index, progress=not quiet)  # hashed once here, not at every read
         fill_cache_streaming(
             model.encoder, cache, [index], keys=[keys], share=(rank, world),
