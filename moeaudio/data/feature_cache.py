@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,12 +40,60 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from moeaudio.data.audio import AudioDecodeError, NonFinite, audio_info, load_audio
+from moeaudio.errors import DiskFullError
 from moeaudio.io_utils import atomic_path
 from moeaudio.progress import progress_bar
 
 #: The options whose values keep the plain ``<identity>`` folder (what every cache before them used).
 DEFAULT_OPTIONS: dict[str, Any] = {"nonfinite_audio": "error", "sample_rate": 16000}
 OPTIONS_FILE = "options.json"
+
+
+STATE_BYTES = 4  # the cache stores float32 states
+# Room left beside the estimate: shard headers and the file system's own blocks, plus what the run
+# writes next (checkpoints, logs) in the same folder.
+ROOM_MARGIN = 1.05
+
+
+def state_bytes_per_second(width: int, frame_rate: float) -> float:
+    """Bytes the cache takes per second of audio: ``width`` float32 values per frame at ``frame_rate``
+    frames per second (Whisper-large-v3: 1280 x 50 x 4 = 256,000 B/s, about 0.92 GB per hour)."""
+    return width * frame_rate * STATE_BYTES
+
+
+def _existing(folder: Path) -> Path:
+    """``folder`` or its nearest ancestor that exists (what ``disk_usage`` can ask about)."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1000 or unit == "PB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n:.0f} B"
+        n /= 1000
+    return f"{n:.1f} PB"  # pragma: no cover - the loop returns
+
+
+def check_cache_room(
+    folder: str | Path, seconds: float, width: int, frame_rate: float, free_bytes: int | None = None
+) -> int:
+    """The bytes caching ``seconds`` of audio needs (:func:`state_bytes_per_second`); raises
+    :class:`~moeaudio.errors.DiskFullError` before anything is encoded when the disk under ``folder``
+    has less free space (``free_bytes`` overrides the measured space, for tests)."""
+    need = int(seconds * state_bytes_per_second(width, frame_rate))
+    free = shutil.disk_usage(_existing(Path(folder))).free if free_bytes is None else free_bytes
+    if need * ROOM_MARGIN > free:
+        raise DiskFullError(
+            f"data.feature_cache: caching the encoder states of {seconds / 3600:,.1f} h of audio needs about "
+            f"{_size(need)} ({width}-d x {frame_rate:g} Hz x {STATE_BYTES} bytes = "
+            f"{_size(state_bytes_per_second(width, frame_rate))} per second of audio) in {folder}, which has "
+            f"{_size(free)} free; set data.feature_cache: null (the frozen encoder then runs in every step, "
+            "as the paper recipes do), point data.feature_cache at a disk with room, or free space there"
+        )
+    return need
 
 
 def frontend_fingerprint(encoder: Any) -> str | None:
@@ -275,6 +324,7 @@ class FeatureCache:
         self.hits += len(keys) - len(todo)
         self.misses += len(todo)
         if todo:
+            self.check_room(encoder, sum(seconds(i) for i in todo))
             writer = self.writer()
             try:
                 with progress_bar("encoding audio", len(todo), progress) as advance:
@@ -288,6 +338,11 @@ class FeatureCache:
                 writer.flush()
                 self.refresh()
         return keys
+
+    def check_room(self, encoder: Any, seconds: float) -> int:
+        """:func:`check_cache_room` for ``seconds`` of ``encoder``'s states in this cache's folder
+        (its width and frame rate as the encoder declares them)."""
+        return check_cache_room(self.root, seconds, int(encoder.d_model), float(encoder.frame_rate))
 
     def check_nonfinite(self, nonfinite: NonFinite | None) -> NonFinite:
         """``nonfinite`` if it is the one this cache's states were computed with (None: that one)."""

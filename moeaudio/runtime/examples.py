@@ -344,6 +344,8 @@ def fill_cache_streaming(
             if key not in cache:
                 todo.append((key, path, float(index.durations[i])))
     todo.sort(key=lambda t: t[2])  # shortest first: a batch pads its clips to about their own length
+    if todo:  # this rank's share; the other ranks check theirs against the same disk
+        cache.check_room(encoder, sum(t[2] for t in todo) * n)
     w = cache.writer(writer)
     try:
         with progress_bar("encoding audio", len(todo), progress) as advance:
