@@ -46,7 +46,7 @@ class DataConfig(_Section):
     test: str = "test.jsonl"
     synth_if_missing: bool = True  # run `prepare synth` into root when the manifests are absent
     synth_seed: int = 0
-    synth_size: Literal["tiny", "small", "default", "smol"] = "default"
+    synth_size: Literal["tiny", "small", "default", "smol", "hard"] = "default"
     tasks: list[str] | None = None  # keep only these tasks (None: all)
     max_audio_seconds: float = Field(30.0, gt=0)
     micro_batch_size: int = Field(8, ge=1)

@@ -23,7 +23,8 @@ class PrepareOptions:
     )
     seed: int = option(0, "synth: random seed")
     size: str = option(
-        "default", "synth: tiny | small | default | smol (default + spoken QA and open-vocabulary speech)"
+        "default",
+        "synth: tiny | small | default | smol (default + spoken QA and open-vocabulary speech) | hard (the studies: saturated tasks made harder, 200 test items per job)",
     )
     opt: list[str] | None = option(None, "preparer option key=value (repeatable)")
     workers: int = option(1, "features: processes encoding in parallel, each writing its own cache shards")

@@ -23,11 +23,14 @@ import soundfile as sf
 
 from moeaudio.data.manifest import validate_record
 from moeaudio.data.synth.dsp import SR, _active_rms, _fade, _normalize
+from moeaudio.data.synth.hard import make_hard
 from moeaudio.data.synth.items import _Made, _Spec
 from moeaudio.data.synth.labels import (
     _JOB_INDEX,
     ALL_TASKS,
     CHORD_QUALITIES,
+    HARD_JOB_LABELS,
+    HARD_JOBS,
     HELD_OUT_MIN,
     INSTRUMENTS,
     INTENTS,
@@ -35,6 +38,7 @@ from moeaudio.data.synth.labels import (
     SPLITS,
     SYNTH_TASKS,
     TEMPO_BPM,
+    TEST_MIN,
 )
 from moeaudio.data.synth.mcq import _MCQ_CATEGORIES, _make_mcq
 from moeaudio.data.synth.music import CHORD_TASK_ROOTS, _render_music
@@ -45,6 +49,8 @@ from moeaudio.data.synth.spoken_qa import _make_spoken_qa
 from moeaudio.data.tts import synthesize
 from moeaudio.errors import UsageError
 from moeaudio.io_utils import atomic_path, atomic_write_text
+
+_HARD_JOB_NAMES = frozenset(name for name, _, _ in HARD_JOBS)
 
 #: Speech-over-background ratios (dB) of the mixed clips (speech active RMS / background RMS).
 SNRS_DB: tuple[int, ...] = (0, 5, 10)
@@ -125,6 +131,8 @@ def _make_mixed(rng: np.random.Generator, spec: _Spec, task: str) -> _Made:
 
 def _make(rng: np.random.Generator, spec: _Spec) -> _Made:
     task, domain = _JOB_INDEX[spec.job]
+    if spec.job in _HARD_JOB_NAMES:
+        return make_hard(rng, spec, task, domain)
     if task == "spoken_qa":
         return _make_spoken_qa(rng, spec)
     if spec.job == "speech_open_asr":
@@ -200,11 +208,13 @@ def _split_counts(total: int, size: str) -> dict[str, int]:
     """
     held = max(2, round(0.1 * total))
     held_out = max(held, HELD_OUT_MIN[size])
-    return {"train": total - 2 * held, "valid": held_out, "test": held_out}
+    return {"train": total - 2 * held, "valid": held_out, "test": max(held_out, TEST_MIN.get(size, 0))}
 
 
 def _job_labels(job: str) -> tuple[str, ...] | None:
     task, domain = _JOB_INDEX[job]
+    if job in HARD_JOB_LABELS:
+        return HARD_JOB_LABELS[job]
     if task == "mcq":
         return _MCQ_CATEGORIES[domain]
     if task == "spoken_qa":  # the correct option's letter: balanced answer positions

@@ -178,7 +178,25 @@ _LLM_JOBS: tuple[tuple[str, str, str], ...] = (
     ("speech_qa", "spoken_qa", "speech"),
     ("speech_open_asr", "asr", "speech"),
 )
-_JOB_INDEX = {name: (task, domain) for name, task, domain in (*_JOBS, *_LLM_JOBS)}
+#: The ``hard`` size's own jobs (:mod:`~moeaudio.data.synth.hard`): the saturated tasks of
+#: :data:`_JOBS` (``intent``, ``gender``, ``instrument``, ``sound``, ``mcq``) with harder audio. Same
+#: task ids and label sets; only ``hard`` generates them.
+HARD_JOBS: tuple[tuple[str, str, str], ...] = (
+    ("hard_speech_intent", "intent", "speech"),
+    ("hard_speech_gender", "gender", "speech"),
+    ("hard_music_instrument", "instrument", "music"),
+    ("hard_sound_event", "sound", "sound"),
+    ("hard_mcq_speech", "mcq", "speech"),
+    ("hard_mcq_music", "mcq", "music"),
+    ("hard_mcq_sound", "mcq", "sound"),
+)
+#: Question categories of the hard multiple-choice jobs (the planner balances them like class labels).
+HARD_JOB_LABELS: dict[str, tuple[str, ...]] = {
+    "hard_mcq_speech": ("first_noun", "last_digit", "digit_count"),
+    "hard_mcq_music": ("first_instrument", "last_instrument", "instrument_count"),
+    "hard_mcq_sound": ("first_sound", "last_sound", "sound_count"),
+}
+_JOB_INDEX = {name: (task, domain) for name, task, domain in (*_JOBS, *_LLM_JOBS, *HARD_JOBS)}
 
 #: Clips per job: train gets 80 % of the number; valid and test each get max(2, 10 %, HELD_OUT_MIN).
 #: ``smol`` (for a pretrained LLM such as SmolLM2-135M-Instruct behind the adapter) is ``default`` plus
@@ -197,10 +215,31 @@ SIZES: dict[str, dict[str, int]] = {
     ),
 }
 SIZES["smol"] = {**SIZES["default"], "speech_qa": 1875, "speech_open_asr": 2500}
+#: ``hard``: the studies' corpus. The unsaturated jobs of ``default`` (same clips for the same ids) and
+#: :data:`HARD_JOBS` in place of the saturated ones; at least 200 test clips per job
+#: (:data:`TEST_MIN`), so one item is half a point and a task's accuracy has a standard error <= 0.035.
+SIZES["hard"] = {
+    "speech_asr": 400,
+    "hard_speech_intent": 400,
+    "hard_speech_gender": 250,
+    "speech_rate": 200,
+    "hard_music_instrument": 400,
+    "music_chord": 250,
+    "music_tempo": 200,
+    "hard_sound_event": 500,
+    "mixed_asr": 150,
+    "mixed_background": 150,
+    "hard_mcq_speech": 300,
+    "hard_mcq_music": 300,
+    "hard_mcq_sound": 300,
+}
 
 #: Held-out clips per job and split, at least. Why 50 for the default size: with 15-25 items a
 #: task's accuracy has a standard error of ~0.1, too coarse to say "above chance"; with 50, ~0.07.
-HELD_OUT_MIN: dict[str, int] = {"tiny": 0, "small": 0, "default": 50, "smol": 50}
+HELD_OUT_MIN: dict[str, int] = {"tiny": 0, "small": 0, "default": 50, "smol": 50, "hard": 50}
+#: Test clips per job, at least, where more than :data:`HELD_OUT_MIN` (only the test split grows:
+#: validation during training stays as cheap as the default's).
+TEST_MIN: dict[str, int] = {"hard": 200}
 
 
 def _register() -> None:
