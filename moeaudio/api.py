@@ -27,7 +27,7 @@ import torch
 from moeaudio.analyze.commands import analyze_conflict, analyze_probe
 from moeaudio.analyze.commands import analyze_routing_audio as _routing_audio
 from moeaudio.analyze.commands import analyze_routing_manifest as _routing_manifest
-from moeaudio.bench import bench_adapter
+from moeaudio.bench.adapter import bench_adapter
 from moeaudio.config import Recipe, load_recipe
 from moeaudio.data.audio import load_audio
 from moeaudio.data.formats import ConversionReport, convert_manifest
@@ -38,13 +38,13 @@ from moeaudio.errors import UsageError
 from moeaudio.eval.evaluate import run_eval
 from moeaudio.eval.generation import generate_all
 from moeaudio.eval.transcribe import Transcript, run_transcribe
+from moeaudio.inspection import model_summary
 from moeaudio.model.audio_llm import AudioLLM
 from moeaudio.runtime.batching import Collator, Example
 from moeaudio.runtime.checkpoint import load_model, resolve_checkpoint
 from moeaudio.runtime.device import inference_dtype, pick_device
 from moeaudio.runtime.export import export_checkpoint
-from moeaudio.summary import model_summary
-from moeaudio.train.main import train_recipe as _train_recipe
+from moeaudio.train.launch import train_recipe as _train_recipe
 from moeaudio.train.trainer import TrainResult
 
 __all__ = [

@@ -1,7 +1,7 @@
 """The `moeaudio` command line: thin typer commands over plain functions.
 
 Each command's options are one dataclass declared beside the function that does the work
-(``EvalOptions`` in ``moeaudio.eval.evaluate``, ``TrainOptions`` in ``moeaudio.train.main``, ...);
+(``EvalOptions`` in ``moeaudio.eval.evaluate``, ``TrainOptions`` in ``moeaudio.train.launch``, ...);
 :func:`moeaudio.options.command` turns it into typer parameters and prints user faults
 (:class:`~moeaudio.errors.MoeaudioError`) as one line with exit status 2, and gives every command
 ``--verbose`` (library warnings are hidden otherwise, :mod:`moeaudio.logs`). What remains here is
@@ -70,7 +70,7 @@ class InspectOptions(RecipeOptions):
 def inspect_cmd(opts: InspectOptions) -> None:
     """Model summary without training: parameters (total / trainable / active) and adapter FLOPs."""
     from moeaudio.config import load_recipe
-    from moeaudio.summary import model_summary, print_summary
+    from moeaudio.inspection import model_summary, print_summary
 
     summary = model_summary(load_recipe(opts.recipe, opts.overrides or []))
     print(json.dumps(summary)) if opts.as_json else print_summary(summary)
@@ -112,7 +112,7 @@ def studies_list(opts: ListOptions) -> None:
     """List the shipped studies: scales, arms (baseline first) and what each reproduces."""
     from rich.table import Table
 
-    from moeaudio.study import list_studies, load_study
+    from moeaudio.reproduce.study import list_studies, load_study
 
     rows = []
     for name in list_studies():
@@ -179,7 +179,7 @@ def convert_cmd(opts: Any) -> None:
 
 def train_cmd(opts: Any) -> None:
     """Train on DeepSpeed (ZeRO 0-3); checkpoints, metrics, loggers, loss PNG, validation table (--json: one object)."""
-    from moeaudio.train.main import train_main
+    from moeaudio.train.launch import train_main
 
     train_main(opts)
 
@@ -337,7 +337,7 @@ def bench_adapter_cmd(opts: BenchAdapterOptions) -> None:
     """MoE dispatch backends vs the dense FFN of equal total parameters and transformers' Qwen2-MoE."""
     from dataclasses import asdict
 
-    from moeaudio.bench import bench_adapter, render_bench
+    from moeaudio.bench.adapter import bench_adapter, render_bench
 
     result = bench_adapter(**{k: v for k, v in asdict(opts).items() if k != "as_json"})
     print_json(result) if opts.as_json else _console().print(render_bench(result))
@@ -345,8 +345,8 @@ def bench_adapter_cmd(opts: BenchAdapterOptions) -> None:
 
 def bench_train_cmd(opts: Any) -> None:
     """Steps/s, tokens/s and memory of a recipe's training step: cached features vs recomputed, DeepSpeed vs a plain loop."""
+    from moeaudio.bench.train_step import bench_train, render_bench_train
     from moeaudio.config import load_recipe
-    from moeaudio.train.bench import bench_train, render_bench_train
 
     recipe = load_recipe(opts.recipe, opts.overrides or [])
     with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed prints; stdout is for the result

@@ -64,7 +64,7 @@ def tiny_recipe(corpus: Path, run_dir: Path, kind: str = "moe", *overrides: str)
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny MoE audio-LLM trained for 30 steps with DeepSpeed (ZeRO 0) on the tiny corpus."""
-    from moeaudio.train.main import train_recipe
+    from moeaudio.train.launch import train_recipe
 
     run = tmp_path_factory.mktemp("run_tiny_moe")
     return train_recipe(tiny_recipe(tiny_corpus, run, "moe", "train.max_steps=30"), evaluate=False).checkpoint
@@ -73,7 +73,7 @@ def tiny_checkpoint(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory)
 @pytest.fixture(scope="session")
 def tiny_dense_checkpoint(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The dense twin of ``tiny_checkpoint`` (same data, steps and seed)."""
-    from moeaudio.train.main import train_recipe
+    from moeaudio.train.launch import train_recipe
 
     run = tmp_path_factory.mktemp("run_tiny_dense")
     return train_recipe(

@@ -1,4 +1,4 @@
-"""End-to-end tests of `moeaudio analyze-routing` / `analyze-conflict` and ``moeaudio.analyze.run``.
+"""End-to-end tests of `moeaudio analyze-routing` / `analyze-conflict` and ``moeaudio.analyze.measure``.
 
 Routing is checked against a model whose router was set by hand, so the expected expert ids,
 gates and activation matrix follow from the construction (see ``_sign_routed_model``).
@@ -17,7 +17,7 @@ import torch
 from conftest import tiny_recipe
 from typer.testing import CliRunner
 
-from moeaudio.analyze import run as analyze
+from moeaudio.analyze import measure as analyze
 from moeaudio.cli import app
 from moeaudio.errors import NoRouterError
 from moeaudio.runtime.batching import Example

@@ -7,7 +7,7 @@ import json
 import torch
 from typer.testing import CliRunner
 
-from moeaudio.bench import bench_adapter, paired_range, render_bench
+from moeaudio.bench.adapter import bench_adapter, paired_range, render_bench
 from moeaudio.cli import app
 
 TINY = [

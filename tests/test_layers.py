@@ -26,10 +26,10 @@ PACKAGE = REPO / "moeaudio"
 # moeaudio's top-level modules and subpackages by rank: a module may import its own rank or lower.
 LAYERS: dict[int, tuple[str, ...]] = {
     # base utilities (moeaudio.recipes is the shipped YAML, read as data by config.py)
-    # (study: the studies' schema, over config; stats: pure statistics over seeds; logs: library noise)
-    0: ("config", "errors", "io_utils", "logs", "options", "progress", "recipes", "study", "stats"),
+    # (logs: library noise)
+    0: ("config", "errors", "io_utils", "logs", "options", "progress", "recipes"),
     1: ("data", "model"),
-    2: ("runtime", "summary"),
+    2: ("runtime", "inspection"),  # inspection: `moeaudio inspect`
     3: ("eval", "analyze"),
     4: ("train", "bench"),
     5: ("reproduce",),  # trains, evaluates and analyses whole studies

@@ -15,7 +15,7 @@ from conftest import tiny_recipe
 
 from moeaudio.config import RecipeError, load_recipe
 from moeaudio.runtime.device import inference_dtype
-from moeaudio.train.main import train_recipe
+from moeaudio.train.launch import train_recipe
 
 
 @pytest.fixture(autouse=True)

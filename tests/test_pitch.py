@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from moeaudio.config import PITCH_BANDS, PITCH_BINS, PITCH_CLASSES, load_recipe
+from moeaudio.inspection import adapter_summary
 from moeaudio.model.encoder import build_encoder
 from moeaudio.model.pitch import PitchAugmentedEncoder, SemitoneSpectrogram
-from moeaudio.summary import adapter_summary
 
 SR = 16000
 BASE = ["data.synth_if_missing=false", "encoder.tiny.init_std=0.1"]

@@ -19,7 +19,7 @@ import pytest
 from moeaudio.config import load_recipe
 from moeaudio.data.synth import SYNTH_TASKS
 from moeaudio.eval.evaluate import eval_json_summary, run_eval
-from moeaudio.train.main import train_recipe
+from moeaudio.train.launch import train_recipe
 
 # task -> accuracy the quickstart must exceed on validation (chance in the comment)
 LEARNED = {

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from moeaudio.config import REPO_RECIPES, Recipe, list_recipes, load_recipe, shipped_recipes
-from moeaudio.study import list_studies
+from moeaudio.reproduce.study import list_studies
 
 REPO = REPO_RECIPES.parent
 
@@ -122,7 +122,7 @@ def test_installed_wheel_finds_recipes(wheel: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     probe = (
-        "import json, moeaudio.config as c, moeaudio.study as s; "
+        "import json, moeaudio.config as c, moeaudio.reproduce.study as s; "
         "print(json.dumps([c.__file__, str(c.shipped_recipes()), c.list_recipes(), "
         "str(c.resolve_recipe_path('tiny/moe')), c.load_recipe('paper/table1_moe').name, "
         "s.list_studies(), s.load_study('table2').name]))"

@@ -23,7 +23,7 @@ from moeaudio.reproduce import runner
 from moeaudio.reproduce.options import ReproduceOptions
 from moeaudio.reproduce.plan import plan_study, recipe_fingerprint
 from moeaudio.reproduce.report import build_results, render_markdown
-from moeaudio.study import StudyError, load_study
+from moeaudio.reproduce.study import StudyError, load_study
 
 
 def tiny_study(corpus: Path) -> dict[str, Any]:

@@ -71,7 +71,7 @@ def test_smol_recipe_trains_a_few_steps(
     checkpoint reloads."""
     from moeaudio.config import load_recipe
     from moeaudio.runtime.checkpoint import load_model
-    from moeaudio.train.main import train_recipe
+    from moeaudio.train.launch import train_recipe
 
     monkeypatch.setenv("MOEAUDIO_CACHE", str(smollm2_cache))
     recipe = load_recipe(

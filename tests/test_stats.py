@@ -1,4 +1,4 @@
-"""moeaudio.stats against hand computations: mean, std, paired differences, t intervals."""
+"""moeaudio.reproduce.stats against hand computations: mean, std, paired differences, t intervals."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from moeaudio.stats import (
+from moeaudio.reproduce.stats import (
     DIFFERS,
     NOT_AVAILABLE,
     WITHIN_NOISE,

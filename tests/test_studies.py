@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from moeaudio.config import REPO_RECIPES, list_recipes, load_recipe
-from moeaudio.study import SCALES, Study, StudyError, list_studies, load_study
+from moeaudio.reproduce.study import SCALES, Study, StudyError, list_studies, load_study
 
 STUDIES = list_studies()
 SHIPPED_RECIPES = set(list_recipes())

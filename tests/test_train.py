@@ -27,7 +27,7 @@ from conftest import tiny_recipe
 
 from moeaudio.config import TrainConfig
 from moeaudio.runtime.checkpoint import latest_checkpoint, load_model, load_trainer_state
-from moeaudio.train.main import train_recipe
+from moeaudio.train.launch import train_recipe
 from moeaudio.train.schedule import lr_multiplier
 from moeaudio.train.trainer import param_groups
 

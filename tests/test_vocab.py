@@ -111,7 +111,7 @@ def test_checkpoint_reloads_its_own_tokenizer_without_the_corpus(
 
 def test_resume_keeps_the_tokenizer_it_started_with(tiny_corpus: Path, tmp_path: Path) -> None:
     """The train split changes between the first run and the resume: the resumed run still loads."""
-    from moeaudio.train.main import train_recipe
+    from moeaudio.train.launch import train_recipe
 
     corpus = tmp_path / "corpus"
     shutil.copytree(tiny_corpus, corpus)

@@ -15,14 +15,7 @@ from typing import Any
 from rich.console import RenderableType
 
 from moeaudio.analyze.conflict import plot_conflict, result_from_json
-from moeaudio.analyze.probe import ProbeResult, plot_probes, probe_tasks, results_to_json
-from moeaudio.analyze.routing import (
-    RoutingStats,
-    plot_activation_heatmap,
-    plot_token_timeline,
-    render_timeline,
-)
-from moeaudio.analyze.run import (
+from moeaudio.analyze.measure import (
     CONFLICT_DOMAINS,
     _routers,
     checkpoint_name,
@@ -30,6 +23,13 @@ from moeaudio.analyze.run import (
     domain_examples,
     route_audio,
     routing_report,
+)
+from moeaudio.analyze.probe import ProbeResult, plot_probes, probe_tasks, results_to_json
+from moeaudio.analyze.routing import (
+    RoutingStats,
+    plot_activation_heatmap,
+    plot_token_timeline,
+    render_timeline,
 )
 from moeaudio.config import load_recipe
 from moeaudio.data.audio import NonFinite, check_audio_file, load_audio

@@ -1,6 +1,6 @@
 """Every task of a manifest scored at once: what training passes in as its final validation.
 
-The trainer does not import this module: ``moeaudio.train.main`` hands :func:`validate` to it as a
+The trainer does not import this module: ``moeaudio.train.launch`` hands :func:`validate` to it as a
 callback, so the training loop stays testable on its own.
 """
 

@@ -3,7 +3,7 @@
 One run = one arm x one seed: the arm's recipe at the scale with the study's and the command line's
 overrides, ``train.seed`` set to the seed, trained into ``OUTPUT/<arm>/seed-<seed>``. Runs are ordered
 seed by seed (every arm of seed 0 first), so a study stopped half way has whole seeds to compare.
-Every arm of a seed must share its data, token budget and seed (:func:`moeaudio.study.check_comparable`).
+Every arm of a seed must share its data, token budget and seed (:func:`moeaudio.reproduce.study.check_comparable`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import yaml
 
 from moeaudio.config import Recipe, RecipeError, load_recipe
 from moeaudio.errors import UsageError
-from moeaudio.study import Study, StudyError, check_comparable
+from moeaudio.reproduce.study import Study, StudyError, check_comparable
 
 __all__ = [
     "DEFAULT_ROOT",

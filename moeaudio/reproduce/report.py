@@ -1,7 +1,7 @@
 """``results.json`` and ``results.md`` of a study: our numbers over seeds beside the paper's.
 
 Pure functions of what the runs wrote (their ``done.json`` records and analysis JSON), so a report can
-be rebuilt, and checked, without a model. The statistics are :mod:`moeaudio.stats`: every cell is
+be rebuilt, and checked, without a model. The statistics are :mod:`moeaudio.reproduce.stats`: every cell is
 ``mean +- std`` over seeds; every arm's difference from the baseline is paired seed by seed with a
 t interval, and a plain verdict ("differs" / "within noise"). Accuracies are shown in % (x100), as the
 paper prints them; the statistics are computed on the shown scale.
@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from moeaudio.reproduce.plan import StudyPlan
-from moeaudio.stats import paired_difference, summarize
-from moeaudio.study import Column, Study
+from moeaudio.reproduce.stats import paired_difference, summarize
+from moeaudio.reproduce.study import Column, Study
 
 __all__ = [
     "analysis_quantities",

@@ -33,17 +33,17 @@ from moeaudio.analyze.conflict import plot_conflict, result_from_json
 from moeaudio.analyze.routing import RoutingStats, plot_activation_heatmap
 from moeaudio.config import load_recipe
 from moeaudio.eval.evaluate import run_eval
+from moeaudio.inspection import adapter_summary
 from moeaudio.io_utils import atomic_write_text
 from moeaudio.reproduce.options import ReproduceOptions
 from moeaudio.reproduce.plan import PlannedRun, StudyPlan, launcher_script, plan_study, recipe_fingerprint
 from moeaudio.reproduce.plots import plot_differences
 from moeaudio.reproduce.report import build_results, render_markdown
+from moeaudio.reproduce.study import Analysis, StudyError, load_study
 from moeaudio.runtime.checkpoint import WEIGHTS, latest_checkpoint, load_trainer_state
 from moeaudio.runtime.device import pick_device
 from moeaudio.runtime.examples import manifest_path
-from moeaudio.study import Analysis, StudyError, load_study
-from moeaudio.summary import adapter_summary
-from moeaudio.train.main import train_recipe
+from moeaudio.train.launch import train_recipe
 
 __all__ = [
     "DONE",

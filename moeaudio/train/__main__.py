@@ -9,7 +9,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from moeaudio.options import command
 from moeaudio.runtime.memory import keep_freed_memory
-from moeaudio.train.main import train_main
+from moeaudio.train.launch import train_main
 from moeaudio.train.options import TrainOptions
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)

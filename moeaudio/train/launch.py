@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from moeaudio.analyze.run import conflict_probe, domain_examples
+from moeaudio.analyze.measure import conflict_probe, domain_examples
 from moeaudio.config import Recipe, load_recipe
 from moeaudio.errors import UsageError
 from moeaudio.eval.handlers import handler_for

@@ -5,7 +5,7 @@ corpus, model, examples, engine, sampler, resume), :func:`train_step` (one optim
 ``grad_accum`` micro-batches, plus what is logged) and :func:`save` (an atomic checkpoint).
 What the layers above know how to do is passed in, not imported: ``validate`` scores the final
 model on the valid split, ``conflict_probe`` measures per-domain gradient cosines every
-``train.conflict_every`` steps (``moeaudio.train.main`` wires the standard ones).
+``train.conflict_every`` steps (``moeaudio.train.launch`` wires the standard ones).
 
 What stops a run rather than letting it write garbage: a run directory that already holds
 checkpoints (unless ``resume`` or ``overwrite``), a checkpoint that fails its checks on resume, a
