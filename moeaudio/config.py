@@ -37,11 +37,26 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class MixtureSource(_Section):
+    """One prepared corpus of a training mixture (``data.mixture``)."""
+
+    name: str = Field(min_length=1)  # how logs and `inspect` call it
+    manifest: str  # its prepared train manifest; relative to data.root unless absolute
+    # Share of the micro-batches drawn from this source (the weights are normalised over the sources);
+    # each micro-batch comes whole from one source, so the share of examples is the same.
+    weight: float = Field(gt=0, allow_inf_nan=False)
+    tasks: list[str] | None = None  # keep only these tasks of this source (None: data.tasks)
+
+
 class DataConfig(_Section):
     """Where the manifests live and how batches are formed."""
 
     root: str = "data/synth"  # prepared corpus directory (train/valid/test .jsonl inside)
     train: str = "train.jsonl"  # relative to root unless absolute
+    # Train on several prepared manifests at once, each micro-batch drawn from one source with
+    # probability proportional to its weight (moeaudio/data/mixture.py); data.train is then not read.
+    # valid/test stay data.root's.
+    mixture: list[MixtureSource] | None = None
     valid: str = "valid.jsonl"
     test: str = "test.jsonl"
     synth_if_missing: bool = True  # run `prepare synth` into root when the manifests are absent
@@ -230,6 +245,16 @@ class TrainConfig(_Section):
     seed: int = 0
     max_steps: int = Field(200, ge=0)
     grad_accum: int = Field(1, ge=1)
+    # Examples per optimizer step over all ranks; set, it fixes the batch at any world size:
+    # grad_accum = global_batch_size / (micro_batch_size x world size), derived at launch (an error
+    # when that does not divide). None: the batch is micro_batch_size x grad_accum x world size.
+    global_batch_size: int | None = Field(None, ge=1)
+    # The token budget (the paper trains every arm on the same tokens): LLM input tokens (prompt,
+    # audio and response) over all ranks. Set, it replaces max_steps by
+    # ceil(max_tokens / (global_batch_size x tokens_per_example)), fixed before step 1 so the
+    # schedule knows its length; the trainer warns when the measured tokens per example differ.
+    max_tokens: float | None = Field(None, gt=0, allow_inf_nan=False)
+    tokens_per_example: float | None = Field(None, gt=0, allow_inf_nan=False)
     lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
     lr_multipliers: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
         default_factory=dict
@@ -269,6 +294,21 @@ class TrainConfig(_Section):
     stages: list[StageConfig] | None = None
     # Set by the trainer in the recipe a stage runs with (0-based index into stages); None otherwise.
     active_stage: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _check_budget(self) -> TrainConfig:
+        if self.max_tokens is not None:
+            missing = [k for k in ("global_batch_size", "tokens_per_example") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(
+                    f"train.max_tokens needs {' and '.join('train.' + k for k in missing)} to derive the "
+                    "steps (max_tokens / (global_batch_size x tokens_per_example)); set them or use train.max_steps"
+                )
+            if self.stages is not None:
+                raise ValueError(
+                    "train.max_tokens and train.stages both set: each stage has its own max_steps; drop one"
+                )
+        return self
 
     @model_validator(mode="after")
     def _check_stages(self) -> TrainConfig:
