@@ -14,6 +14,7 @@ module live beside it and derive from this base: ``config.RecipeError``,
 from __future__ import annotations
 
 __all__ = [
+    "BusyError",
     "CheckpointError",
     "DiskFullError",
     "EvalDataError",
@@ -85,3 +86,8 @@ class TrainingDivergedError(MoeaudioError, FloatingPointError):
 
 class DiskFullError(MoeaudioError, OSError):
     """No space left while writing (a checkpoint); what was written before is left intact."""
+
+
+class BusyError(MoeaudioError, BlockingIOError):
+    """A run directory or output that another live process is writing (it holds the lock,
+    :class:`moeaudio.io_utils.FileLock`); the message names that process's pid, host and command."""

@@ -11,14 +11,27 @@ atomic. The temp file lives in the *same* directory so the rename never crosses 
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
+import json
 import os
+import socket
+import sys
 import tempfile
+import threading
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
-from moeaudio.errors import MissingDataError, UsageError
+from moeaudio.errors import BusyError, MissingDataError, UsageError
+
+try:  # POSIX; elsewhere FileLock does not lock (see its docstring)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
+    "FileLock",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_chunks",
@@ -26,6 +39,7 @@ __all__ = [
     "check_output_dir",
     "check_output_file",
     "iter_user_lines",
+    "lock_file_for",
     "read_user_text",
     "save_figure",
 ]
@@ -209,3 +223,144 @@ def save_figure(fig, path: str | os.PathLike[str], *, dpi: int = 120, tight: boo
 
         plt.close(fig)
     return Path(path)
+
+
+# ----------------------------------------------------------------------------------------- locks
+
+LOCK_NAME = ".moeaudio.lock"  # inside a locked directory
+_held: dict[str, list[Any]] = {}  # lock file -> [open file, count]: re-entrant within one process
+_held_guard = threading.Lock()
+
+
+def lock_file_for(target: str | os.PathLike[str]) -> Path:
+    """Where the lock of ``target`` lives: ``DIR/.moeaudio.lock`` for a directory (existing, or a path
+    without a suffix), ``.NAME.lock`` beside a file."""
+    p = Path(target)
+    if p.is_dir() or (not p.exists() and not p.suffix):
+        return p / LOCK_NAME
+    return p.parent / f".{p.name}.lock"
+
+
+class FileLock:
+    """One writer at a time for a run directory or an output file, across processes.
+
+    Why ``flock`` on an open file rather than an ``O_EXCL`` lock file: the kernel drops a ``flock`` the
+    moment its holder dies, SIGKILL and OOM-kill included, so a crashed run never leaves a lock that
+    blocks the next one, and there is no guessing whether a recorded pid is still the same process
+    (pids are reused; an ``O_EXCL`` file of a dead run must be judged stale from its pid, which cannot be
+    checked from another host). The file stays in place and holds the holder's pid, host, start time
+    and command, for the message a refused writer prints; a clean release empties it, so content found
+    by the next holder means the last one died holding it (it is taken over with a warning naming it).
+
+    Re-entrant within one process (a second ``acquire`` of the same lock counts up). The lock is
+    advisory: it keeps moeaudio commands apart, not other programs. On NFS, Linux maps ``flock`` onto
+    POSIX byte-range locks, which the server arbitrates. Where ``fcntl`` is missing (Windows) it does
+    not lock.
+    """
+
+    def __init__(self, target: str | os.PathLike[str], what: str, hint: str = ""):
+        self.target = Path(target)
+        self.path = lock_file_for(target)
+        self.what = what  # e.g. "training", "eval --output"
+        self.hint = hint  # the way out besides waiting, e.g. "or give another --output"
+        self.taken_over: dict[str, Any] | None = None  # the record a dead holder left
+
+    def read_holder(self) -> dict[str, Any] | None:
+        """The record the current (or last, unreleased) holder wrote; None when empty or unreadable."""
+        try:
+            return json.loads(self.path.read_text() or "null")
+        except (OSError, ValueError):
+            return None
+
+    def acquire(self) -> FileLock:
+        """Take the lock or raise :class:`~moeaudio.errors.BusyError` naming the live holder."""
+        key = str(self.path.absolute())
+        with _held_guard:
+            if key in _held:
+                _held[key][1] += 1
+                return self
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    fh.close()
+                    raise self._busy() from None
+            fh.seek(0)
+            left = fh.read().strip()
+            if left:  # a holder died without releasing (killed): say whose lock is taken over
+                with contextlib.suppress(ValueError):
+                    self.taken_over = json.loads(left)
+                self._warn_taken_over()
+            fh.seek(0)
+            fh.truncate()
+            fh.write(json.dumps(_me(self.what)) + "\n")
+            fh.flush()
+            _held[key] = [fh, 1]
+        return self
+
+    def release(self) -> None:
+        """Give the lock back (the last of a process's nested acquisitions); empties the record."""
+        key = str(self.path.absolute())
+        with _held_guard:
+            entry = _held.get(key)
+            if entry is None:
+                return
+            entry[1] -= 1
+            if entry[1] > 0:
+                return
+            del _held[key]
+            fh = entry[0]
+            with contextlib.suppress(OSError):
+                fh.seek(0)
+                fh.truncate()
+                fh.flush()
+            fh.close()  # closing drops the flock
+
+    def __enter__(self) -> FileLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def _busy(self) -> BusyError:
+        holder = None
+        for _ in range(50):  # the holder writes its record right after locking: give it a moment
+            holder = self.read_holder()
+            if holder:
+                break
+            threading.Event().wait(0.01)
+        if holder:
+            who = f"pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('since')}"
+            if holder.get("parent"):
+                who += f", launched by pid {holder['parent']}"
+            who += f": {holder.get('command')}"
+            stop = f"stop it (kill {holder.get('pid')})"
+        else:
+            who, stop = "a process that has not said which", "stop it"
+        return BusyError(
+            f"{self.target} is in use by a running {holder.get('what', self.what) if holder else self.what} "
+            f"({who}); wait for it to finish, {stop}{', ' + self.hint if self.hint else ''}"
+            f" (lock file {self.path})"
+        )
+
+    def _warn_taken_over(self) -> None:
+        old = self.taken_over or {}
+        warnings.warn(
+            f"{self.target}: took over the lock of a {old.get('what', 'run')} that ended without releasing it "
+            f"(pid {old.get('pid')} on {old.get('host')}, since {old.get('since')}; killed or crashed)",
+            stacklevel=3,
+        )
+
+
+def _me(what: str) -> dict[str, Any]:
+    """The record a lock holder writes: who it is, for a refused writer's message."""
+    return {
+        "what": what,
+        "pid": os.getpid(),
+        "parent": int(launcher) if (launcher := os.environ.get("MOEAUDIO_LAUNCHER_PID")) else None,
+        "host": socket.gethostname(),
+        "since": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300] if sys.argv else "python",
+    }
