@@ -19,7 +19,7 @@ access or licences. Everything here is generated from code:
 
 Sizes (clips per job in :data:`SIZES`; valid and test each get 10 %, at least ``HELD_OUT_MIN``):
 ``tiny`` (~150 clips, for tests), ``small``, ``default`` (the quickstart's, 3,300 clips) and ``smol``
-(``default`` plus 1,499 / 188 / 188 spoken questions and 2,000 / 250 / 250 open-vocabulary sentences for
+(``default`` plus 1,499 / 188 / 188 spoken questions and 12,000 / 250 / 250 open-vocabulary sentences for
 train / valid / test; its other clips are byte-identical to ``default``'s). Only ``smol`` has the
 spoken-question and open-vocabulary jobs, so the other sizes are unchanged by them. Held-out spoken
 questions and sentences are disjoint from train's (split by a stable hash of their text), and held-out

@@ -35,6 +35,7 @@ from moeaudio.data.synth.labels import (
     INSTRUMENTS,
     INTENTS,
     SIZES,
+    SPLIT_COUNTS,
     SPLITS,
     SYNTH_TASKS,
     TEMPO_BPM,
@@ -200,12 +201,14 @@ def _json_safe(meta: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _split_counts(total: int, size: str) -> dict[str, int]:
+def _split_counts(total: int, size: str, job: str | None = None) -> dict[str, int]:
     """Train gets ``total`` minus 2 x 10 %; valid and test each get at least ``HELD_OUT_MIN[size]``.
 
     The held-out floor only adds clips (train is unchanged, and every item has its own random
     stream), so a larger floor extends valid/test without touching what is trained on.
     """
+    if (size, job) in SPLIT_COUNTS:
+        return dict(SPLIT_COUNTS[(size, job)])
     held = max(2, round(0.1 * total))
     held_out = max(held, HELD_OUT_MIN[size])
     return {"train": total - 2 * held, "valid": held_out, "test": max(held_out, TEST_MIN.get(size, 0))}
@@ -240,7 +243,7 @@ def _plan(seed: int, size: str, jobs: Collection[str] | None = None) -> list[_Sp
             if order:
                 perm = _item_rng(seed, split, job, _PLAN_INDEX).permutation(len(order))
                 order = [order[i] for i in perm]
-            for i in range(_split_counts(total, size)[split]):
+            for i in range(_split_counts(total, size, job)[split]):
                 specs.append(_Spec(split, job, i, order[i % len(order)] if order else None))
     return specs
 

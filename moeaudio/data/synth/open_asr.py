@@ -9,7 +9,8 @@ spaces, apostrophes and commas only, 4-12 words (licence and provenance: ``WORDN
 Held-out sentences: each sentence's split is fixed by a stable hash of its text (SHA-256; 90 % train,
 5 % valid, 5 % test), so no valid or test clip says a sentence a train clip says, whatever the seed.
 Held-out voices come from :data:`~moeaudio.data.synth.speech.SPEAKER_VARIANTS`, as for every speech job:
-valid and test use eSpeak variants that train never uses.
+valid and test use eSpeak variants that train never uses; the accents, rates and pitches are those of
+:data:`OPEN_ASR_VOICES`.
 """
 
 from __future__ import annotations
@@ -21,14 +22,31 @@ from typing import Any
 import numpy as np
 
 from moeaudio.data.synth.items import _Made, _Spec
-from moeaudio.data.synth.speech import _speak
+from moeaudio.data.synth.speech import VoiceRange, _speak
 from moeaudio.data.synth.spoken_qa import stable_split
 
 SENTENCE_FILE = "wordnet_sentences.txt"
 #: Percent of the sentences per split (by a stable hash of the sentence).
 SENTENCE_SPLIT_PERCENT: dict[str, int] = {"train": 90, "valid": 5, "test": 5}
 #: Longest clip (s): 12 words at the slowest rate with the word gap and padding stay well under it.
-OPEN_ASR_MAX_S = 10.0
+OPEN_ASR_MAX_S = 12.0
+#: Voices of the open-vocabulary speech: eight of eSpeak's English accents (the other speech jobs use
+#: two), a wider speaking rate and pitch. Why: a model meant for voices it has never heard (real
+#: people) must not learn one accent's vowels; the held-out variants of every split still apply.
+OPEN_ASR_VOICES = VoiceRange(
+    bases=(
+        ("en-us", "en-us"),
+        ("en", "en-gb"),
+        ("en-us-nyc", "en-us-nyc"),
+        ("en-gb-x-rp", "en-gb-rp"),
+        ("en-gb-scotland", "en-gb-scotland"),
+        ("en-gb-x-gbclan", "en-gb-lancashire"),
+        ("en-gb-x-gbcwmd", "en-gb-west-midlands"),
+        ("en-029", "en-caribbean"),
+    ),
+    wpm=(110, 260),
+    pitch=(20, 81),
+)
 
 
 @lru_cache(maxsize=1)
@@ -51,5 +69,7 @@ def _make_open_asr(rng: np.random.Generator, spec: _Spec) -> _Made:
     def draw(r: np.random.Generator) -> tuple[str, dict[str, Any]]:
         return pool[int(r.integers(len(pool)))], {"text_kind": "wordnet", "vocab": "open"}
 
-    audio, text, _, meta = _speak(rng, spec.split, "sentence", text_fn=draw, max_s=OPEN_ASR_MAX_S)
+    audio, text, _, meta = _speak(
+        rng, spec.split, "sentence", text_fn=draw, max_s=OPEN_ASR_MAX_S, voices=OPEN_ASR_VOICES
+    )
     return _Made(audio, text, meta, speaker=meta["voice"], lang="en")

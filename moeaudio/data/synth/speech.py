@@ -5,6 +5,7 @@ voices (two English accents x eSpeak NG voice variants, pitch and rate varied) a
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -71,18 +72,38 @@ def spoken_form(text: str, kind: str) -> str:
     return ", ".join(text.split()) if kind == "digits" else text
 
 
+@dataclass(frozen=True)
+class VoiceRange:
+    """Where a job's voices are drawn from: base voices (eSpeak name -> accent label), words per minute
+    and pitch (eSpeak's 0-99). The default is what every job has always drawn."""
+
+    bases: tuple[tuple[str, str], ...] = tuple(BASE_VOICES.items())
+    wpm: tuple[int, int] = (120, 240)
+    pitch: tuple[int, int] = (30, 71)
+
+
+DEFAULT_VOICES = VoiceRange()
+
+
 def _pick_voice(
-    rng: np.random.Generator, split: str, gender: str | None = None, rate: str | None = None
+    rng: np.random.Generator,
+    split: str,
+    gender: str | None = None,
+    rate: str | None = None,
+    voices: VoiceRange = DEFAULT_VOICES,
 ) -> tuple[Voice, dict[str, Any]]:
     """A split-local voice: accent, variant of the requested (or a random) gender, pitch and wpm."""
     gender = gender or str(rng.choice(["male", "female"]))
     variant = str(rng.choice(SPEAKER_VARIANTS[split][gender]))
-    base = str(rng.choice(list(BASE_VOICES)))
-    wpm = int(rng.integers(*RATE_WPM[rate])) if rate else int(rng.integers(120, 240))
-    voice = Voice(name=base, variant=variant, rate=wpm, pitch=int(rng.integers(30, 71)), word_gap=WORD_GAP)
+    accents = dict(voices.bases)
+    base = str(rng.choice(list(accents)))
+    wpm = int(rng.integers(*RATE_WPM[rate])) if rate else int(rng.integers(*voices.wpm))
+    voice = Voice(
+        name=base, variant=variant, rate=wpm, pitch=int(rng.integers(*voices.pitch)), word_gap=WORD_GAP
+    )
     if voice.gender != gender:  # SPEAKER_VARIANTS must agree with the variant files; never mislabel.
         raise RuntimeError(f"variant {variant!r} is {voice.gender}, listed as {gender}")
-    meta = {"voice": voice.espeak_name, "accent": BASE_VOICES[base], "variant": variant, "gender": voice.gender,
+    meta = {"voice": voice.espeak_name, "accent": accents[base], "variant": variant, "gender": voice.gender,
             "wpm": wpm, "word_gap_ms": 10 * WORD_GAP, "pitch": voice.pitch}  # fmt: skip
     return voice, meta
 
@@ -110,6 +131,7 @@ def _speak(
     *,
     text_fn: TextFn | None = None,
     max_s: float = _MAX_S,
+    voices: VoiceRange = DEFAULT_VOICES,
 ) -> tuple[np.ndarray, str, Voice, dict[str, Any]]:
     """Synthesise a padded utterance of ``kind`` that fits in 1-``max_s`` s (re-drawing the text if too long).
 
@@ -117,7 +139,7 @@ def _speak(
     jobs); the utterance is then the text itself (``kind`` other than ``digits``). Without it, the random
     draws are exactly those the corpus has always made.
     """
-    voice, vmeta = _pick_voice(rng, split, gender, rate)
+    voice, vmeta = _pick_voice(rng, split, gender, rate, voices)
     for _ in range(8):
         text, tmeta = text_fn(rng) if text_fn else _text(rng, kind)
         speech, _ = synthesize(spoken_form(text, kind), voice, sample_rate=SR)
