@@ -4,6 +4,13 @@ The loggers are the recipe's ``train.report_to``: ``jsonl`` (``RUN/metrics.jsonl
 (``RUN/tensorboard``) and ``wandb`` (Weights & Biases, imported only when asked for; ``WANDB_MODE=offline``
 writes the run under ``RUN/wandb`` without an account). Every logger gets every logged record and the
 final validation's headline numbers.
+
+A run that starts at step ``T`` (``--resume`` from step-T after a crash, or 0 for a fresh start into a
+directory a crashed run left logs in) first cuts the logs back to ``T``: ``metrics.jsonl`` keeps only
+the records of steps up to ``T`` (rewritten atomically; a torn last line is dropped), and TensorBoard
+opens a new event file with ``purge_step=T+1``, which tells TensorBoard to hide every earlier event of
+step T+1 or later. So a step the crashed run logged after its last checkpoint appears once, as
+logged again by the resumed run, never twice.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from typing import Any
 from moeaudio.config import Recipe, RecipeError
 from moeaudio.eval.handlers import handler_for
 from moeaudio.eval.validation import render_report
-from moeaudio.io_utils import pyplot, save_figure
+from moeaudio.io_utils import atomic_write_text, pyplot, save_figure
 
 
 def _import_wandb():
@@ -64,9 +71,12 @@ class Reporter:
         if self.enabled:
             self.console.print(f"[bold yellow]warning:[/] {text}", highlight=False)
 
-    def start(self, model) -> None:
+    def start(self, model, step: int = 0) -> None:
+        """Start-up tables and loggers for a run that starts at ``step`` (the resumed checkpoint's, or
+        0): the logs are first cut back to it (see the module docstring)."""
         if not self.enabled:
             return
+        self.cut_back(step)
         from rich.syntax import Syntax
         from rich.table import Table
 
@@ -86,7 +96,8 @@ class Reporter:
         if "tensorboard" in self.report_to:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+            # purge_step: TensorBoard hides the earlier files' events from this step on (a crashed run's)
+            self.tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=step + 1)
         if self._wandb is not None:
             self.wandb_run = self._wandb.init(
                 project=os.environ.get("WANDB_PROJECT", "moeaudio"),
@@ -94,6 +105,28 @@ class Reporter:
                 dir=str(self.run_dir),
                 config=self.recipe.model_dump(mode="json"),
             )
+
+    def cut_back(self, step: int) -> int:
+        """Drop the records of steps after ``step`` from ``metrics.jsonl`` (a crashed run logged them
+        after its last checkpoint; the resumed run logs them again). Returns how many were dropped."""
+        if not self.metrics_path.is_file():
+            return 0
+        kept, dropped = [], 0
+        for line in self.metrics_path.read_text(errors="replace").splitlines():
+            try:
+                record_step = int(json.loads(line)["step"])
+            except (ValueError, KeyError, TypeError):  # a line torn by the crash
+                record_step = None
+            if record_step is not None and record_step <= step:
+                kept.append(line + "\n")
+            elif line.strip():
+                dropped += 1
+        if dropped:
+            atomic_write_text(self.metrics_path, "".join(kept))
+            self.note(
+                f"{self.metrics_path}: dropped {dropped} record(s) logged after step {step} by an earlier run"
+            )
+        return dropped
 
     @contextlib.contextmanager
     def progress(self, total: int, done: int):

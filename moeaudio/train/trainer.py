@@ -332,7 +332,7 @@ def setup(
     model = build_audio_llm(recipe, tokenizer=saved_tokenizer(ckpt) if resumed else recipe_tokenizer(recipe))
     if ckpt is not None:  # before DeepSpeed partitions the parameters (ZeRO-3)
         check_shapes(ckpt / WEIGHTS, model, "the recipe being resumed")
-    reporter.start(model)
+    reporter.start(model, saved.get("step", 0))  # logs cut back to the step the run starts at
     if streaming:
         train_examples, lengths = _stream_examples(model, index, recipe, rank, world, quiet)
         reporter.note(
