@@ -115,6 +115,13 @@ class AsrHandler(TaskHandler):
     def scoring_rule(self, spec):
         return {"name": "corpus WER and CER (jiwer) after Whisper's text normaliser"}
 
+    def prediction_row(self, item, answer):
+        """Per-item word errors and reference words: their sums over items are the corpus WER's, so
+        the studies' item-level statistics recompute WER on any resample of the test set."""
+        counts = wer_cer([item.target], [answer], normalizer=normalizer_for(item.lang or "en"))
+        errors = counts["substitutions"] + counts["deletions"] + counts["insertions"]
+        return {"domain": item.domain, "word_errors": errors, "ref_words": counts["ref_words"]}
+
     def normalizer(self, spec, examples):
         lang = examples[0].meta.get("lang") or "en"
         if normalizer_for(lang) is normalize_english:
@@ -187,7 +194,8 @@ class McqHandler(TaskHandler):
         return f"{letters}MMAU string_match (lower-case \\b\\w+\\b token sets)"
 
     def prediction_row(self, item, answer):
-        return {"choices": item.choices, "correct": mmau_is_correct(answer, item.target, item.choices)}
+        correct = mmau_is_correct(answer, item.target, item.choices)
+        return {"choices": item.choices, "domain": item.domain, "correct": correct}
 
     def table_rows(self, result):
         rows = super().table_rows(result)
@@ -220,7 +228,7 @@ class ClassificationHandler(TaskHandler):
         return "moeaudio.eval.metrics.match_label (case/punctuation-insensitive label match)"
 
     def prediction_row(self, item, answer):
-        return {"correct": answer == item.target}
+        return {"domain": item.domain, "correct": answer == item.target}
 
     def table_rows(self, result):
         m, chance = result["metrics"], result["chance"]

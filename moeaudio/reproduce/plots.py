@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from moeaudio.io_utils import pyplot, save_figure
+from moeaudio.reproduce.stats import DIFFERS
 
 __all__ = ["plot_differences"]
 
@@ -27,8 +28,9 @@ def plot_differences(results: Mapping[str, Any], path: str | Path) -> Path | Non
         sign = 1.0 if col["higher_is_better"] else -1.0
         diffs = []
         for a in arms:
-            d = results["cells"][a["name"]][col["name"]]["diff"]
-            diffs.append(None if not d or d["n"] == 0 else {**d, "sign": sign})
+            cell = results["cells"][a["name"]][col["name"]]
+            d = cell.get("effect") or cell["diff"]  # effect: item-level and corrected, where computed
+            diffs.append(None if not d or d.get("mean") is None else {**d, "sign": sign})
         if any(d is not None for d in diffs):
             unit = " (pts)" if col["unit"] == "%" else ""
             rows.append((col["name"] + (" ↓, flipped" if sign < 0 else "") + unit, diffs))
@@ -51,17 +53,17 @@ def plot_differences(results: Mapping[str, Any], path: str | Path) -> Path | Non
             xs.append(mean)
             lo.append(mean - min(ends) if ends else 0.0)
             hi.append(max(ends) - mean if ends else 0.0)
-            filled.append(d["verdict"] == "differs")
+            filled.append(d["verdict"] == DIFFERS)
         color = colors[j % len(colors)]
         ax.errorbar(xs, ys, xerr=[lo, hi], fmt="none", ecolor=color, elinewidth=1.2, capsize=2)
-        for x, y, f in zip(xs, ys, filled, strict=True):  # filled marker: the interval excludes 0
+        for x, y, f in zip(xs, ys, filled, strict=True):  # filled marker: the corrected verdict is "differs"
             ax.plot(x, y, "o", color=color, markerfacecolor=color if f else "white", markersize=5)
         ax.plot([], [], "o", color=color, label=f"{a['label']} − baseline")
     ax.axvline(0.0, color="0.4", linewidth=0.8)
     ax.set_yticks(range(len(rows)), [name for name, _ in rows], fontsize=8)
     ax.invert_yaxis()
     conf = round(100 * results["confidence"])
-    ax.set_xlabel(f"difference from the baseline (right = better); mean and {conf}% interval over seeds")
-    ax.set_title(f"{results['title']}\nfilled: interval excludes 0 (differs); open: within noise", fontsize=9)
+    ax.set_xlabel(f"difference from the baseline (right = better); mean and {conf}% interval")
+    ax.set_title(f"{results['title']}\nfilled: differs (corrected verdict); open: within noise", fontsize=9)
     ax.legend(fontsize=7, loc="best")
     return save_figure(fig, path)

@@ -2,9 +2,12 @@
 
 Pure functions of what the runs wrote (their ``done.json`` records and analysis JSON), so a report can
 be rebuilt, and checked, without a model. The statistics are :mod:`moeaudio.reproduce.stats`: every cell is
-``mean +- std`` over seeds; every arm's difference from the baseline is paired seed by seed with a
-t interval, and a plain verdict ("differs" / "within noise"). Accuracies are shown in % (x100), as the
-paper prints them; the statistics are computed on the shown scale.
+``mean +- std`` over seeds. Every arm's difference from the baseline (``effect``) is judged with the
+per-item scores where the eval files hold them (a paired two-way bootstrap over seeds and test items:
+training noise and test-set sampling), else seed by seed (t); the study's ``primary`` column is judged
+alone, the arm's other columns are Holm-corrected together, and each gets its minimum detectable
+effect. Accuracies are shown in % (x100), as the paper prints them; the statistics are computed on the
+shown scale.
 """
 
 from __future__ import annotations
@@ -15,11 +18,24 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from moeaudio.reproduce.plan import StudyPlan
-from moeaudio.reproduce.stats import paired_difference, summarize
+from moeaudio.reproduce.stats import (
+    DIFFERS,
+    NOT_AVAILABLE,
+    WITHIN_NOISE,
+    align_items,
+    holm,
+    minimum_detectable_effect,
+    paired_difference,
+    paired_item_bootstrap,
+    paired_t_pvalue,
+    summarize,
+)
 from moeaudio.reproduce.study import Column, Study
 
 __all__ = [
+    "ItemData",
     "analysis_quantities",
+    "column_effects",
     "build_results",
     "column_values",
     "render_markdown",
@@ -31,6 +47,10 @@ DOMAINS = ("speech", "sound", "music")
 PAPER_PAIRS = (("music", "sound"), ("speech", "music"), ("sound", "speech"))
 #: Activation band the paper says most cells of a balanced MoE-Adapter sit in.
 BALANCED_BAND = (0.41, 0.57)
+#: Per-item scores of the runs: arm -> column -> seed -> {item id: (numerator, denominator)}.
+ItemData = Mapping[str, Mapping[str, Mapping[int, Mapping[str, tuple[float, float]]]]]
+ITEM_METHOD = "items x seeds bootstrap"
+SEED_METHOD = "seeds only (t)"
 
 
 # ----------------------------------------------------------------------------- evaluation cells
@@ -101,6 +121,97 @@ def _cell(values: dict[int, float], baseline: dict[int, float] | None, confidenc
     diff = paired_difference(values, baseline, confidence) if baseline is not None else None
     cell["diff"] = diff.to_json() if diff is not None else None
     return cell
+
+
+def _raw_effect(
+    study: Study, arm: str, col: Column, values: dict[str, dict[int, float]], items: ItemData
+) -> dict[str, Any]:
+    """The effect of one column before correction: item-level where both arms have per-item scores."""
+    scale = 100.0 if col.percent else 1.0
+    arm_items, base_items = items.get(arm, {}).get(col.name), items.get(study.baseline, {}).get(col.name)
+    aligned = align_items(arm_items, base_items) if arm_items and base_items else None
+    if aligned is not None:
+        seeds, _, num_a, num_b, den = aligned
+        d = paired_item_bootstrap(num_a, num_b, den, seeds=seeds, confidence=study.confidence, scale=scale)
+        return {
+            "method": ITEM_METHOD,
+            "mean": d.mean,
+            "low": d.low,
+            "high": d.high,
+            "p": d.p_value,
+            "se": d.se,
+            "n_seeds": d.n_seeds,
+            "n_items": d.n_items,
+            "items_differing": d.items_differing,
+            "n_boot": d.n_boot,
+        }
+    diff = paired_difference(values["arm"], values["baseline"], study.confidence)
+    if diff is None:
+        return {"method": SEED_METHOD, "mean": None, "low": None, "high": None, "p": None, "se": None,
+                "n_seeds": 0, "n_items": None}  # fmt: skip
+    se = None if diff.std is None else diff.std / diff.n**0.5
+    return {
+        "method": SEED_METHOD,
+        "mean": diff.mean,
+        "low": diff.low,
+        "high": diff.high,
+        "p": paired_t_pvalue(diff),
+        "se": se,
+        "n_seeds": diff.n,
+        "n_items": None,
+    }
+
+
+def column_effects(
+    study: Study,
+    scale: str,
+    arm: str,
+    by_arm: Mapping[str, Mapping[str, dict[int, float]]],
+    items: ItemData,
+) -> dict[str, dict[str, Any]]:
+    """Every column's effect of ``arm`` against the baseline: mean, interval, p, the corrected p and
+    verdict, and the minimum detectable effect (see :mod:`moeaudio.reproduce.stats`).
+
+    The primary column is judged at ``alpha = 1 - confidence`` alone; the other columns with a p-value
+    form one Holm family, and their minimum detectable effect is at ``alpha / m`` (Holm's first step).
+    """
+    alpha = 1.0 - study.confidence
+    primary = study.primary_column(scale)
+    columns = study.columns_at(scale)
+    base = by_arm.get(study.baseline, {})
+    raw = {
+        c.name: _raw_effect(
+            study,
+            arm,
+            c,
+            {"arm": by_arm.get(arm, {}).get(c.name, {}), "baseline": base.get(c.name, {})},
+            items,
+        )
+        for c in columns
+    }
+    family = [c.name for c in columns if c.name != primary and raw[c.name]["p"] is not None]
+    adjusted = dict(zip(family, holm([raw[n]["p"] for n in family]), strict=True))
+    out = {}
+    for c in columns:
+        e = raw[c.name]
+        is_primary = c.name == primary
+        level = alpha if is_primary else alpha / max(1, len(family))
+        p_adj = e["p"] if is_primary else adjusted.get(c.name)
+        verdict = NOT_AVAILABLE if p_adj is None else DIFFERS if p_adj < alpha else WITHIN_NOISE
+        direction = None
+        if verdict == DIFFERS and e["mean"]:
+            direction = "better" if (e["mean"] > 0) == c.higher_is_better else "worse"
+        out[c.name] = {
+            **e,
+            "primary": is_primary,
+            "correction": "none (primary)" if is_primary else f"Holm over {len(family)} columns",
+            "p_adjusted": p_adj,
+            "verdict": verdict,
+            "direction": direction,
+            "mde_alpha": level,
+            "mde": None if e["se"] is None else minimum_detectable_effect(e["se"], level),
+        }
+    return out
 
 
 # ----------------------------------------------------------------------------- analyses
@@ -206,11 +317,13 @@ def build_results(
     records: Mapping[str, Mapping[str, Any] | None],
     analyses: Mapping[str, Mapping[str, Mapping[int, Mapping[str, Any]]]] | None = None,
     figures: Mapping[str, Mapping[str, Any]] | None = None,
+    items: ItemData | None = None,
 ) -> dict[str, Any]:
     """Everything ``results.json`` holds (and ``results.md`` shows).
 
     ``records``: run key -> done record or None; ``analyses``: analysis name -> arm -> seed -> JSON;
-    ``figures``: analysis name -> ``{"figure": path relative to the study folder, "figure_seed": s}``.
+    ``figures``: analysis name -> ``{"figure": path relative to the study folder, "figure_seed": s}``;
+    ``items``: per-item scores (:data:`ItemData`; without them every effect is seed-level).
     """
     study, scale = plan.study, plan.scale
     columns = study.columns_at(scale)
@@ -225,6 +338,9 @@ def build_results(
             cell["paper"] = _paper_value(study, arm, col)
             cell["paper_delta"] = _paper_delta(study, arm, col)
             cells[arm][col.name] = cell
+        if arm != study.baseline:
+            for name, effect in column_effects(study, scale, arm, by_arm, items or {}).items():
+                cells[arm][name]["effect"] = effect
     arms = []
     for arm in plan.arms:
         a = study.arm(arm)
@@ -260,6 +376,7 @@ def build_results(
         "output": str(plan.output),
         "seeds": list(plan.seeds),
         "baseline": study.baseline,
+        "primary": study.primary_column(scale),
         "confidence": study.confidence,
         "overrides": list(plan.extra),
         "columns": [
@@ -309,6 +426,9 @@ def _ours(cell: Mapping[str, Any], unit: str, seeds: int) -> str:
 
 
 def _diff(cell: Mapping[str, Any], unit: str) -> str:
+    effect = cell.get("effect")
+    if effect is not None:
+        return _effect(effect, unit)
     diff = cell.get("diff")
     if not diff:
         return "not run"
@@ -319,6 +439,79 @@ def _diff(cell: Mapping[str, Any], unit: str) -> str:
         f"{_num(diff['mean'], d, sign=True)} [{_num(diff['low'], d, sign=True)}, "
         f"{_num(diff['high'], d, sign=True)}] {diff['verdict']}"
     )
+
+
+def _verdict(effect: Mapping[str, Any]) -> str:
+    text = effect["verdict"] + (f", {effect['direction']}" if effect.get("direction") else "")
+    return f"**{text}**" if effect["verdict"] == DIFFERS else text
+
+
+def _effect(effect: Mapping[str, Any], unit: str) -> str:
+    """``effect [low, high] verdict`` of a column (the corrected verdict)."""
+    if effect["mean"] is None:
+        return "not run"
+    d = _digits(unit)
+    if effect["low"] is None:
+        return f"{_num(effect['mean'], d, sign=True)} (one seed: n/a)"
+    return (
+        f"{_num(effect['mean'], d, sign=True)} [{_num(effect['low'], d, sign=True)}, "
+        f"{_num(effect['high'], d, sign=True)}] {_verdict(effect)}"
+    )
+
+
+def _p(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _evidence(effect: Mapping[str, Any]) -> str:
+    if effect["method"] == ITEM_METHOD:
+        return (
+            f"{effect['n_seeds']} seeds × {effect['n_items']} items "
+            f"({effect['items_differing']} seed-item pairs differ)"
+        )
+    return f"{effect['n_seeds']} seeds, no per-item records (t over seeds)"
+
+
+def _verdict_table(results: Mapping[str, Any], arm: Mapping[str, Any]) -> list[str]:
+    """Per column of one arm: effect, interval, p, corrected p, verdict, minimum detectable effect."""
+    conf = round(100 * results["confidence"])
+    rows = []
+    for c in results["columns"]:
+        e = results["cells"][arm["name"]][c["name"]].get("effect")
+        if e is None or e["mean"] is None:
+            continue
+        d = _digits(c["unit"])
+        name = (
+            c["name"] + (" ↓" if not c["higher_is_better"] else "") + (" (primary)" if e["primary"] else "")
+        )
+        interval = (
+            "—" if e["low"] is None else f"[{_num(e['low'], d, sign=True)}, {_num(e['high'], d, sign=True)}]"
+        )
+        rows.append(
+            [
+                f"**{name}**" if e["primary"] else name,
+                _num(e["mean"], d, sign=True),
+                interval,
+                _p(e["p"]),
+                _p(e["p_adjusted"]) + ("" if e["primary"] else " (Holm)"),
+                _verdict(e),
+                "—" if e["mde"] is None else _num(e["mde"], d),
+                _evidence(e),
+            ]
+        )
+    head = [
+        "column",
+        "effect",
+        f"{conf}% interval",
+        "p",
+        "corrected p",
+        "verdict",
+        "MDE (80 % power)",
+        "evidence",
+    ]
+    return _table(head, rows)
 
 
 def _paper(value: Any, digits: int = 2, sign: bool = False) -> str:
@@ -361,10 +554,17 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         + f". Written {results['generated']}.",
         "",
         f"Each cell: mean ± sample standard deviation over seeds (n shown when fewer seeds finished). "
-        f"Differences: arm − baseline seed by seed (same seed, data and budget), mean and {conf}% "
-        "confidence interval from the t distribution with n − 1 degrees of freedom; **differs** when the "
-        "interval excludes 0, **within noise** when it does not. Accuracy columns in %; ↓ marks a "
-        "column where lower is better."
+        f"Differences: arm − baseline, paired by seed and by test item (same seed, data, budget and "
+        f"test set). Where the eval files hold per-item scores, the {conf}% interval and the p-value come "
+        "from a paired bootstrap that resamples seeds and, independently, test items (training noise and "
+        "test-set sampling; an item both arms get right or wrong adds nothing); otherwise from the t "
+        "distribution over seeds (training noise only). The primary column"
+        + (f" (**{results['primary']}**)" if results.get("primary") else "")
+        + " is judged alone; the other columns of an arm are Holm-corrected together. **differs** when "
+        f"the (corrected) p-value is below {1 - results['confidence']:.2f}, **within noise** otherwise. "
+        "MDE: the smallest true difference detected with 80 % power at this number of seeds and items "
+        "(at the column's level: Holm's first step for corrected columns). Accuracy columns in %; ↓ marks "
+        "a column where lower is better."
         + (f" Paper numbers: {results['paper_source']}." if results["paper_source"] else ""),
         "",
     ]
@@ -396,6 +596,9 @@ def render_markdown(results: Mapping[str, Any]) -> str:
             lines += [f"## Differences from the baseline ({label[base]})", "", *_table(head, rows), ""]
             if results.get("differences_figure"):
                 lines += [f"![differences from the baseline]({results['differences_figure']})", ""]
+        for a in arms:
+            if a["name"] != base:
+                lines += [f"## Verdicts: {a['label']} − {label[base]}", "", *_verdict_table(results, a), ""]
         described = [c for c in columns if c["note"] or c["task"]]
         if described:
             lines += ["Columns: " + "; ".join(_describe(c) for c in described) + ".", ""]

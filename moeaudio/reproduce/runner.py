@@ -35,6 +35,7 @@ from moeaudio.config import load_recipe
 from moeaudio.eval.evaluate import run_eval
 from moeaudio.inspection import adapter_summary
 from moeaudio.io_utils import atomic_write_text
+from moeaudio.reproduce.items import item_scores
 from moeaudio.reproduce.options import ReproduceOptions
 from moeaudio.reproduce.plan import PlannedRun, StudyPlan, launcher_script, plan_study, recipe_fingerprint
 from moeaudio.reproduce.plots import plot_differences
@@ -290,6 +291,26 @@ def _complete(
     return record
 
 
+def collect_items(
+    plan: StudyPlan, records: dict[str, dict[str, Any] | None]
+) -> dict[str, dict[str, dict[int, dict[str, tuple[float, float]]]]]:
+    """arm -> column -> seed -> per-item scores, from the eval files of every finished run (columns
+    whose metric is not a sum over items, or whose files predate per-item records, are left out)."""
+    out: dict[str, dict[str, dict[int, dict[str, tuple[float, float]]]]] = {}
+    for run in plan.runs:
+        record = records.get(run.key)
+        if record is None:
+            continue
+        for col in plan.study.columns_at(plan.scale):
+            rel = record.get("eval_files", {}).get(col.name)
+            if col.gap is not None or rel is None:
+                continue
+            scores = item_scores(run.run_dir / rel, col.metric)
+            if scores is not None:
+                out.setdefault(run.arm, {}).setdefault(col.name, {})[run.seed] = scores
+    return out
+
+
 # ----------------------------------------------------------------------------- analyses and figures
 
 
@@ -408,7 +429,7 @@ def run_study(
     analysis_device = str(pick_device(device))
     analyses = run_analyses(plan, records, analysis_device, bar)
     figures = draw_figures(plan, analyses)
-    results = build_results(plan, records, analyses, figures)
+    results = build_results(plan, records, analyses, figures, collect_items(plan, records))
     png = plot_differences(results, plan.output / "figures" / "differences.png")
     results["differences_figure"] = None if png is None else str(png.relative_to(plan.output))
     atomic_write_text(plan.output / "results.json", json.dumps(results, indent=1))

@@ -167,6 +167,9 @@ class Study(_Model):
     arms: list[Arm]
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     columns: list[Column] = Field(default_factory=list)
+    # the one column per scale named in advance as the study's question: judged at the study's level
+    # alone; every other column is corrected for multiplicity (Holm, moeaudio.reproduce.stats)
+    primary: PerScale = Field(default_factory=PerScale)
     analyses: list[Analysis] = Field(default_factory=list)
     eval: dict[Scale, EvalSettings] = Field(default_factory=dict)
     minutes_per_run: dict[Scale, float] = Field(default_factory=dict)  # expected wall time per arm x seed
@@ -191,6 +194,15 @@ class Study(_Model):
                 for part in c.gap:
                     if part not in columns or self.column(part).gap is not None:
                         raise ValueError(f"column '{c.name}': gap part '{part}' is not a task column")
+        for scale in SCALES:
+            name = self.primary.at(scale)
+            if name is None:
+                continue
+            if name not in columns:
+                raise ValueError(f"primary.{scale}: '{name}' is not a column ({', '.join(columns)})")
+            col = self.column(name)
+            if col.gap is None and not col.task.at(scale):
+                raise ValueError(f"primary.{scale}: column '{name}' has no task at scale '{scale}'")
         for a in self.arms:
             unknown = sorted((set(a.paper) | set(a.paper_delta)) - set(columns))
             if unknown:
@@ -268,6 +280,10 @@ class Study(_Model):
             seeds.append(nxt)
             nxt += 1
         return seeds
+
+    def primary_column(self, scale: str) -> str | None:
+        """The study's primary column at ``scale`` (None: every column is corrected)."""
+        return self.primary.at(scale)
 
     def eval_settings(self, scale: str) -> EvalSettings:
         return self.eval.get(scale, EvalSettings())
