@@ -359,7 +359,8 @@ def _me(what: str) -> dict[str, Any]:
     return {
         "what": what,
         "pid": os.getpid(),
-        "parent": int(launcher) if (launcher := os.environ.get("MOEAUDIO_LAUNCHER_PID")) else None,
+        # a rank of `train --nproc` names its launcher (what a user would stop)
+        "parent": os.getppid() if os.environ.get("MOEAUDIO_LAUNCHER_PID") == str(os.getppid()) else None,
         "host": socket.gethostname(),
         "since": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300] if sys.argv else "python",

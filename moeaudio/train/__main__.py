@@ -9,6 +9,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from moeaudio.options import command
 from moeaudio.runtime.memory import keep_freed_memory
+from moeaudio.train.distributed import exit_with_launcher
 from moeaudio.train.launch import train_main
 from moeaudio.train.options import TrainOptions
 
@@ -18,6 +19,7 @@ app.command()(command(TrainOptions, train_main))
 
 @record  # under an elastic launcher (torchrun, train --nproc) a rank's exception reaches the launcher
 def main() -> None:
+    exit_with_launcher()  # a rank whose launcher is killed outright exits instead of running on
     keep_freed_memory()  # each rank is a process of its own: see moeaudio/runtime/memory.py
     app(prog_name="python -m moeaudio.train")
 

@@ -9,14 +9,23 @@ the agent watches every rank, so when one fails it stops the others at once inst
 blocked in a collective until the process-group timeout (30 minutes), raises with the failed rank's
 error (its traceback is recorded by ``@record`` in ``moeaudio.train.__main__``), and forwards SIGTERM /
 SIGINT / SIGHUP / SIGQUIT to every rank.
+
+A launcher killed outright (SIGKILL, the OOM killer) forwards nothing, and its ranks would run on,
+holding the run directory. So each rank started by a launcher exits when its parent goes
+(:func:`exit_with_launcher`): on Linux the kernel sends it SIGTERM (``prctl(PR_SET_PDEATHSIG)``), and
+everywhere a heartbeat thread checks once a second that the parent is still the one it started under.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
+import time
 import uuid
 
 from moeaudio.errors import MoeaudioError
@@ -25,6 +34,10 @@ from moeaudio.runtime.device import use_cuda
 
 #: Test-only: the rank named here raises right after the process group is up (tests/test_train.py).
 CRASH_RANK_ENV = "MOEAUDIO_TEST_CRASH_RANK"
+#: Set by ``train --nproc`` for its ranks: the launcher's pid (the parent they exit with).
+LAUNCHER_PID_ENV = "MOEAUDIO_LAUNCHER_PID"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_watching: list[int] = []  # the parent pid this process watches (set once)
 
 
 class RankFailedError(MoeaudioError, RuntimeError):
@@ -40,6 +53,52 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def exit_with_launcher(interval: float = 1.0) -> int | None:
+    """Make this rank exit when the launcher that started it dies; returns the watched parent pid
+    (None outside a launcher: no ``LOCAL_RANK`` and no ``MOEAUDIO_LAUNCHER_PID`` in the environment).
+
+    Two ways, because each alone has a gap: ``PR_SET_PDEATHSIG`` (Linux) has the kernel send SIGTERM
+    the moment the parent dies, but only on Linux, and it fires when the parent *thread* that started
+    the rank ends; the heartbeat thread works everywhere and catches a parent that died before this
+    call, at the cost of up to ``interval`` seconds. A rank stopped this way prints one line saying why.
+    """
+    launcher = os.environ.get(LAUNCHER_PID_ENV)
+    if launcher is None and "LOCAL_RANK" not in os.environ:
+        return None
+    if _watching:
+        return _watching[0]
+    parent = int(launcher) if launcher else os.getppid()
+    _watching.append(parent)
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    threading.Thread(
+        target=_heartbeat, args=(parent, interval), name="launcher-heartbeat", daemon=True
+    ).start()
+    if os.getppid() != parent:  # the launcher died before the kernel was told to watch it
+        _launcher_gone(parent)
+    return parent
+
+
+def _heartbeat(parent: int, interval: float) -> None:
+    while os.getppid() == parent:
+        time.sleep(interval)
+    _launcher_gone(parent)
+
+
+def _launcher_gone(parent: int) -> None:
+    """Stop this rank: SIGTERM as the kernel would send it, then a hard exit if a handler ignored it."""
+    rank = os.environ.get("RANK", "?")
+    print(
+        f"rank {rank} (pid {os.getpid()}): its launcher (pid {parent}) is gone; exiting",
+        file=sys.stderr,
+        flush=True,
+    )
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(10)
+    os._exit(128 + int(signal.SIGTERM))
 
 
 def init_distributed() -> tuple[int, int, int]:
@@ -105,6 +164,7 @@ def launch_local(module_args: list[str], nproc: int, monitor_interval: float = 0
         max_restarts=0,  # a failed step is not retried from scratch behind the user's back
         monitor_interval=monitor_interval,
     )
+    os.environ[LAUNCHER_PID_ENV] = str(os.getpid())  # the ranks exit when this process dies
     try:
         elastic_launch(config, sys.executable)("-u", "-m", "moeaudio.train", *module_args)
     except ChildFailedError as exc:
