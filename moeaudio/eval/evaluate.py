@@ -14,7 +14,11 @@ Five steps, one function each: :func:`plan` (checkpoint, recipe, data and decodi
 with no audio in the prompt, so the speech-vs-text modality gap can be reported; its files get a
 ``.text`` infix so both results sit side by side. ``--scoring loglik`` answers multiple-choice and
 classification items with the candidate of highest log-likelihood (:mod:`moeaudio.eval.ranking`)
-instead of generating; its files get a ``.loglik`` infix.
+instead of generating; its files get a ``.loglik`` infix. ``--scoring cloze`` asks the question without its
+options and ranks the option texts (or labels) as continuations (:mod:`moeaudio.eval.cloze`); its files
+get a ``.cloze`` infix. A spoken-question task evaluated with audio is also scored in writing (same
+items, same scoring, same LLM), and the audio result holds the modality gap
+(:mod:`moeaudio.eval.modality_gap`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import json
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -36,11 +40,13 @@ from rich.table import Table
 from moeaudio.config import Recipe, load_recipe
 from moeaudio.data.manifest import Item
 from moeaudio.errors import EvalDataError, EvalError
+from moeaudio.eval.cloze import cloze_candidates, cloze_examples
 from moeaudio.eval.generation import generate_all
 from moeaudio.eval.handlers import TaskHandler, handler_for
 from moeaudio.eval.metrics import plot_confusion, summarize_numbers
+from moeaudio.eval.modality_gap import add_modality_gap, gap_rows, is_spoken_question, text_twin_output
 from moeaudio.eval.options import EvalOptions
-from moeaudio.eval.ranking import candidates_for, rank_all
+from moeaudio.eval.ranking import best_per_character, candidates_for, rank_all, scored_answers
 from moeaudio.eval.tasks import EvalTask, closed_label_set, get_task, prepare_hint
 from moeaudio.io_utils import atomic_write_text, check_output_file
 from moeaudio.model.audio_llm import AudioLLM
@@ -62,6 +68,10 @@ __all__ = [
     "run_eval",
     "select_shots",
 ]
+
+#: What ``--scoring`` accepts: generated answers, or the candidates ranked with the options listed
+#: (loglik) or left out of the prompt (cloze).
+SCORINGS = ("generate", "loglik", "cloze")
 
 #: Instruction put before VoiceBench's text prompt in ``--modality text`` (mirrors the spoken version).
 TEXT_MCQ_INSTRUCTION = "Answer the multiple-choice question. Reply with the letter of the correct option."
@@ -103,7 +113,7 @@ class EvalPlan:
     items: list[Item]  # the items scored (after max_items)
     n_available: int
     modality: str
-    scoring: str  # generate | loglik
+    scoring: str  # generate | loglik | cloze
     few_shot: int
     num_beams: int
     batch_size: int
@@ -114,7 +124,7 @@ class EvalPlan:
     output: Path
     n_longer_than_training_max: int  # scored all the same: n stays honest
     shot_ids: list[str] = field(default_factory=list)
-    logprobs: list[dict[str, float]] | None = None  # --scoring loglik: each candidate's, per item
+    logprobs: list[dict[str, float]] | None = None  # --scoring loglik/cloze: each candidate's, per item
 
 
 def resolve_manifest(spec: EvalTask, recipe: Recipe, manifest: str | Path | None) -> tuple[Path, list[Item]]:
@@ -159,15 +169,15 @@ def plan(opts: EvalOptions) -> EvalPlan:
     ):
         if value is not None and value < least:
             raise EvalError(f"{flag} must be >= {least} (got {value})")
-    if opts.scoring not in ("generate", "loglik"):
-        raise EvalError(f"--scoring must be generate or loglik (got {opts.scoring!r})")
+    if opts.scoring not in SCORINGS:
+        raise EvalError(f"--scoring must be generate, loglik or cloze (got {opts.scoring!r})")
     if opts.loading not in (None, "auto", "memory", "stream"):
         raise EvalError(f"--loading must be auto, memory or stream (got {opts.loading!r})")
     check_output_file(opts.output, "--output")
     spec = get_task(opts.task)
-    if opts.scoring == "loglik" and spec.kind not in ("mcq", "classification"):
+    if opts.scoring != "generate" and spec.kind not in ("mcq", "classification"):
         raise EvalError(
-            f"--scoring loglik ranks options or labels: it is for mcq and classification tasks, "
+            f"--scoring {opts.scoring} ranks options or labels: it is for mcq and classification tasks, "
             f"not '{opts.task}' ({spec.kind}); use --scoring generate"
         )
     if opts.modality == "text" and spec.kind != "mcq":
@@ -189,8 +199,7 @@ def plan(opts: EvalOptions) -> EvalPlan:
     max_items = opts.max_items if opts.max_items is not None else recipe.eval.max_items
     if few_shot < 0 or num_beams < 1 or batch_size < 1:
         raise EvalError("--few-shot must be >= 0, --num-beams and --batch-size >= 1")
-    infixes = (".text" if opts.modality == "text" else "") + (".loglik" if opts.scoring == "loglik" else "")
-    name = f"{opts.task}{infixes}.json"
+    name = output_name(opts.task, opts.modality, opts.scoring)
     items = items[:max_items] if max_items else items
     return EvalPlan(
         spec=spec,
@@ -212,6 +221,12 @@ def plan(opts: EvalOptions) -> EvalPlan:
         output=Path(opts.output) if opts.output else ckpt / "eval" / name,
         n_longer_than_training_max=sum((i.duration or 0) > recipe.data.max_audio_seconds for i in items),
     )
+
+
+def output_name(task: str, modality: str, scoring: str) -> str:
+    """The default result file name: ``<task>[.text][.loglik|.cloze].json``."""
+    infixes = (".text" if modality == "text" else "") + (f".{scoring}" if scoring != "generate" else "")
+    return f"{task}{infixes}.json"
 
 
 # ------------------------------------------------------------------------------------- step 2: examples
@@ -316,12 +331,39 @@ def rank(
     into the plan, for the predictions file)."""
     start = time.time()
     headers = text_only(examples)
-    labels = None
-    if p.spec.kind == "classification":
-        labels = closed_label_set(p.spec.manifest_task, [e.target for e in headers])
-    candidates = [candidates_for(e, labels) for e in headers]
+    candidates = [candidates_for(e, _labels(p, headers)) for e in headers]
     best, p.logprobs, rate = rank_all(model, examples, candidates, p.batch_size, progress, collate.shots)
-    return best, {"items_per_s": rate, "seconds": time.time() - start}
+    return scored_answers(p.spec.scorer, headers, best), {"items_per_s": rate, "seconds": time.time() - start}
+
+
+def cloze(
+    p: EvalPlan, model: AudioLLM, examples: Sequence[Example], collate: Collator, progress: bool
+) -> tuple[list[str], dict[str, float]]:
+    """``--scoring cloze``: each option's text (or label) scored as the continuation of the question
+    asked without its options (the examples are already in cloze form: :func:`cloze_form`)."""
+    start = time.time()
+    headers = text_only(examples)
+    candidates = [cloze_candidates(e, _labels(p, headers)) for e in headers]
+    best, p.logprobs, rate = rank_all(
+        model, examples, candidates, p.batch_size, progress, collate.shots, end_of_turn=False
+    )
+    return scored_answers(p.spec.scorer, headers, best), {"items_per_s": rate, "seconds": time.time() - start}
+
+
+def _labels(p: EvalPlan, headers: Sequence[Example]) -> list[str] | None:
+    """The closed label set a classification task is ranked against (None for multiple choice)."""
+    if p.spec.kind != "classification":
+        return None
+    return closed_label_set(p.spec.manifest_task, [e.target for e in headers])
+
+
+def cloze_form(
+    p: EvalPlan, examples: list[Example] | LazyExamples, collate: Collator
+) -> list[Example] | LazyExamples:
+    """The examples (and few-shot shots) asked without their options (:mod:`moeaudio.eval.cloze`)."""
+    labels = _labels(p, text_only(examples))
+    collate.shots = cloze_examples(collate.shots, p.modality, labels)
+    return cloze_examples(examples, p.modality, labels)
 
 
 def score(p: EvalPlan, examples: list[Example], predictions: list[str]) -> dict[str, Any]:
@@ -410,7 +452,7 @@ def write_results(
         "prompts": sorted({e.instruction for e in examples})[:50],
         "normalizer": p.handler.normalizer(p.spec, examples),
         "decoding": {
-            "strategy": "loglik" if p.scoring == "loglik" else "beam" if p.num_beams > 1 else "greedy",
+            "strategy": p.scoring if p.scoring != "generate" else "beam" if p.num_beams > 1 else "greedy",
             "num_beams": p.num_beams,
             "do_sample": False,
             "max_new_tokens": p.max_new_tokens,
@@ -431,26 +473,55 @@ def write_results(
         "files": files,
         "output": str(p.output),
     }
-    atomic_write_text(p.output, json.dumps(result, indent=1, ensure_ascii=False, default=_json_default))
+    _write_json(p.output, result)
     return result
+
+
+def _write_json(path: Path, result: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(result, indent=1, ensure_ascii=False, default=_json_default))
 
 
 # ------------------------------------------------------------------------------------- entry points
 
 
 def evaluate(opts: EvalOptions, progress: bool = True) -> dict[str, Any]:
-    """Plan -> examples -> generate -> score -> write; returns the result record (also in the JSON)."""
+    """Plan -> examples -> generate -> score -> write; returns the result record (also in the JSON).
+
+    Spoken questions with audio are scored again in writing (:func:`text_twin`, same loaded model) and
+    the audio result gets the modality gap."""
     p = plan(opts)
     model = load_model(p.checkpoint, device=p.device, dtype=p.dtype)
+    result = run_plan(p, model, progress)
+    if p.modality == "audio" and is_spoken_question(p.spec.kind, p.items):
+        result = add_modality_gap(result, run_plan(text_twin(p), model, progress))
+        _write_json(p.output, result)
+    return result
+
+
+def run_plan(p: EvalPlan, model: AudioLLM, progress: bool = True) -> dict[str, Any]:
+    """Examples -> answers (generated or ranked) -> score -> write, for one plan."""
     examples, collate = build_examples(p, model, progress)
-    answer = rank if p.scoring == "loglik" else generate
+    if p.scoring == "cloze":
+        examples = cloze_form(p, examples, collate)
+    answer = {"loglik": rank, "cloze": cloze}.get(p.scoring, generate)
     predictions, throughput = answer(p, model, examples, collate, progress)
     examples = text_only(examples)  # scoring and the files need the texts, not the audio
     scored = score(p, examples, predictions)
     if p.logprobs is not None:  # lm-eval's acc_norm beside acc: log-likelihood per character
-        normed = [max(lp, key=lambda c, lp=lp: lp[c] / max(1, len(c))) for lp in p.logprobs]
+        normed = scored_answers(p.spec.scorer, examples, best_per_character(p.logprobs))
         scored["metrics"]["accuracy_norm"] = score(p, examples, normed)["metrics"]["accuracy"]
     return write_results(p, examples, predictions, scored, throughput)
+
+
+def text_twin(p: EvalPlan) -> EvalPlan:
+    """The plan of the same items in writing, same scoring and settings: the other side of the gap."""
+    default = p.checkpoint / "eval"
+    output = text_twin_output(
+        p.output,
+        default / output_name(p.spec.name, "audio", p.scoring),
+        default / output_name(p.spec.name, "text", p.scoring),
+    )
+    return replace(p, modality="text", output=output, shot_ids=[], logprobs=None)
 
 
 def run_eval(
@@ -483,6 +554,7 @@ def eval_json_summary(result: dict[str, Any]) -> dict[str, Any]:
         "scoring": result.get("scoring", "generate"),
         "n": result["n"],
         "metrics": summarize_numbers(result["metrics"]),
+        **{k: result[k] for k in ("text_metrics", "modality_gap") if k in result},
         "chance": summarize_numbers(result["chance"]),
         "items_per_s": result["throughput"]["items_per_s"],
         "checkpoint": result["checkpoint"],
@@ -492,7 +564,7 @@ def eval_json_summary(result: dict[str, Any]) -> dict[str, Any]:
 
 def render_eval(result: dict[str, Any]) -> Table:
     """A rich table: each number with its chance level beside it."""
-    how = ", loglik" if result.get("scoring") == "loglik" else ""
+    how = f", {result['scoring']}" if result.get("scoring", "generate") != "generate" else ""
     title = f"{result['task']} ({result['kind']}, {result['modality']}{how}) n={result['n']}"
     table = Table("metric", "value", "chance", title=title)
     for name, value, chance in handler_for(result["kind"], result.get("scorer")).table_rows(result):
@@ -507,5 +579,7 @@ def render_eval(result: dict[str, Any]) -> Table:
         )
     if result["kind"] == "classification" and result.get("majority") is not None:
         table.add_row("majority-class accuracy", f"{result['majority']:.3f}", "")
+    for name, value, _ in gap_rows(result):  # spoken questions: the same items in writing, and the gap
+        table.add_row(name, f"{value:+.3f}" if name.startswith("modality gap") else f"{value:.3f}", "")
     table.caption = f"{result['throughput']['items_per_s']:.2f} items/s on {result['device']}"
     return table

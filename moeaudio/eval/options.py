@@ -24,7 +24,8 @@ class EvalOptions:
     scoring: str = option(
         "generate",
         "generate (score the generated answer) | loglik (answer the option or label with the highest "
-        "log-likelihood: mcq and classification tasks)",
+        "log-likelihood: mcq and classification tasks) | cloze (the same, with the question asked without "
+        "its options and each option's text scored as the continuation, lm-eval's acc/acc_norm)",
     )
     runs_dir: str = option("runs", "where to look for checkpoints")
     batch_size: int | None = option(None, "items per generate call")

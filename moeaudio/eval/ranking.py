@@ -13,6 +13,10 @@ The candidates are the forms the task's targets take: the option texts where tar
 texts (the built-in spoken questions, MMAU), the letters where targets are letters (VoiceBench), the
 closed label set for classification. A candidate's response ends with the end-of-turn token, as in
 training, so an option that is a prefix of another ("a hat" vs "a hat and gloves") is not favoured.
+
+``--scoring cloze`` (:mod:`moeaudio.eval.cloze`) ranks the same way with the options left out of the
+prompt and the candidate's own tokens scored without the end-of-turn token (``end_of_turn=False``):
+lm-evaluation-harness's continuation, exactly.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from moeaudio.model.audio_llm import AudioLLM
 from moeaudio.progress import progress_bar
 from moeaudio.runtime.batching import Collator, Example, example_lengths, iter_batches
 
-__all__ = ["candidates_for", "rank_all"]
+__all__ = ["best_per_character", "candidates_for", "rank_all", "scored_answers"]
 
 
 def candidates_for(example: Example, labels: Sequence[str] | None = None) -> list[str]:
@@ -49,6 +53,33 @@ def candidates_for(example: Example, labels: Sequence[str] | None = None) -> lis
         f"item {item_id}: target {target!r} is neither one of its choices nor an option letter, so "
         "there is nothing to rank it against; fix the manifest, or use --scoring generate"
     )
+
+
+def scored_answers(scorer: str, examples: Sequence[Example], answers: Sequence[str]) -> list[str]:
+    """The ranked answers in the form the task's rule scores: an option text becomes its letter where
+    the rule reads letters (VoiceBench's) or the item's target is a letter; labels and texts stay."""
+    out = []
+    for e, answer in zip(examples, answers, strict=True):
+        choices = list(e.meta.get("choices") or [])
+        target = (e.target or "").strip()
+        as_letter = scorer == "voicebench" or (
+            target not in choices and target.strip("().").upper() in CHOICE_LETTERS
+        )
+        out.append(CHOICE_LETTERS[choices.index(answer)] if as_letter and answer in choices else answer)
+    return out
+
+
+def best_per_character(logprobs: Sequence[dict[str, float]]) -> list[str]:
+    """Per item, the candidate of highest log-probability per character (lm-eval's ``acc_norm``)."""
+    return [max(lp, key=lambda c, lp=lp: lp[c] / max(1, len(c))) for lp in logprobs]
+
+
+class _Continuation(Collator):
+    """A :class:`Collator` whose responses are the candidate's own tokens, without the end-of-turn token:
+    lm-evaluation-harness's continuation (what cloze scoring sums)."""
+
+    def response_ids(self, target: str) -> list[int]:
+        return self.tok(target, add_special_tokens=False).input_ids
 
 
 class _CandidateRows(Sequence[Example]):
@@ -78,13 +109,15 @@ def rank_all(
     batch_size: int,
     progress: bool,
     shots: Sequence[Example] = (),
+    end_of_turn: bool = True,
 ) -> tuple[list[str], list[dict[str, float]], float]:
     """The best candidate per example, every candidate's summed log-probability, and items/s.
 
     Every (example, candidate) pair is one training-style row (prompt, then the candidate as the
-    response); rows are batched by length like generation's.
+    response); rows are batched by length like generation's. ``end_of_turn=False`` scores the
+    candidate's tokens alone (cloze), without the end-of-turn token training puts after a response.
     """
-    collate = Collator(model, shots=shots)
+    collate = Collator(model, shots=shots) if end_of_turn else _Continuation(model, shots=shots)
     rows = [
         (i, c) for i, cands in enumerate(candidates) for c in cands
     ]  # (example index, candidate) per scored row
