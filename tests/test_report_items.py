@@ -18,7 +18,7 @@ from moeaudio.eval.normalize import normalize_english
 from moeaudio.reproduce.items import item_scores, predictions_path
 from moeaudio.reproduce.plan import plan_study
 from moeaudio.reproduce.report import build_results, render_markdown
-from moeaudio.reproduce.runner import collect_items
+from moeaudio.reproduce.runner import adapter_weights, collect_items
 from moeaudio.reproduce.study import StudyError, load_study
 
 N = 200
@@ -147,7 +147,11 @@ def test_report_verdicts_from_items(tmp_path: Path) -> None:
     items = collect_items(plan, records)
     assert set(items["moe"]) == {"MCQ", "MCQ speech", "intent", "asr WER"}
     assert len(items["moe"]["MCQ speech"][0]) == N // 2
-    results = build_results(plan, records, items=items)
+    weights = {
+        "dense": {"total": 3_201_024, "active": 3_201_024},
+        "moe": {"total": 3_201_024, "active": 2_134_016},
+    }
+    results = build_results(plan, records, items=items, weights=weights)
     moe = results["cells"]["moe"]
     mcq, intent, wer = moe["MCQ"]["effect"], moe["intent"]["effect"], moe["asr WER"]["effect"]
     assert results["primary"] == "MCQ"
@@ -166,6 +170,21 @@ def test_report_verdicts_from_items(tmp_path: Path) -> None:
     assert "## Verdicts: MoE − Dense" in md
     assert "| **MCQ (primary)** | +15.00 |" in md
     assert "(Holm)" in md and "3 seeds × 200 items" in md
+    assert "| MoE (3.20M weights, 2.13M active) — ours |" in md
+
+
+@pytest.mark.parametrize(
+    "scale,dense,moe",
+    [
+        ("cpu", (3_201_024, 3_201_024), (3_201_024, 2_134_016)),
+        ("paper", (94_371_840,) * 2, (94_371_840, 70_778_880)),
+    ],
+)
+def test_labels_carry_each_scales_own_weights(tmp_path: Path, scale: str, dense: tuple, moe: tuple) -> None:
+    """Table 1's rows are labelled with the weights of the model at the scale run, computed from it."""
+    weights = adapter_weights(plan_study(load_study("table1"), scale, output=tmp_path / "o"))
+    assert (weights["dense"]["total"], weights["dense"]["active"]) == dense
+    assert (weights["moe"]["total"], weights["moe"]["active"]) == moe
 
 
 def test_without_items_the_report_falls_back_to_seeds(tmp_path: Path) -> None:
@@ -181,3 +200,19 @@ def test_primary_must_name_a_column(tmp_path: Path) -> None:
     path = _study(tmp_path, primary="MMAU")
     with pytest.raises(StudyError, match="primary.cpu: 'MMAU' is not a column"):
         load_study(path)
+
+
+@pytest.mark.parametrize("name", ["table1", "table2", "table3", "frozen_llm", "figures", "table1_modality"])
+def test_shipped_studies_name_a_primary_and_keep_mmau_for_the_benchmark(name: str) -> None:
+    """Every study with columns names its primary column at each scale; "MMAU" is only ever the real
+    benchmark's column; the CPU studies run on the hard corpus (the spoken-question one on ``smol``)."""
+    study = load_study(name)
+    for scale in study.scales:
+        if study.columns_at(scale):
+            assert study.primary_column(scale) in [c.name for c in study.columns_at(scale)]
+        if scale == "cpu":
+            size = study.resolve(study.baseline, "cpu").data.synth_size
+            assert size == ("smol" if name == "table1_modality" else "hard")
+    for col in study.columns:
+        if "MMAU" in col.name:
+            assert col.task.cpu is None and col.task.paper == "mmau", col.name

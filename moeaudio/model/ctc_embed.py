@@ -32,7 +32,8 @@ class EmbeddingCTCHead(nn.Module):
     def __init__(self, d_llm: int, init_scale: float = 1.0) -> None:
         super().__init__()
         self.blank = nn.Parameter(torch.zeros(d_llm))  # scores 0 at the start: CTC's usual blank-first phase
-        self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
+        # shape (1,), not a 0-dim scalar: DeepSpeed broadcasts parameters as bytes, which a 0-dim tensor cannot be viewed as
+        self.log_scale = nn.Parameter(torch.full((1,), math.log(init_scale)))
 
     def logits(self, y: Tensor, embeddings: Tensor) -> Tensor:
         """Scores of every class for each audio token: y (T, d), embeddings (V, d) -> (T, V + 1)."""

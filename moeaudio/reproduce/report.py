@@ -318,12 +318,14 @@ def build_results(
     analyses: Mapping[str, Mapping[str, Mapping[int, Mapping[str, Any]]]] | None = None,
     figures: Mapping[str, Mapping[str, Any]] | None = None,
     items: ItemData | None = None,
+    weights: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, Any]:
     """Everything ``results.json`` holds (and ``results.md`` shows).
 
     ``records``: run key -> done record or None; ``analyses``: analysis name -> arm -> seed -> JSON;
     ``figures``: analysis name -> ``{"figure": path relative to the study folder, "figure_seed": s}``;
-    ``items``: per-item scores (:data:`ItemData`; without them every effect is seed-level).
+    ``items``: per-item scores (:data:`ItemData`; without them every effect is seed-level);
+    ``weights``: arm -> adapter linear weights ``{"total", "active"}`` of the model at this scale.
     """
     study, scale = plan.study, plan.scale
     columns = study.columns_at(scale)
@@ -350,6 +352,7 @@ def build_results(
             {
                 "name": arm,
                 "label": a.label,
+                "adapter_weights": dict((weights or {}).get(arm, {})) or None,
                 "recipe": runs[0].recipe_ref if runs else study.recipe_ref(a, scale),
                 "overrides": study.arm_overrides(a, scale),
                 "paper_note": a.paper_note,
@@ -402,6 +405,18 @@ def build_results(
 
 
 # ----------------------------------------------------------------------------- markdown
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 10_000_000 else f"{n / 1e6:.2f}M"
+
+
+def ours_label(arm: Mapping[str, Any]) -> str:
+    """The arm's label with its own adapter weights, total / active per audio token (this scale's model)."""
+    w = arm.get("adapter_weights")
+    if not w:
+        return arm["label"]
+    return f"{arm['label']} ({_millions(w['total'])} weights, {_millions(w['active'])} active)"
 
 
 def _num(value: float | None, digits: int, sign: bool = False) -> str:
@@ -576,7 +591,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         for a in arms:
             row_cells = cells[a["name"]]
             rows.append(
-                [f"{a['label']} — ours", *(_ours(row_cells[c["name"]], c["unit"], seeds) for c in columns)]
+                [f"{ours_label(a)} — ours", *(_ours(row_cells[c["name"]], c["unit"], seeds) for c in columns)]
             )
             paper = [_paper(row_cells[c["name"]]["paper"]) for c in columns]
             if any(p != "—" for p in paper) or a["paper_note"]:
@@ -588,7 +603,9 @@ def render_markdown(results: Mapping[str, Any]) -> str:
             if a["name"] == base:
                 continue
             row_cells = cells[a["name"]]
-            rows.append([f"{a['label']} — ours", *(_diff(row_cells[c["name"]], c["unit"]) for c in columns)])
+            rows.append(
+                [f"{ours_label(a)} — ours", *(_diff(row_cells[c["name"]], c["unit"]) for c in columns)]
+            )
             paper = [_paper(row_cells[c["name"]]["paper_delta"], sign=True) for c in columns]
             if any(p != "—" for p in paper):
                 rows.append([f"{a['label']} — paper", *paper])

@@ -414,6 +414,18 @@ def check_equal_params(plan: StudyPlan) -> dict[str, int]:
     return counts
 
 
+def adapter_weights(plan: StudyPlan) -> dict[str, dict[str, int]]:
+    """Adapter linear weights per arm, total and active per audio token, computed from each arm's model
+    at the plan's scale (``moeaudio inspect``): the numbers the report's row labels show, so a CPU twin is
+    never labelled with the paper's 94.4M / 70.8M."""
+    first = {run.arm: run for run in reversed(plan.runs)}
+    out = {}
+    for arm in plan.arms:
+        breakdown = adapter_summary(first[arm].recipe)["adapter_params_breakdown"]
+        out[arm] = {"total": breakdown["linear_weights"], "active": breakdown["active_linear_weights"]}
+    return out
+
+
 def run_study(
     plan: StudyPlan, train: bool = True, device: str | None = None, progress: bool = True, reuse: bool = True
 ) -> dict[str, Any]:
@@ -429,7 +441,7 @@ def run_study(
     analysis_device = str(pick_device(device))
     analyses = run_analyses(plan, records, analysis_device, bar)
     figures = draw_figures(plan, analyses)
-    results = build_results(plan, records, analyses, figures, collect_items(plan, records))
+    results = build_results(plan, records, analyses, figures, collect_items(plan, records), adapter_weights(plan))
     png = plot_differences(results, plan.output / "figures" / "differences.png")
     results["differences_figure"] = None if png is None else str(png.relative_to(plan.output))
     atomic_write_text(plan.output / "results.json", json.dumps(results, indent=1))

@@ -45,7 +45,7 @@ Multiple columns (:func:`holm`): a study names one ``primary`` column in advance
 level alone; the arm's other columns are one family, corrected with **Holm's step-down** method. Why
 Holm and not Benjamini-Hochberg: each "differs" in the table is read as a claim about that column, so
 the family-wise error (any false "differs" in the row) is the rate a reader needs controlled; and Holm
-holds under any dependence between columns (``MMAU`` and its thirds share items; every column shares
+holds under any dependence between columns (the audio MCQ and its thirds share items; every column shares
 the model), where BH needs positive dependence. :func:`benjamini_hochberg` is here for comparison.
 
 Minimum detectable effect (:func:`minimum_detectable_effect`): ``(z_{1-a/2} + z_{power}) * SE`` with

@@ -1,0 +1,194 @@
+"""Staged training: a recipe's ``train.stages`` run in order, each from the previous stage's weights.
+
+Why: a pretrained LLM does not start reading a fresh adapter within a few hundred next-token steps
+(it learns the answers' form instead); LLaVA, SALMONN and Qwen-Audio align the projector first,
+then tune. Each stage here is an ordinary training run of the recipe with the stage's settings
+(:func:`stage_recipe`: objective, trainable parts, tasks, steps, LR) and a fresh optimizer and
+schedule, so everything a run has (DeepSpeed, checkpoints, exact ``--resume``, logs) every stage has.
+
+Layout: stage ``k`` of ``n`` writes ``RUN/stages/k-NAME/`` (checkpoints, metrics, loss curve); the last
+stage writes ``RUN`` itself, so eval, export and the analyses read a staged run as any other.
+``RUN/stages.json`` records each finished stage's steps and wall time. ``--resume`` skips the stages
+whose final checkpoint is there, continues the one that was interrupted, and starts the next one from
+the previous stage's final weights, so a resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+
+from moeaudio.config import Recipe
+from moeaudio.io_utils import atomic_write_text
+from moeaudio.runtime.checkpoint import latest_checkpoint, load_trainer_state
+from moeaudio.train.trainer import TrainResult, run_train
+
+__all__ = ["STAGES_DIR", "run_stages", "stage_dir", "stage_recipe", "stage_summary"]
+
+STAGES_DIR = "stages"
+STAGES_RECORD = "stages.json"
+
+
+def stage_recipe(recipe: Recipe, index: int, output_dir: str | Path | None = None) -> Recipe:
+    """The recipe stage ``index`` trains with: the stage's settings over the recipe's own, the stage
+    marked active (the model reads its objective and trainable parts from there), its own output folder.
+    A new object: ``recipe`` itself is not changed."""
+    stage = recipe.train.stages[index]
+    train = {"active_stage": index, "max_steps": stage.max_steps}
+    for key in ("lr", "warmup_steps", "decay_fraction", "save_every"):
+        if getattr(stage, key) is not None:
+            train[key] = getattr(stage, key)
+    run_dir = Path(output_dir or recipe.train.output_dir)
+    train["output_dir"] = str(stage_dir(run_dir, recipe, index))
+    data = {"tasks": stage.tasks} if stage.tasks is not None else {}
+    if stage.micro_batch_size is not None:
+        data["micro_batch_size"] = stage.micro_batch_size
+    return recipe.model_copy(
+        update={
+            "train": recipe.train.model_copy(update=train),
+            "data": recipe.data.model_copy(update=data),
+        }
+    )
+
+
+def stage_dir(run_dir: Path, recipe: Recipe, index: int) -> Path:
+    """Where stage ``index`` writes: ``RUN/stages/k-NAME`` (k counted from 1), the last stage ``RUN``."""
+    stages = recipe.train.stages
+    if index == len(stages) - 1:
+        return run_dir
+    return run_dir / STAGES_DIR / f"{index + 1}-{stages[index].name}"
+
+
+def finished_checkpoint(directory: Path, steps: int) -> Path | None:
+    """The stage's final checkpoint (its latest, written at step ``steps``), or None if not there yet."""
+    ckpt = latest_checkpoint(directory)
+    if ckpt is None:
+        return None
+    return ckpt if load_trainer_state(ckpt).get("step") == steps else None
+
+
+def stage_summary(recipe: Recipe) -> list[dict[str, Any]]:
+    """One row per stage, for ``inspect`` and the start of a run: name, objective, trains, tasks, steps, lr."""
+    rows = []
+    for i, stage in enumerate(recipe.train.stages or []):
+        r = stage_recipe(recipe, i)
+        trains = stage.trainable or _default_trainable(recipe)
+        rows.append(
+            {
+                "stage": f"{i + 1}-{stage.name}",
+                "objective": stage.objective,
+                "trains": trains,
+                "tasks": r.data.tasks or "all",
+                "steps": stage.max_steps,
+                "lr": r.train.lr,
+                "micro_batch_size": r.data.micro_batch_size,
+            }
+        )
+    return rows
+
+
+def _default_trainable(recipe: Recipe) -> list[str]:
+    parts = [] if recipe.encoder.freeze else ["encoder"]
+    parts.append("adapter")
+    if recipe.llm.lora_r > 0:
+        parts.append("lora")
+    elif not recipe.llm.freeze:
+        parts.append("llm")
+    return parts
+
+
+def run_stages(
+    recipe: Recipe,
+    output_dir: str | Path | None = None,
+    resume: bool = False,
+    validate: Any = None,
+    conflict_probe: Any = None,
+    overwrite: bool = False,
+    say: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train every stage of ``recipe.train.stages`` in order (see the module docstring); the validation
+    runs after the last stage. Returns the last stage's result with the whole run's steps and time."""
+    run_dir = Path(output_dir or recipe.train.output_dir)
+    stages = recipe.train.stages
+    start, history, previous, record = time.time(), [], None, []
+    result: TrainResult | None = None
+    for i, stage in enumerate(stages):
+        directory = stage_dir(run_dir, recipe, i)
+        label = f"stage {i + 1}/{len(stages)} '{stage.name}'"
+        done = None if overwrite else finished_checkpoint(directory, stage.max_steps)
+        if stage.max_steps == 0:
+            say(f"{label}: 0 steps, skipped")
+            continue
+        if done is not None and resume:
+            say(f"{label}: finished earlier ({done}), skipped")
+            previous = done
+            record.append(_stage_row(i, stage.name, stage.max_steps, None, done))
+            continue
+        r = stage_recipe(recipe, i, run_dir)
+        row = stage_summary(recipe)[i]
+        say(
+            f"{label}: {stage.objective}, trains {', '.join(row['trains'])}, tasks {row['tasks']}, "
+            f"{stage.max_steps} steps at lr {r.train.lr:g}"
+            + (f", from {previous}" if previous is not None else "")
+        )
+        continuing = resume and latest_checkpoint(directory) is not None
+        t0 = time.time()
+        last = i == len(stages) - 1
+        result = run_train(
+            r,
+            directory,
+            resume=continuing,
+            validate=validate if last else None,
+            conflict_probe=conflict_probe,
+            overwrite=overwrite,
+            init_weights=None if continuing else previous,
+        )
+        history.extend(result.history)
+        previous = result.checkpoint
+        record.append(_stage_row(i, stage.name, result.steps, time.time() - t0, result.checkpoint))
+        if _is_rank0():
+            _write_record(run_dir, record)
+    if result is None:  # every stage had finished earlier: nothing left to train
+        final = previous if previous is not None else run_dir
+        return TrainResult(run_dir, final, recipe.train.total_steps, [], time.time() - start)
+    result.steps = recipe.train.total_steps
+    result.history = history
+    result.wall_seconds = time.time() - start
+    return result
+
+
+def _is_rank0() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _stage_row(index: int, name: str, steps: int, seconds: float | None, checkpoint: Path) -> dict[str, Any]:
+    return {
+        "stage": f"{index + 1}-{name}",
+        "steps": steps,
+        "wall_seconds": None if seconds is None else round(seconds, 1),
+        "checkpoint": str(checkpoint),
+    }
+
+
+def _write_record(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """``RUN/stages.json``: the stages finished so far (a stage skipped on resume keeps its earlier time)."""
+    path = run_dir / STAGES_RECORD
+    earlier = {}
+    if path.is_file():
+        try:
+            earlier = {r["stage"]: r for r in json.loads(path.read_text())}
+        except (ValueError, KeyError, TypeError):
+            earlier = {}
+    merged = [
+        {**row, "wall_seconds": earlier.get(row["stage"], {}).get("wall_seconds")}
+        if row["wall_seconds"] is None
+        else row
+        for row in rows
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(merged, indent=2) + "\n")

@@ -1,0 +1,135 @@
+"""Staged training (train.stages): stage layout, objectives per stage, exact resume mid-stage and
+across a stage boundary."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from moeaudio.config import RecipeError, load_recipe
+from moeaudio.runtime.checkpoint import latest_checkpoint, load_trainer_state
+from moeaudio.train.launch import train_recipe
+from moeaudio.train.stages import stage_dir, stage_recipe, stage_summary
+from tests.conftest import tiny_recipe
+
+STAGES = [
+    {"name": "align", "objective": "ctc_embed", "trainable": ["adapter"], "max_steps": 3, "lr": 3e-3,
+     "tasks": ["asr"], "save_every": 1},
+    {"name": "tune", "objective": "ntp", "max_steps": 3, "save_every": 1},
+]  # fmt: skip
+
+
+def staged(corpus: Path, run_dir: Path, cache: Path):
+    raw = tiny_recipe(
+        corpus, run_dir, "moe", f"data.feature_cache={cache}", "train.keep_last=10", "train.log_every=1"
+    ).model_dump(mode="json")
+    raw["train"]["stages"] = STAGES
+    raw["adapter"]["output_gain"] = "llm_embeddings"
+    return load_recipe(raw)
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_corpus, tmp_path_factory, quiet_training):
+    cache = tmp_path_factory.mktemp("stage_cache")
+    run_dir = tmp_path_factory.mktemp("staged_full")
+    recipe = staged(tiny_corpus, run_dir, cache)
+    return recipe, train_recipe(recipe, evaluate=False), cache
+
+
+def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(checkpoint / "model.safetensors"))
+
+
+def test_stage_recipes_take_the_stage_settings_and_leave_the_recipe_alone(tiny_corpus, tmp_path):
+    recipe = staged(tiny_corpus, tmp_path, tmp_path / "cache")
+    align = stage_recipe(recipe, 0)
+    assert (align.train.active_stage, align.train.max_steps, align.train.lr) == (0, 3, 3e-3)
+    assert align.data.tasks == ["asr"] and recipe.data.tasks is None and recipe.train.active_stage is None
+    assert stage_dir(tmp_path, recipe, 0) == tmp_path / "stages" / "1-align"
+    assert stage_dir(tmp_path, recipe, 1) == tmp_path  # the last stage writes the run itself
+    rows = stage_summary(recipe)
+    assert [r["objective"] for r in rows] == ["ctc_embed", "ntp"]
+    assert rows[0]["trains"] == ["adapter"] and rows[1]["trains"] == ["adapter", "llm"]
+
+
+def test_a_staged_run_trains_each_stage_from_the_previous_ones_weights(full_run):
+    recipe, result, _ = full_run
+    run_dir = result.run_dir
+    align = latest_checkpoint(run_dir / "stages" / "1-align")
+    final = latest_checkpoint(run_dir)
+    assert load_trainer_state(align)["step"] == 3 and load_trainer_state(final)["step"] == 3
+    hist = load_trainer_state(align)["history"]
+    assert all("ctc_loss" in r and "lm_loss" not in r for r in hist)
+    assert all("lm_loss" in r for r in load_trainer_state(final)["history"])
+    a, f = _weights(align), _weights(final)
+    # stage 1 trained the adapter (and CTC head) only: the LLM is as built; stage 2 moved the LLM
+    first = latest_checkpoint(run_dir / "stages" / "1-align").parent / "step-000001"
+    llm_keys = [k for k in a if k.startswith("llm.")]
+    assert llm_keys and all(torch.equal(a[k], _weights(first)[k]) for k in llm_keys)
+    assert any(not torch.equal(a[k], f[k]) for k in llm_keys)
+    assert torch.equal(a["ctc_head.blank"], f["ctc_head.blank"])  # not trained by the ntp stage
+    rows = json.loads((run_dir / "stages.json").read_text())
+    assert [r["stage"] for r in rows] == ["1-align", "2-tune"] and all(r["wall_seconds"] > 0 for r in rows)
+    assert result.steps == 6
+
+
+def _crash_copy(run_dir: Path, new_dir: Path, stage_path: str, step: int, keep_final_stages: bool) -> None:
+    """``new_dir`` as it would be after a crash right after the step-``step`` checkpoint of the stage
+    in ``stage_path`` (relative to the run); earlier stages finished."""
+    if keep_final_stages:
+        shutil.copytree(run_dir / "stages", new_dir / "stages")
+    src = run_dir / stage_path / "checkpoints" / f"step-{step:06d}"
+    dst = new_dir / stage_path / "checkpoints" / src.name
+    shutil.rmtree(dst.parent, ignore_errors=True)
+    shutil.copytree(src, dst)
+    (dst.parent / "latest").write_text(src.name)
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["mid_first_stage", "at_the_boundary", "mid_last_stage"],
+)
+def test_resume_mid_stage_and_across_a_boundary_equals_the_uninterrupted_run(full_run, tmp_path, where):
+    recipe, result, cache = full_run
+    run_dir = result.run_dir
+    if where == "mid_first_stage":
+        _crash_copy(run_dir, tmp_path, "stages/1-align", 1, keep_final_stages=False)
+    elif where == "at_the_boundary":
+        _crash_copy(run_dir, tmp_path, "stages/1-align", 3, keep_final_stages=False)
+    else:
+        _crash_copy(run_dir, tmp_path, ".", 2, keep_final_stages=True)
+    resumed = train_recipe(staged(recipe_root(recipe), tmp_path, cache), resume=True, evaluate=False)
+    a, b = _weights(resumed.checkpoint), _weights(result.checkpoint)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+    want = load_trainer_state(result.checkpoint)["history"]
+    got = load_trainer_state(resumed.checkpoint)["history"]
+    assert [r["loss"] for r in got] == pytest.approx([r["loss"] for r in want], rel=1e-5)
+
+
+def recipe_root(recipe) -> Path:
+    return Path(recipe.data.root)
+
+
+def test_a_finished_staged_run_is_refused_without_resume_or_overwrite(full_run):
+    recipe, result, _ = full_run
+    with pytest.raises(Exception, match="already holds checkpoints"):
+        train_recipe(recipe, evaluate=False)
+
+
+def test_stage_overrides_and_bad_stages_get_clear_errors(tiny_corpus, tmp_path):
+    raw = staged(tiny_corpus, tmp_path, tmp_path).model_dump(mode="json")
+    r = load_recipe(raw, ["train.stages.align.max_steps=0"])
+    assert r.train.stages[0].max_steps == 0 and r.train.total_steps == 3
+    with pytest.raises(RecipeError, match="last stage 'tune' has max_steps 0"):
+        load_recipe(raw, ["train.stages.tune.max_steps=0"])
+    with pytest.raises(RecipeError, match="runs no LLM forward"):
+        load_recipe(raw, ["train.stages.align.trainable=[adapter, lora]"])
+    with pytest.raises(RecipeError, match="no stage 'aling'"):
+        load_recipe(raw, ["train.stages.aling.lr=1"])
