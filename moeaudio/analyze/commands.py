@@ -31,12 +31,11 @@ from moeaudio.analyze.routing import (
     plot_token_timeline,
     render_timeline,
 )
-from moeaudio.config import load_recipe
 from moeaudio.data.audio import NonFinite, check_audio_file, load_audio
 from moeaudio.errors import MissingDataError, NoRouterError, UsageError
 from moeaudio.io_utils import check_output_file
 from moeaudio.model.audio_llm import AudioLLM
-from moeaudio.runtime.checkpoint import load_model, resolve_checkpoint, verify_checkpoint
+from moeaudio.runtime.checkpoint import Checkpoint, load_model, open_checkpoint, resolve_checkpoint
 from moeaudio.runtime.device import pick_device
 from moeaudio.runtime.examples import checked_items, load_manifest_examples, manifest_path
 from moeaudio.runtime.windows import check_clip_length
@@ -66,14 +65,14 @@ def analyze_routing_audio(
     pick_device(device)
     check_output_file(png, "--png")
     check_audio_file(audio)  # a bad file is named before the model loads
-    ckpt = verify_checkpoint(resolve_checkpoint(checkpoint))
+    ckpt = open_checkpoint(resolve_checkpoint(checkpoint))
     model = load_model(ckpt, device)
     _routers(model)
     sr = model.encoder.sample_rate
     wave = load_audio(audio, sr, nonfinite=nonfinite)
     check_clip_length(model, wave, audio)
     routed = route_audio(model, wave, layer=layer)
-    data = {"audio": str(audio), "checkpoint": str(ckpt), "duration": len(wave) / sr, **routed.to_json()}
+    data = {"audio": str(audio), "checkpoint": str(ckpt.path), "duration": len(wave) / sr, **routed.to_json()}
     if png is not None:
         plot_token_timeline(
             wave, sr, routed.expert_ids, routed.gates, routed.num_experts, routed.frame_seconds, png
@@ -83,14 +82,21 @@ def analyze_routing_audio(
     return data, view
 
 
-def _checked_before_loading(manifest: str | Path, paths: Sequence[Path], limit: int | None = None) -> None:
+def _checked_before_loading(
+    manifest: str | Path, ckpts: Sequence[Checkpoint], limit: int | None = None
+) -> None:
     """The manifest checked against each checkpoint's recipe (tasks, audio) before a model loads."""
-    for path in paths:
-        checked_items(manifest, load_recipe(path / "recipe.yaml"), limit=limit)
+    for ckpt in ckpts:
+        checked_items(manifest, ckpt.recipe, limit=limit)
 
 
-def _load(path: Path, device: str, nonfinite: NonFinite) -> AudioLLM:
-    model = load_model(path, device)
+def _opened(checkpoints: Sequence[str | Path] | None) -> list[Checkpoint]:
+    """The checkpoints asked for (none: the newest under runs/), each checked and its recipe parsed once."""
+    return [open_checkpoint(resolve_checkpoint(c)) for c in (checkpoints or [None])]
+
+
+def _load(ckpt: Checkpoint, device: str, nonfinite: NonFinite) -> AudioLLM:
+    model = load_model(ckpt, device)
     model.recipe.data.nonfinite_audio = nonfinite
     return model
 
@@ -115,12 +121,13 @@ def analyze_routing_manifest(
     """
     pick_device(device)
     check_output_file(png, "--png")
-    paths = [verify_checkpoint(resolve_checkpoint(c)) for c in (checkpoints or [None])]
-    _checked_before_loading(manifest, paths, limit)
+    ckpts = _opened(checkpoints)
+    _checked_before_loading(manifest, ckpts, limit)
     stats: dict[str, RoutingStats] = {}
-    for path in paths:
+    for ckpt in ckpts:
+        path = ckpt.path
         name = checkpoint_name(path, list(stats))
-        model = _load(path, device, nonfinite)
+        model = _load(ckpt, device, nonfinite)
         try:
             _routers(model)
         except NoRouterError as exc:
@@ -130,7 +137,8 @@ def analyze_routing_manifest(
             raise MissingDataError(f"{manifest}: no usable items for {path}")
         stats[name] = routing_report(model, examples, by, batch_size, layer, progress)
     views = {
-        name: {"checkpoint": str(p), **s.to_json()} for (name, s), p in zip(stats.items(), paths, strict=True)
+        name: {"checkpoint": str(p), **s.to_json()}
+        for (name, s), p in zip(stats.items(), [c.path for c in ckpts], strict=True)
     }
     data: dict[str, Any] = next(iter(views.values())) if len(views) == 1 else dict(views)
     if png is not None:
@@ -165,12 +173,13 @@ def analyze_conflict(
         raise UsageError(f"--lr must be a positive number (got {lr})")
     pick_device(device)
     check_output_file(png, "--png")
-    paths = [verify_checkpoint(resolve_checkpoint(c)) for c in (checkpoints or [None])]
-    _checked_before_loading(manifest, paths, limit)
+    ckpts = _opened(checkpoints)
+    _checked_before_loading(manifest, ckpts, limit)
     results: dict[str, dict[str, Any]] = {}
-    for path in paths:
+    for ckpt in ckpts:
+        path = ckpt.path
         name = checkpoint_name(path, list(results))
-        model = _load(path, device, nonfinite)
+        model = _load(ckpt, device, nonfinite)
         by_domain = domain_examples(load_manifest_examples(model, manifest, progress=progress, limit=limit))
         if len(by_domain) < 2:
             raise MissingDataError(
@@ -206,13 +215,13 @@ def analyze_probe(
     """
     pick_device(device)
     check_output_file(png, "--png")
-    path = verify_checkpoint(resolve_checkpoint(checkpoint))
-    recipe = load_recipe(path / "recipe.yaml")
+    ckpt = open_checkpoint(resolve_checkpoint(checkpoint))
+    path, recipe = ckpt.path, ckpt.recipe
     train_path = Path(train_manifest) if train_manifest else manifest_path(recipe, "train")
     eval_path = Path(eval_manifest) if eval_manifest else manifest_path(recipe, "valid")
     for manifest in (train_path, eval_path):
         checked_items(manifest, recipe)
-    model = _load(path, device, nonfinite)
+    model = _load(ckpt, device, nonfinite)
     train = load_manifest_examples(model, train_path, progress=progress)
     held_out = load_manifest_examples(model, eval_path, progress=progress)
     results = probe_tasks(model, train, held_out, tasks)

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from rich.table import Table
 
-from moeaudio.config import Recipe, load_recipe
+from moeaudio.config import Recipe
 from moeaudio.data.manifest import Item
 from moeaudio.errors import EvalDataError, EvalError
 from moeaudio.eval.cloze import cloze_candidates, cloze_examples
@@ -51,7 +51,7 @@ from moeaudio.eval.tasks import EvalTask, closed_label_set, get_task, prepare_hi
 from moeaudio.io_utils import atomic_write_text, check_output_file
 from moeaudio.model.audio_llm import AudioLLM
 from moeaudio.runtime.batching import Collator, Example
-from moeaudio.runtime.checkpoint import WEIGHTS, load_model, resolve_checkpoint, verify_checkpoint
+from moeaudio.runtime.checkpoint import WEIGHTS, Checkpoint, load_model, open_checkpoint, resolve_checkpoint
 from moeaudio.runtime.device import inference_dtype, pick_device
 from moeaudio.runtime.examples import LazyExamples, checked_items, load_examples, manifest_path, use_streaming
 
@@ -108,7 +108,8 @@ class EvalPlan:
     spec: EvalTask
     handler: TaskHandler
     checkpoint: Path
-    recipe: Recipe
+    source: Checkpoint  # checked and parsed once; load_model builds the model from it
+    recipe: Recipe  # the checkpoint's, with eval's data settings (a copy)
     manifest: Path
     items: list[Item]  # the items scored (after max_items)
     n_available: int
@@ -184,8 +185,8 @@ def plan(opts: EvalOptions) -> EvalPlan:
         raise EvalError(
             f"--modality text is for spoken multiple-choice tasks (mmsu, openbookqa), not '{opts.task}'"
         )
-    ckpt = verify_checkpoint(resolve_checkpoint(opts.checkpoint, opts.runs_dir))
-    recipe = load_recipe(ckpt / "recipe.yaml")
+    source = open_checkpoint(resolve_checkpoint(opts.checkpoint, opts.runs_dir))
+    ckpt, recipe = source.path, source.recipe.model_copy(deep=True)
     recipe.data.tasks = None  # eval picks its own task, whatever training was restricted to
     if opts.repair_audio:
         recipe.data.nonfinite_audio = "repair"
@@ -205,6 +206,7 @@ def plan(opts: EvalOptions) -> EvalPlan:
         spec=spec,
         handler=handler_for(spec.kind, spec.scorer),
         checkpoint=ckpt,
+        source=source,
         recipe=recipe,
         manifest=manifest,
         items=items,
@@ -490,7 +492,7 @@ def evaluate(opts: EvalOptions, progress: bool = True) -> dict[str, Any]:
     Spoken questions with audio are scored again in writing (:func:`text_twin`, same loaded model) and
     the audio result gets the modality gap."""
     p = plan(opts)
-    model = load_model(p.checkpoint, device=p.device, dtype=p.dtype)
+    model = load_model(p.source, device=p.device, dtype=p.dtype)
     result = run_plan(p, model, progress)
     if p.modality == "audio" and is_spoken_question(p.spec.kind, p.items):
         result = add_modality_gap(result, run_plan(text_twin(p), model, progress))

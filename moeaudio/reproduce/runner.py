@@ -41,9 +41,10 @@ from moeaudio.reproduce.plan import PlannedRun, StudyPlan, launcher_script, plan
 from moeaudio.reproduce.plots import plot_differences
 from moeaudio.reproduce.report import build_results, render_markdown
 from moeaudio.reproduce.study import Analysis, StudyError, load_study
-from moeaudio.runtime.checkpoint import WEIGHTS, latest_checkpoint, load_trainer_state
+from moeaudio.runtime.checkpoint import WEIGHTS, load_trainer_state
 from moeaudio.runtime.device import pick_device
 from moeaudio.runtime.examples import manifest_path
+from moeaudio.runtime.run_dir import DONE, RunDir
 from moeaudio.train.launch import train_recipe
 
 __all__ = [
@@ -57,8 +58,8 @@ __all__ = [
     "run_study",
 ]
 
-#: The marker a finished run (trained and evaluated) gets, written atomically after evaluation.
-DONE = "done.json"
+# DONE (moeaudio.runtime.run_dir): the marker a finished run (trained and evaluated) gets, written
+# atomically after evaluation.
 
 
 # ----------------------------------------------------------------------------- progress
@@ -99,10 +100,9 @@ class StudyProgress:
 
 def read_done(run: PlannedRun) -> dict[str, Any] | None:
     """The run's done record, or None while it is not finished (no marker, or its checkpoint is gone)."""
-    path = run.run_dir / DONE
-    if not path.exists():
+    record = RunDir(run.run_dir).read_done()
+    if record is None:
         return None
-    record = json.loads(path.read_text())
     if record.get("fingerprint") != run.fingerprint:
         raise StudyError(
             f"{run.run_dir} was trained with a different recipe than the study now asks for "
@@ -115,7 +115,7 @@ def read_done(run: PlannedRun) -> dict[str, Any] | None:
 
 def final_checkpoint(run: PlannedRun) -> Path | None:
     """The run's checkpoint at ``train.max_steps``, if training got there."""
-    ckpt = latest_checkpoint(run.run_dir)
+    ckpt = RunDir(run.run_dir).latest()
     if ckpt is None or load_trainer_state(ckpt, ("step",))["step"] < run.recipe.train.max_steps:
         return None
     return ckpt
@@ -216,7 +216,7 @@ def process_run(
     ckpt = final_checkpoint(run)
     twin = None
     train_seconds = None
-    if ckpt is None and reuse and latest_checkpoint(run.run_dir) is None:
+    if ckpt is None and reuse and RunDir(run.run_dir).latest() is None:
         found = finished_twin(plan, run)
         if found is not None:
             twin = ckpt = found[0]
@@ -226,7 +226,7 @@ def process_run(
         if not train:
             progress.line(f"{run.key}: no final checkpoint in {run.run_dir}: missing")
             return None
-        partial = latest_checkpoint(run.run_dir)
+        partial = RunDir(run.run_dir).latest()
         if partial is not None:
             _check_trained_recipe(run, partial)
         progress.line(f"{run.key}: training" + (f" (resuming from {partial.name})" if partial else ""))
@@ -268,7 +268,7 @@ def process_run(
 
 def _write_done(run: PlannedRun, record: dict[str, Any]) -> None:
     """The run's ``done.json``, written atomically (a killed study never leaves half a marker)."""
-    atomic_write_text(run.run_dir / DONE, json.dumps(record, indent=1))
+    RunDir(run.run_dir).write_done(record)
 
 
 def _complete(

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,19 +50,20 @@ from safetensors.torch import load_file
 from moeaudio.config import Recipe, load_recipe
 from moeaudio.errors import CheckpointError
 from moeaudio.model.audio_llm import AudioLLM, build_audio_llm
+from moeaudio.runtime.run_dir import RunDir, newest_checkpoint
 from moeaudio.runtime.vocabulary import saved_tokenizer
 
 __all__ = [
+    "Checkpoint",
     "EXPORT_MANIFEST",
     "FILES_MANIFEST",
     "WEIGHTS",
-    "checkpoint_root",
     "describe_files",
-    "find_latest_run_checkpoint",
     "latest_checkpoint",
     "load_model",
     "load_trainer_state",
     "is_rebuilt",
+    "open_checkpoint",
     "resolve_checkpoint",
     "check_shapes",
     "verify_checkpoint",
@@ -73,13 +75,16 @@ EXPORT_MANIFEST = "export.json"
 LOCAL_PATH_FIELDS = (("encoder", "name"), ("llm", "name"), ("llm", "tokenizer"), ("llm", "lora_adapter"))
 
 
-def resolve_local_paths(recipe, checkpoint: Path):
-    """``./x`` in the path fields of a checkpoint's recipe -> ``CHECKPOINT/x`` (exports name their own files)."""
+def resolve_local_paths(recipe: Recipe, checkpoint: Path) -> Recipe:
+    """``./x`` in the path fields of a checkpoint's recipe -> ``CHECKPOINT/x`` (exports name their own
+    files); a new recipe, the given one untouched."""
+    sections: dict[str, dict[str, str]] = {}
     for section, key in LOCAL_PATH_FIELDS:
         value = getattr(getattr(recipe, section), key)
         if isinstance(value, str) and value.startswith("./"):
-            setattr(getattr(recipe, section), key, str((checkpoint / value).resolve()))
-    return recipe
+            sections.setdefault(section, {})[key] = str((checkpoint / value).resolve())
+    update = {name: getattr(recipe, name).model_copy(update=keys) for name, keys in sections.items()}
+    return recipe.model_copy(update=update) if update else recipe
 
 
 FILES_MANIFEST = "checkpoint.json"
@@ -93,46 +98,10 @@ SELF_CHECKED = frozenset({WEIGHTS, "recipe.yaml", "trainer_state.json"})
 TRAINER_STATE_KEYS = ("step", "batches_consumed", "rng")
 
 
-def checkpoint_root(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "checkpoints"
-
-
-def _step_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in root.glob("step-*") if p.is_dir())
-
-
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The run's checkpoint that ``checkpoints/latest`` names, else (no pointer) the highest complete
-    step; None when the run has none. A pointer naming a checkpoint that is missing or incomplete is a
-    :class:`CheckpointError` saying so, never silently replaced by another step."""
-    root = checkpoint_root(run_dir)
-    pointer = root / "latest"
-    if pointer.is_file():
-        name = pointer.read_text(errors="replace").strip()
-        candidate = root / name
-        if name and "/" not in name and (candidate / "trainer_state.json").is_file():
-            return candidate
-        present = [p.name for p in _step_dirs(root) if (p / "trainer_state.json").is_file()]
-        state = "is incomplete (no trainer_state.json)" if candidate.is_dir() and name else "does not exist"
-        fix = (
-            f"pass --checkpoint {root / present[-1]} to use the newest one there, or write its name into {pointer}"
-            if present
-            else "the run has no complete checkpoint left: train it again"
-        )
-        raise CheckpointError(
-            f"{pointer} names {name or '(nothing)'!s}, which {state}; checkpoints present: "
-            f"{', '.join(present) or 'none'}. Not picking another step silently: {fix}"
-        )
-    steps = [p for p in _step_dirs(root) if (p / "trainer_state.json").exists()]
-    return steps[-1] if steps else None
-
-
-def find_latest_run_checkpoint(runs_dir: str | Path = "runs") -> Path | None:
-    """The newest checkpoint under a runs directory (commands without --checkpoint): each run's
-    :func:`latest_checkpoint`, the most recently written of those."""
-    runs = {p.parent.parent for p in Path(runs_dir).glob("**/checkpoints/step-*")}
-    found = [c for run in sorted(runs) if (c := latest_checkpoint(run)) is not None]
-    return max(found, key=lambda p: (p / "trainer_state.json").stat().st_mtime) if found else None
+    """The run's checkpoint to continue from or evaluate: :meth:`RunDir.latest
+    <moeaudio.runtime.run_dir.RunDir.latest>` (the ``latest`` pointer, checked)."""
+    return RunDir(run_dir).latest()
 
 
 def resolve_checkpoint(checkpoint: str | Path | None, runs_dir: str | Path = "runs") -> Path:
@@ -140,7 +109,7 @@ def resolve_checkpoint(checkpoint: str | Path | None, runs_dir: str | Path = "ru
     latest checkpoint), else the newest checkpoint under ``runs_dir``. Raises
     :class:`CheckpointError` naming what to pass instead."""
     if checkpoint is None:
-        found = find_latest_run_checkpoint(runs_dir)
+        found = newest_checkpoint(runs_dir)
         if found is None:
             raise CheckpointError(
                 f"no checkpoint found under {runs_dir}/: train one first (`moeaudio train quickstart`) "
@@ -156,8 +125,8 @@ def resolve_checkpoint(checkpoint: str | Path | None, runs_dir: str | Path = "ru
         )
     if not (path / WEIGHTS).exists():
         run = path.parent if path.name == "checkpoints" and not (path / "checkpoints").is_dir() else path
-        if checkpoint_root(run).is_dir():
-            run_latest = latest_checkpoint(run)
+        if RunDir(run).checkpoints.is_dir():
+            run_latest = RunDir(run).latest()
             if run_latest is not None:
                 return run_latest
         raise CheckpointError(
@@ -273,6 +242,25 @@ def check_shapes(path: Path, model: torch.nn.Module, recipe_file: Path | str) ->
                 )
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint whose files passed :func:`verify_checkpoint`, with its recipe parsed (local paths
+    resolved): what :func:`open_checkpoint` returns and :func:`load_model` takes, so a command that
+    looks at the recipe before loading the model checks and parses the checkpoint once."""
+
+    path: Path
+    recipe: Recipe
+
+
+def open_checkpoint(checkpoint: str | Path) -> Checkpoint:
+    """Check a checkpoint directory (:func:`verify_checkpoint`) and parse its ``recipe.yaml``."""
+    path = Path(checkpoint)
+    if not (path / WEIGHTS).exists() and not (path / "recipe.yaml").exists():
+        raise CheckpointError(f"{path}: no {WEIGHTS}; is this a moeaudio checkpoint directory?")
+    verify_checkpoint(path)
+    return Checkpoint(path, resolve_local_paths(load_recipe(path / "recipe.yaml"), path))
+
+
 def load_trainer_state(checkpoint: Path, required: tuple[str, ...] = TRAINER_STATE_KEYS) -> dict[str, Any]:
     """``trainer_state.json`` of a checkpoint, checked to hold ``required`` (default: what resume
     needs; readers that only report the run ask for less, e.g. ``("step",)``)."""
@@ -297,21 +285,18 @@ def load_trainer_state(checkpoint: Path, required: tuple[str, ...] = TRAINER_STA
 
 
 def load_model(
-    checkpoint: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+    checkpoint: str | Path | Checkpoint, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
 ) -> AudioLLM:
     """Rebuild the AudioLLM from a checkpoint directory, in eval mode, without DeepSpeed or pickle;
     on ``device``, its floating-point weights cast to ``dtype`` when given (bf16 inference on a GPU).
 
-    The checkpoint is checked first (:func:`verify_checkpoint`, then every tensor's shape against the
-    recipe). Frozen weights rebuilt from their reference (:func:`is_rebuilt`) are not in a training
+    A directory is checked first (:func:`open_checkpoint`); an already opened :class:`Checkpoint` is
+    not checked again. Every tensor's shape is checked against the recipe. Frozen weights rebuilt from their reference (:func:`is_rebuilt`) are not in a training
     checkpoint's weights file; every other parameter must be. In an export every weight is in the
     export: the LLM's in its own folder (listed in ``export.json``), all others in the weights file.
     """
-    checkpoint = Path(checkpoint)
-    if not (checkpoint / WEIGHTS).exists() and not (checkpoint / "recipe.yaml").exists():
-        raise CheckpointError(f"{checkpoint}: no {WEIGHTS}; is this a moeaudio checkpoint directory?")
-    verify_checkpoint(checkpoint)
-    recipe = resolve_local_paths(load_recipe(checkpoint / "recipe.yaml"), checkpoint)
+    opened = checkpoint if isinstance(checkpoint, Checkpoint) else open_checkpoint(checkpoint)
+    checkpoint, recipe = opened.path, opened.recipe
     export = checkpoint / EXPORT_MANIFEST
     elsewhere = tuple(json.loads(export.read_text()).get("weights_elsewhere", [])) if export.exists() else ()
 

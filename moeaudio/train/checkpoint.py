@@ -23,7 +23,6 @@ import importlib
 import json
 import os
 import pickle
-import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,14 +32,13 @@ import torch
 from safetensors.torch import save_file
 
 from moeaudio.errors import CheckpointError, DiskFullError, TrainingDivergedError
-from moeaudio.io_utils import atomic_write_text
 from moeaudio.runtime.checkpoint import (
     FILES_MANIFEST,
     WEIGHTS,
-    checkpoint_root,
     describe_files,
     is_rebuilt,
 )
+from moeaudio.runtime.run_dir import RunDir
 from moeaudio.train.distributed import barrier
 
 __all__ = [
@@ -59,7 +57,6 @@ DEEPSPEED_SAFE_GLOBALS: tuple[str, ...] = (
     "deepspeed.utils.tensor_fragment:fragment_address",
     "deepspeed.runtime.fp16.loss_scaler:LossScaler",
 )
-_STEP = re.compile(r"^step-(\d+)$")
 
 
 def consolidated_state_dict(model: torch.nn.Module, zero_stage: int) -> dict[str, torch.Tensor]:
@@ -93,19 +90,18 @@ def save_checkpoint(
     nothing is written. A full disk (or any other write failure) is a clear error; the previous
     checkpoint and ``latest`` are left as they were, and the temporary directory is removed.
     """
-    root = checkpoint_root(run_dir)
-    final = root / f"step-{step:06d}"
-    tmp = root / f".tmp-step-{step:06d}"
+    run = RunDir(run_dir)
+    final, tmp = run.step_dir(step), run.temp_step_dir(step)
     state = weights_to_save(model, consolidated_state_dict(model, model.recipe.train.zero_stage))
     bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
     if bad is not None:
-        previous = _latest_name(root)
+        previous = run.latest_name()
         raise TrainingDivergedError(
             f"step {step}: weight '{bad}' is NaN/Inf, so checkpoint {final.name} was not written; the last good "
             f"checkpoint is {previous or 'none'}. Lower train.lr (or raise train.warmup_steps) and train "
             "again" + (" with --resume" if previous else "")
         )
-    with _write_errors(root, final, tmp, rank):
+    with _write_errors(run, final, tmp, rank):
         if rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
@@ -121,24 +117,24 @@ def save_checkpoint(
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            atomic_write_text(root / "latest", final.name)
+            run.point_latest(final)
     if rank == 0:
-        _prune(root, keep_last, final)
+        run.prune(keep_last, final)
     barrier()
     return final
 
 
 @contextlib.contextmanager
-def _write_errors(root: Path, final: Path, tmp: Path, rank: int) -> Iterator[None]:
+def _write_errors(run: RunDir, final: Path, tmp: Path, rank: int) -> Iterator[None]:
     """Turn a failed write into a clear error: ENOSPC/EDQUOT -> :class:`DiskFullError`, any other
     ``OSError`` -> :class:`CheckpointError`; the temporary directory is removed either way."""
-    previous = _latest_name(root)
+    previous = run.latest_name()
     try:
         yield
     except OSError as e:
         if rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
-        done = final.is_dir() and _latest_name(root) != final.name  # renamed, pointer not moved
+        done = final.is_dir() and run.latest_name() != final.name  # renamed, pointer not moved
         kept = (
             f"{final.name} was written but checkpoints/latest still names {previous}"
             if done and previous
@@ -148,31 +144,13 @@ def _write_errors(root: Path, final: Path, tmp: Path, rank: int) -> Iterator[Non
         )
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFullError(
-                f"no space left on the device while writing checkpoint {final.name} under {root}; {kept}. "
+                f"no space left on the device while writing checkpoint {final.name} under {run.checkpoints}; "
+                f"{kept}. "
                 "Free space, then continue with `moeaudio train ... --resume`"
             ) from None
         raise CheckpointError(
-            f"cannot write checkpoint {final.name} under {root} ({e.strerror or e}); {kept}"
+            f"cannot write checkpoint {final.name} under {run.checkpoints} ({e.strerror or e}); {kept}"
         ) from None
-
-
-def _latest_name(root: Path) -> str | None:
-    pointer = root / "latest"
-    return pointer.read_text().strip() or None if pointer.is_file() else None
-
-
-def _prune(root: Path, keep_last: int, final: Path) -> None:
-    """Keep the newest ``keep_last`` checkpoints up to ``final`` (always ``final`` itself); a step after
-    ``final`` (from another run in this directory) is never deleted."""
-    if keep_last <= 0:
-        return
-    own = int(_STEP.match(final.name)[1])
-    steps = sorted(
-        (int(m[1]), p) for p in root.glob("step-*") if (m := _STEP.match(p.name)) and int(m[1]) <= own
-    )
-    for _, old in steps[:-keep_last]:
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------ safe resume

@@ -20,7 +20,8 @@ from moeaudio.io_utils import check_output_dir
 from moeaudio.model.audio_llm import AudioLLM
 from moeaudio.options import print_json
 from moeaudio.runtime.batching import Example
-from moeaudio.runtime.checkpoint import latest_checkpoint, load_trainer_state
+from moeaudio.runtime.checkpoint import load_trainer_state
+from moeaudio.runtime.run_dir import RunDir
 from moeaudio.train.distributed import launch_local
 from moeaudio.train.options import TrainOptions
 from moeaudio.train.trainer import TrainResult, run_train
@@ -83,7 +84,7 @@ def train_main(opts: TrainOptions) -> TrainResult | None:
 
 def _result_from_run(run_dir: Path, wall_seconds: float) -> TrainResult:
     """What the ranks of ``--nproc`` left in the run directory, as a :class:`TrainResult`."""
-    checkpoint = latest_checkpoint(run_dir)
+    checkpoint = RunDir(run_dir).latest()
     state = load_trainer_state(checkpoint, ("step",)) if checkpoint else {}
     validation = run_dir / "validation.json"
     report = json.loads(validation.read_text()) if validation.exists() else None

@@ -21,7 +21,6 @@ import json
 import math
 import os
 import random
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,21 +37,12 @@ from moeaudio.data.stream import ManifestIndex
 from moeaudio.errors import (
     CheckpointError,
     MissingDataError,
-    RunDirectoryError,
     TrainingDivergedError,
-    UsageError,
 )
 from moeaudio.model.audio_llm import AudioLLM, build_audio_llm
 from moeaudio.model.moe import MoELayer, Router, end_step
 from moeaudio.runtime.batching import Collator, Example, example_length
-from moeaudio.runtime.checkpoint import (
-    WEIGHTS,
-    check_shapes,
-    checkpoint_root,
-    latest_checkpoint,
-    load_trainer_state,
-    verify_checkpoint,
-)
+from moeaudio.runtime.checkpoint import WEIGHTS, check_shapes, load_trainer_state, verify_checkpoint
 from moeaudio.runtime.device import use_cuda
 from moeaudio.runtime.examples import (
     StreamExamples,
@@ -66,6 +56,7 @@ from moeaudio.runtime.examples import (
     use_streaming,
     uses_cache,
 )
+from moeaudio.runtime.run_dir import RunDir
 from moeaudio.runtime.vocabulary import recipe_tokenizer, saved_tokenizer
 from moeaudio.train.checkpoint import load_deepspeed_state, save_checkpoint
 from moeaudio.train.distributed import barrier, init_distributed
@@ -215,36 +206,11 @@ class Session:
     dump_loads: Path | None
 
 
-def claim_run_dir(run_dir: Path, resume: bool, overwrite: bool, rank: int = 0) -> None:
-    """Make sure training into ``run_dir`` loses nothing: a directory that already holds checkpoints
-    is continued (``resume``), emptied of them (``overwrite``), or refused with a message naming both
-    ways out and ``--output-dir``."""
-    if resume and overwrite:
-        raise UsageError("--resume continues the run and --overwrite deletes it: give one of them")
-    root = checkpoint_root(run_dir)
-    existing = sorted(p.name for p in root.glob("step-*")) if root.is_dir() else []
-    if resume or not (existing or (root / "latest").exists()):
-        return
-    if not overwrite:
-        raise RunDirectoryError(
-            f"{run_dir} already holds checkpoints ({', '.join(existing) or 'a latest pointer'}) of an earlier run; "
-            "training into it again would mix the two runs. Continue that run with --resume, train into "
-            "a new directory with --output-dir DIR, or delete its checkpoints with --overwrite"
-        )
-    barrier()  # every rank has looked before rank 0 deletes
-    if rank == 0:
-        shutil.rmtree(root)
-        for name in ("metrics.jsonl", "loss.png", "validation.json"):
-            (run_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
-    barrier()
-
-
 def _resume_point(run_dir: Path) -> tuple[Path, dict[str, Any]]:
     """The checkpoint ``--resume`` continues from and its trainer state, both checked: ``latest``
     names a checkpoint that is there, every file it was written with is there and whole, and
     ``trainer_state.json`` holds what resume needs."""
-    ckpt = latest_checkpoint(run_dir)
+    ckpt = RunDir(run_dir).latest()
     if ckpt is None:
         raise CheckpointError(f"--resume: no complete checkpoint under {run_dir}/checkpoints")
     verify_checkpoint(ckpt, files=None)
@@ -307,7 +273,7 @@ def setup(
     run_dir = Path(output_dir or recipe.train.output_dir)
     if output_dir:
         recipe.train.output_dir = str(run_dir)
-    claim_run_dir(run_dir, resume, overwrite, rank)
+    RunDir(run_dir).claim(resume, overwrite, rank, barrier)
     quiet = rank != 0 or os.environ.get("MOEAUDIO_QUIET") == "1"
     reporter = Reporter(recipe, run_dir, enabled=not quiet)
 
@@ -488,7 +454,7 @@ def check_finite_loss(s: Session, out: dict[str, torch.Tensor], step: int) -> No
     finite = [
         f"{k} {values[k]:.4g}" for k in names if k not in bad and k != "loss" and math.isfinite(values[k])
     ]
-    last = latest_checkpoint_name(s.run_dir)
+    last = RunDir(s.run_dir).latest_name()
     state_note = (
         f"the last good checkpoint, {last}, is left as it was (continue from it with --resume)"
         if last
@@ -504,11 +470,6 @@ def check_finite_loss(s: Session, out: dict[str, torch.Tensor], step: int) -> No
 
 def _nan_or_inf(value: float) -> str:
     return "NaN" if math.isnan(value) else "infinite"
-
-
-def latest_checkpoint_name(run_dir: Path) -> str | None:
-    pointer = checkpoint_root(run_dir) / "latest"
-    return pointer.read_text().strip() if pointer.is_file() else None
 
 
 def collapse_threshold(recipe: Recipe) -> float:
@@ -573,7 +534,7 @@ def run_train(
             if state.step == t.max_steps or (t.save_every and state.step % t.save_every == 0):
                 save(s, state)
     s.reporter.finish(state.history)
-    checkpoint = state.checkpoint or latest_checkpoint(s.run_dir)
+    checkpoint = state.checkpoint or RunDir(s.run_dir).latest()
     result = TrainResult(s.run_dir, checkpoint, state.step, state.history, time.time() - start_time)
     if validate is not None and s.rank == 0 and t.max_steps > 0:
         s.model.eval()
