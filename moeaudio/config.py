@@ -344,6 +344,10 @@ class EvalConfig(_Section):
     few_shot: int = Field(0, ge=0)
     batch_size: int = Field(16, ge=1)
     max_items: int | None = Field(None, ge=1)
+    # Items longer than the encoder's window (Whisper: 30 s): window (ASR in windows, joined; other tasks
+    # cut to the window), truncate (read the first window only), skip (not scored) or error (refuse).
+    # The result's long_audio record says how many items each way (moeaudio/eval/long_audio.py).
+    long_audio: Literal["window", "truncate", "skip", "error"] = "window"
 
 
 class Recipe(_Section):

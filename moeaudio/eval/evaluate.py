@@ -43,6 +43,7 @@ from moeaudio.errors import EvalDataError, EvalError
 from moeaudio.eval.cloze import cloze_candidates, cloze_examples
 from moeaudio.eval.generation import generate_all
 from moeaudio.eval.handlers import TaskHandler, handler_for
+from moeaudio.eval.long_audio import LONG_AUDIO_POLICIES, LongAudio, prepare_long_audio, windowed_predictions
 from moeaudio.eval.metrics import plot_confusion, summarize_numbers
 from moeaudio.eval.modality_gap import add_modality_gap, gap_rows, is_spoken_question, text_twin_output
 from moeaudio.eval.options import EvalOptions
@@ -125,6 +126,8 @@ class EvalPlan:
     output: Path
     n_longer_than_training_max: int  # scored all the same: n stays honest
     shot_ids: list[str] = field(default_factory=list)
+    long_audio_policy: str = "window"  # items longer than the encoder's window (moeaudio.eval.long_audio)
+    long_audio: LongAudio | None = None  # what was done with them (set when the plan runs)
     logprobs: list[dict[str, float]] | None = None  # --scoring loglik/cloze: each candidate's, per item
 
 
@@ -174,6 +177,10 @@ def plan(opts: EvalOptions) -> EvalPlan:
         raise EvalError(f"--scoring must be generate, loglik or cloze (got {opts.scoring!r})")
     if opts.loading not in (None, "auto", "memory", "stream"):
         raise EvalError(f"--loading must be auto, memory or stream (got {opts.loading!r})")
+    if opts.long_audio not in (None, *LONG_AUDIO_POLICIES):
+        raise EvalError(
+            f"--long-audio must be one of {', '.join(LONG_AUDIO_POLICIES)} (got {opts.long_audio!r})"
+        )
     check_output_file(opts.output, "--output")
     spec = get_task(opts.task)
     if opts.scoring != "generate" and spec.kind not in ("mcq", "classification"):
@@ -222,6 +229,7 @@ def plan(opts: EvalOptions) -> EvalPlan:
         dtype=inference_dtype(device, opts.precision),
         output=Path(opts.output) if opts.output else ckpt / "eval" / name,
         n_longer_than_training_max=sum((i.duration or 0) > recipe.data.max_audio_seconds for i in items),
+        long_audio_policy=opts.long_audio or recipe.eval.long_audio,
     )
 
 
@@ -419,6 +427,8 @@ def write_results(
             row["logprobs"] = p.logprobs[k]
         # kind-specific fields; may restate "answer" (VoiceBench: the letter scored)
         row.update(p.handler.prediction_row(item, ans))
+        if p.long_audio is not None and (mark := p.long_audio.mark(item.id)):
+            row["long_audio"] = mark  # windowed / truncated: longer than the encoder's window
         rows.append(row)
     pred_path = stem.parent / f"{stem.name}.predictions.jsonl"
     atomic_write_text(pred_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
@@ -446,6 +456,7 @@ def write_results(
         "n": len(examples),
         "n_available": p.n_available,
         "n_longer_than_training_max": p.n_longer_than_training_max,
+        "long_audio": None if p.long_audio is None else p.long_audio.summary(),
         "metrics": metrics,
         "chance": p.handler.chance_by_metric(scored, examples),
         "chance_level": scored["chance"],
@@ -502,11 +513,13 @@ def evaluate(opts: EvalOptions, progress: bool = True) -> dict[str, Any]:
 
 def run_plan(p: EvalPlan, model: AudioLLM, progress: bool = True) -> dict[str, Any]:
     """Examples -> answers (generated or ranked) -> score -> write, for one plan."""
+    prepare_long_audio(p, model)  # clips longer than the encoder's window: eval.long_audio
     examples, collate = build_examples(p, model, progress)
     if p.scoring == "cloze":
         examples = cloze_form(p, examples, collate)
     answer = {"loglik": rank, "cloze": cloze}.get(p.scoring, generate)
     predictions, throughput = answer(p, model, examples, collate, progress)
+    predictions = windowed_predictions(p, model, predictions, collate, progress)
     examples = text_only(examples)  # scoring and the files need the texts, not the audio
     scored = score(p, examples, predictions)
     if p.logprobs is not None:  # lm-eval's acc_norm beside acc: log-likelihood per character

@@ -43,6 +43,11 @@ class EvalOptions:
     repair_audio: bool = option(
         False, "replace NaN/Inf audio samples by silence (with a warning) instead of refusing the file"
     )
+    long_audio: str | None = option(
+        None,
+        "items longer than the encoder's window (Whisper: 30 s): window (ASR transcribed in windows, other "
+        "tasks cut to the window) | truncate | skip (not scored) | error (default: the recipe's eval.long_audio)",
+    )
     as_json: bool = option(False, "print one JSON object, nothing else", flag="--json")
 
 
