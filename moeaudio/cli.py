@@ -213,7 +213,7 @@ def reproduce_cmd(opts: Any) -> None:
     result = reproduce(opts)
     if opts.print_commands:
         print(result["commands"], end="")  # stdout: the commands alone, for a pipe or a file
-        Console(stderr=True).print(f"wrote {result['path']}", highlight=False)
+        Console(stderr=True).print(f"wrote {result['path']} and {result['slurm']} (Slurm array)", highlight=False)
         return
     out, missing = result["output"], result["missing_runs"]
     _console().print(

@@ -285,9 +285,10 @@ def test_print_commands(study_run: dict[str, Any], tmp_path: Path) -> None:
     study_file = str(study_run["study_file"])
     plan = plan_study(load_study(study_file), "cpu", output=out)
     for launcher, marker in [
-        ("torchrun", "torchrun --nnodes ${NNODES:-1} --nproc_per_node ${NPROC_PER_NODE:-8} --rdzv_backend c10d "
+        # cpu scale: one rank per run unless --world-size says otherwise
+        ("torchrun", "torchrun --nnodes ${NNODES:-1} --nproc_per_node ${NPROC_PER_NODE:-1} --rdzv_backend c10d "
          "--rdzv_endpoint ${MASTER_ADDR:-localhost}:${MASTER_PORT:-29500} --rdzv_id "),
-        ("deepspeed", "deepspeed --hostfile ${HOSTFILE:-hostfile} --num_gpus ${NPROC_PER_NODE:-8} --module moeaudio.train "),
+        ("deepspeed", "deepspeed --hostfile ${HOSTFILE:-hostfile} --num_gpus ${NPROC_PER_NODE:-1} --module moeaudio.train "),
         ("python", "python -m moeaudio.train "),
     ]:  # fmt: skip
         result = CliRunner().invoke(

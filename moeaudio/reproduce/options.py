@@ -30,6 +30,14 @@ class ReproduceOptions:
         False, "train nothing: write one launcher command per arm x seed to OUTPUT/commands.sh and stdout"
     )
     launcher: str = option("torchrun", "with --print-commands: torchrun | deepspeed | python")
+    world_size: int | None = option(
+        None,
+        "ranks each run trains on (default: 8 at paper scale, 1 at cpu): the commands' and the Slurm "
+        "script's nodes x GPUs, and the world size the arms' global batch and budget are checked at",
+    )
+    gpus_per_node: int = option(
+        8, "with --print-commands: GPUs per node of the Slurm script and torchrun lines"
+    )
     collect: bool = option(
         False, "train nothing: gather the runs launched elsewhere, evaluate where missing, write results"
     )
@@ -46,6 +54,12 @@ class ReproduceOptions:
             raise UsageError("--print-commands and --collect exclude each other: print first, collect later")
         if self.launcher not in LAUNCHERS:
             raise UsageError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {self.launcher!r}")
+
+    def ranks(self) -> int:
+        """``--world-size``, or its default for the scale."""
+        if self.world_size is not None:
+            return self.world_size
+        return 8 if self.scale == "paper" else 1
 
     def arm_list(self) -> list[str] | None:
         if self.arms is None:

@@ -37,10 +37,17 @@ from moeaudio.inspection import adapter_summary
 from moeaudio.io_utils import atomic_write_text
 from moeaudio.reproduce.items import item_scores
 from moeaudio.reproduce.options import ReproduceOptions
-from moeaudio.reproduce.plan import PlannedRun, StudyPlan, launcher_script, plan_study, recipe_fingerprint
+from moeaudio.reproduce.plan import (
+    PlannedRun,
+    StudyPlan,
+    launcher_script,
+    plan_study,
+    recipe_fingerprint,
+    slurm_script,
+)
 from moeaudio.reproduce.plots import plot_differences
 from moeaudio.reproduce.report import build_results, render_markdown
-from moeaudio.reproduce.study import Analysis, StudyError, load_study
+from moeaudio.reproduce.study import Analysis, StudyError, check_comparable, load_study
 from moeaudio.runtime.checkpoint import WEIGHTS, load_trainer_state
 from moeaudio.runtime.device import pick_device
 from moeaudio.runtime.examples import manifest_path
@@ -116,7 +123,7 @@ def read_done(run: PlannedRun) -> dict[str, Any] | None:
 def final_checkpoint(run: PlannedRun) -> Path | None:
     """The run's checkpoint at ``train.max_steps``, if training got there."""
     ckpt = RunDir(run.run_dir).latest()
-    if ckpt is None or load_trainer_state(ckpt, ("step",))["step"] < run.recipe.train.max_steps:
+    if ckpt is None or load_trainer_state(ckpt, ("step",))["step"] < run.max_steps:
         return None
     return ckpt
 
@@ -426,6 +433,25 @@ def adapter_weights(plan: StudyPlan) -> dict[str, dict[str, int]]:
     return out
 
 
+def check_launched(plan: StudyPlan, records: dict[str, dict[str, Any] | None]) -> None:
+    """The finished arms of each seed, at the world sizes they were trained with (each checkpoint's
+    ``trainer_state.json``), share their resolved global batch, steps and tokens: runs launched
+    elsewhere with different NPROC_PER_NODE are caught here, not in the table."""
+    for seed in plan.seeds:
+        recipes, worlds = {}, {}
+        for run in plan.runs:
+            record = records.get(run.key)
+            if run.seed != seed or record is None:
+                continue
+            state = load_trainer_state(run.run_dir / record["checkpoint"], ("step",))
+            recipes[run.arm], worlds[run.arm] = run.recipe, int(state.get("world_size", 1))
+        if len(recipes) > 1:
+            try:
+                check_comparable(recipes, worlds)
+            except StudyError as exc:
+                raise StudyError(f"seed {seed}, as trained: {exc}") from None
+
+
 def run_study(
     plan: StudyPlan, train: bool = True, device: str | None = None, progress: bool = True, reuse: bool = True
 ) -> dict[str, Any]:
@@ -438,6 +464,7 @@ def run_study(
     already = sum(read_done(run) is not None for run in plan.runs)
     bar = StudyProgress(len(plan.runs), already, plan.study.minutes_per_run.get(plan.scale), enabled=progress)
     records = {run.key: process_run(plan, run, bar, train, device, reuse) for run in plan.runs}
+    check_launched(plan, records)
     analysis_device = str(pick_device(device))
     analyses = run_analyses(plan, records, analysis_device, bar)
     figures = draw_figures(plan, analyses)
@@ -454,10 +481,14 @@ def reproduce(opts: ReproduceOptions) -> dict[str, Any]:
     """`moeaudio reproduce`: print the launcher commands, or run (or collect) the study."""
     opts.validate()
     study = load_study(opts.study)
-    plan = plan_study(study, opts.scale, opts.seeds, opts.arm_list(), opts.output, opts.overrides or [])
+    plan = plan_study(
+        study, opts.scale, opts.seeds, opts.arm_list(), opts.output, opts.overrides or [],
+        world_size=opts.ranks(), gpus_per_node=opts.gpus_per_node,
+    )  # fmt: skip
     if opts.print_commands:
         check_equal_params(plan)
         script = launcher_script(plan, opts.launcher)
         path = atomic_write_text(plan.output / "commands.sh", script)
-        return {"commands": script, "path": str(path)}
+        slurm = atomic_write_text(plan.output / "slurm.sh", slurm_script(plan))
+        return {"commands": script, "path": str(path), "slurm": str(slurm)}
     return run_study(plan, train=not opts.collect, device=opts.device, reuse=opts.reuse)

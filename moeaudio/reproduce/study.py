@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from moeaudio.config import STUDIES_DIR, Recipe, load_recipe, shipped_recipes
+from moeaudio.config import STUDIES_DIR, Recipe, RecipeError, load_recipe, shipped_recipes
 from moeaudio.errors import MoeaudioError
+from moeaudio.runtime.budget import resolve_budget
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -62,10 +63,17 @@ COMPARABLE_KEYS: tuple[str, ...] = (
     "data.synth_size",
     "data.max_audio_seconds",
     "data.micro_batch_size",
+    "data.mixture",
     "train.max_steps",
     "train.grad_accum",
+    "train.global_batch_size",
+    "train.max_tokens",
+    "train.tokens_per_example",
     "train.seed",
 )
+#: What the arms must also share once launched (:func:`~moeaudio.runtime.budget.resolve_budget` at each
+#: arm's world size; the accumulation may differ with the world size, the examples per step may not).
+BUDGET_KEYS: tuple[str, ...] = ("global_batch_size", "max_steps", "total_tokens")
 
 
 class StudyError(MoeaudioError, ValueError):
@@ -289,8 +297,12 @@ class Study(_Model):
         return self.eval.get(scale, EvalSettings())
 
 
-def check_comparable(recipes: dict[str, Recipe]) -> None:
-    """Raise :class:`StudyError` when arms differ in data, token budget or seed (:data:`COMPARABLE_KEYS`)."""
+def check_comparable(recipes: dict[str, Recipe], world_size: int | dict[str, int] = 1) -> None:
+    """Raise :class:`StudyError` when arms differ in data, token budget or seed (:data:`COMPARABLE_KEYS`),
+    or, launched on ``world_size`` ranks (one number for all, or each arm's own: the world sizes its
+    runs were trained with), in the resolved global batch, accumulation, steps or tokens
+    (:data:`BUDGET_KEYS`): two arms launched with different NPROC_PER_NODE and no
+    ``train.global_batch_size`` would otherwise train different budgets."""
 
     def get(recipe: Recipe, dotted: str) -> Any:
         section, key = dotted.split(".")
@@ -301,6 +313,18 @@ def check_comparable(recipes: dict[str, Recipe]) -> None:
         values = {name: get(r, key) for name, r in recipes.items()}
         if len({yaml.safe_dump(v) for v in values.values()}) > 1:
             problems.append(f"{key}: " + ", ".join(f"{n}={v!r}" for n, v in values.items()))
+    worlds = world_size if isinstance(world_size, dict) else dict.fromkeys(recipes, world_size)
+    try:
+        budgets = {name: resolve_budget(r, worlds[name]).as_dict() for name, r in recipes.items()}
+    except RecipeError as exc:
+        raise StudyError(f"the arms' budget at world size {world_size}: {exc}") from None
+    for key in BUDGET_KEYS:
+        values = {name: b[key] for name, b in budgets.items()}
+        if len(set(values.values())) > 1:
+            problems.append(
+                f"resolved {key}: "
+                + ", ".join(f"{n}={v!r} (world size {worlds[n]})" for n, v in values.items())
+            )
     if problems:
         raise StudyError(
             "the arms must share their data, token budget and seed; they differ in " + "; ".join(problems)
