@@ -12,12 +12,16 @@ from typing import Any
 import torch
 
 from moeaudio.config import Recipe
+from moeaudio.data.feature_cache import state_bytes_per_second
+from moeaudio.data.mixture import normalised_weights
 from moeaudio.errors import MissingDataError
 from moeaudio.model.adapters import build_adapter
 from moeaudio.model.encoder import TINY_WHISPER, FrameStacker
 from moeaudio.model.llm import llm_meta_param_count
 from moeaudio.model.whisper_offline import OFFLINE_WHISPER_ID, offline_whisper_dir
-from moeaudio.runtime.examples import manifest_path
+from moeaudio.runtime.budget import resolve_budget
+from moeaudio.runtime.examples import manifest_path, uses_cache
+from moeaudio.runtime.stage_plan import stage_summary
 from moeaudio.runtime.vocabulary import corpus_tokenizer
 
 
@@ -76,8 +80,28 @@ def _llm_params(recipe: Recipe) -> int | None:
         return None
 
 
-def model_summary(recipe: Recipe) -> dict[str, Any]:
-    """Everything `inspect --json` prints."""
+def training_summary(recipe: Recipe, world_size: int = 1) -> dict[str, Any]:
+    """The budget on ``world_size`` ranks (:func:`resolve_budget`), the mixture's normalised weights and
+    the feature cache's size per hour of audio (what a cached run will ask of the disk)."""
+    mixture = recipe.data.mixture or []
+    weights = normalised_weights([m.weight for m in mixture]) if mixture else []
+    cache = uses_cache(recipe)
+    per_second = state_bytes_per_second(recipe.encoder.frame_dim, recipe.encoder.frame_rate)
+    return {
+        "budget": resolve_budget(recipe, world_size).as_dict(),
+        "mixture": [
+            {"name": m.name, "manifest": m.manifest, "weight": m.weight, "share": round(float(w), 6)}
+            for m, w in zip(mixture, weights, strict=True)
+        ],
+        "feature_cache": {
+            "folder": recipe.data.feature_cache if cache else None,
+            "bytes_per_audio_hour": per_second * 3600,
+        },
+    }
+
+
+def model_summary(recipe: Recipe, world_size: int = 1) -> dict[str, Any]:
+    """Everything `inspect --json` prints; the budget as launched on ``world_size`` ranks."""
     summary = adapter_summary(recipe)
     summary["encoder_params"] = encoder_param_count(recipe)
     summary["llm_params"] = _llm_params(recipe)
@@ -86,6 +110,8 @@ def model_summary(recipe: Recipe) -> dict[str, Any]:
         "adapter": True,
         "llm": "lora" if recipe.llm.lora_r > 0 else not recipe.llm.freeze,
     }
+    summary["stages"] = stage_summary(recipe)  # [] for a recipe without train.stages
+    summary["training"] = training_summary(recipe, world_size)
     summary["recipe"] = recipe.model_dump(mode="json")
     summary["warnings"] = availability_warnings(recipe, summary)
     return summary
@@ -141,5 +167,42 @@ def print_summary(summary: dict[str, Any]) -> None:
     detail.add_row("FLOPs per audio token", fmt(summary["adapter_flops_per_audio_token"]))
     detail.add_row("audio tokens per second", f"{summary['audio_tokens_per_second']:g}")
     console.print(detail)
+    if summary.get("stages"):
+        stages = Table(
+            "stage", "objective", "trains", "tasks", "steps", "lr", "micro-batch", title="training stages"
+        )
+        for row in summary["stages"]:
+            tasks = row["tasks"] if isinstance(row["tasks"], str) else ", ".join(row["tasks"])
+            stages.add_row(
+                row["stage"], row["objective"], ", ".join(row["trains"]), tasks, str(row["steps"]),
+                f"{row['lr']:g}", str(row["micro_batch_size"]),
+            )  # fmt: skip
+        console.print(stages)
+    training = summary["training"]
+    budget = training["budget"]
+    table = Table("training", "value", title=f"budget on {budget['world_size']} rank(s)")
+    table.add_row(
+        "global batch (examples per step)", str(budget["global_batch_size"] or "varies (max_batch_seconds)")
+    )
+    table.add_row(
+        "micro-batch x grad_accum x ranks",
+        f"{budget['micro_batch_size']} x {budget['grad_accum']} x {budget['world_size']}",
+    )
+    table.add_row("steps", f"{budget['max_steps']:,} (from {budget['steps_from']})")
+    if budget["total_tokens"] is not None:
+        table.add_row(
+            "tokens (steps x per step)",
+            f"{budget['total_tokens']:,.0f} ({budget['tokens_per_step']:,.0f} per step)",
+        )
+    for m in training["mixture"]:
+        table.add_row(f"mixture: {m['name']}", f"{m['share']:.1%} of micro-batches ({m['manifest']})")
+    cache = training["feature_cache"]
+    table.add_row(
+        "feature cache",
+        "off (the encoder runs in the step)"
+        if cache["folder"] is None
+        else f"{cache['folder']}: {cache['bytes_per_audio_hour'] / 1e9:.2f} GB per hour of audio",
+    )
+    console.print(table)
     console.print("[bold]resolved recipe[/]")
     console.print(yaml.safe_dump(summary["recipe"], sort_keys=False), highlight=False)

@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 from moeaudio.config import RecipeError, load_recipe
 from moeaudio.runtime.checkpoint import latest_checkpoint, load_trainer_state
+from moeaudio.runtime.stage_plan import stage_dir, stage_recipe, stage_summary
 from moeaudio.train.launch import train_recipe
-from moeaudio.train.stages import stage_dir, stage_recipe, stage_summary
 from tests.conftest import tiny_recipe
 
 STAGES = [
@@ -133,3 +133,20 @@ def test_stage_overrides_and_bad_stages_get_clear_errors(tiny_corpus, tmp_path):
         load_recipe(raw, ["train.stages.align.trainable=[adapter, lora]"])
     with pytest.raises(RecipeError, match="no stage 'aling'"):
         load_recipe(raw, ["train.stages.aling.lr=1"])
+
+
+def test_inspect_shows_the_stages_of_a_shipped_staged_recipe():
+    from moeaudio.inspection import model_summary
+
+    rows = model_summary(load_recipe("smol"))["stages"]
+    assert [(r["stage"], r["objective"]) for r in rows] == [
+        ("1-align", "ctc_embed"),
+        ("2-asr", "ntp"),
+        ("3-mix", "ntp"),
+    ]
+    assert (
+        rows[0]["trains"] == ["adapter"]
+        and rows[2]["trains"] == ["adapter", "lora"]
+        and rows[2]["tasks"] == "all"
+    )
+    assert model_summary(load_recipe("quickstart"))["stages"] == []

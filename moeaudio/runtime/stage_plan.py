@@ -1,0 +1,74 @@
+"""A staged recipe's plan (``train.stages``): the recipe each stage runs with, where it writes, and a
+row per stage for ``inspect`` and the start of a run. Pure functions of the recipe; the training
+itself is :mod:`moeaudio.train.stages`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from moeaudio.config import Recipe
+
+__all__ = ["STAGES_DIR", "stage_dir", "stage_recipe", "stage_summary"]
+
+STAGES_DIR = "stages"
+
+
+def stage_recipe(recipe: Recipe, index: int, output_dir: str | Path | None = None) -> Recipe:
+    """The recipe stage ``index`` trains with: the stage's settings over the recipe's own, the stage
+    marked active (the model reads its objective and trainable parts from there), its own output folder.
+    A new object: ``recipe`` itself is not changed."""
+    stage = recipe.train.stages[index]
+    train = {"active_stage": index, "max_steps": stage.max_steps}
+    for key in ("lr", "warmup_steps", "decay_fraction", "save_every"):
+        if getattr(stage, key) is not None:
+            train[key] = getattr(stage, key)
+    run_dir = Path(output_dir or recipe.train.output_dir)
+    train["output_dir"] = str(stage_dir(run_dir, recipe, index))
+    data = {"tasks": stage.tasks} if stage.tasks is not None else {}
+    if stage.micro_batch_size is not None:
+        data["micro_batch_size"] = stage.micro_batch_size
+    return recipe.model_copy(
+        update={
+            "train": recipe.train.model_copy(update=train),
+            "data": recipe.data.model_copy(update=data),
+        }
+    )
+
+
+def stage_dir(run_dir: Path, recipe: Recipe, index: int) -> Path:
+    """Where stage ``index`` writes: ``RUN/stages/k-NAME`` (k counted from 1), the last stage ``RUN``."""
+    stages = recipe.train.stages
+    if index == len(stages) - 1:
+        return run_dir
+    return run_dir / STAGES_DIR / f"{index + 1}-{stages[index].name}"
+
+
+def stage_summary(recipe: Recipe) -> list[dict[str, Any]]:
+    """One row per stage, for ``inspect`` and the start of a run: name, objective, trains, tasks, steps, lr."""
+    rows = []
+    for i, stage in enumerate(recipe.train.stages or []):
+        r = stage_recipe(recipe, i)
+        trains = stage.trainable or _default_trainable(recipe)
+        rows.append(
+            {
+                "stage": f"{i + 1}-{stage.name}",
+                "objective": stage.objective,
+                "trains": trains,
+                "tasks": r.data.tasks or "all",
+                "steps": stage.max_steps,
+                "lr": r.train.lr,
+                "micro_batch_size": r.data.micro_batch_size,
+            }
+        )
+    return rows
+
+
+def _default_trainable(recipe: Recipe) -> list[str]:
+    parts = [] if recipe.encoder.freeze else ["encoder"]
+    parts.append("adapter")
+    if recipe.llm.lora_r > 0:
+        parts.append("lora")
+    elif not recipe.llm.freeze:
+        parts.append("llm")
+    return parts
