@@ -65,6 +65,9 @@ class InspectOptions(RecipeOptions):
     """A recipe, its overrides, and the output form (``inspect``)."""
 
     as_json: bool = option(False, "print one JSON object", flag="--json")
+    world_size: int = option(
+        1, "ranks the run will launch on: the global batch, accumulation and steps it resolves to"
+    )
 
 
 def inspect_cmd(opts: InspectOptions) -> None:
@@ -72,7 +75,7 @@ def inspect_cmd(opts: InspectOptions) -> None:
     from moeaudio.config import load_recipe
     from moeaudio.inspection import model_summary, print_summary
 
-    summary = model_summary(load_recipe(opts.recipe, opts.overrides or []))
+    summary = model_summary(load_recipe(opts.recipe, opts.overrides or []), opts.world_size)
     print(json.dumps(summary)) if opts.as_json else print_summary(summary)
     for warning in summary["warnings"]:
         warn(warning)
@@ -213,7 +216,9 @@ def reproduce_cmd(opts: Any) -> None:
     result = reproduce(opts)
     if opts.print_commands:
         print(result["commands"], end="")  # stdout: the commands alone, for a pipe or a file
-        Console(stderr=True).print(f"wrote {result['path']} and {result['slurm']} (Slurm array)", highlight=False)
+        Console(stderr=True).print(
+            f"wrote {result['path']} and {result['slurm']} (Slurm array)", highlight=False
+        )
         return
     out, missing = result["output"], result["missing_runs"]
     _console().print(

@@ -41,6 +41,11 @@ def test_apply_writes_the_run_recipe() -> None:
     assert (recipe.train.grad_accum, recipe.train.max_steps) == (2, 625_000)
 
 
+def test_paper_recipes_state_the_papers_budget() -> None:
+    budget = resolve_budget(load_recipe("paper/table1_moe"), 8)
+    assert budget.max_tokens == 4e10 and budget.global_batch_size == 256 and budget.max_steps == 976_563
+
+
 def test_without_a_budget_max_steps_and_grad_accum_stand() -> None:
     recipe = load_recipe("tiny/moe", ["train.grad_accum=3"])
     budget = resolve_budget(recipe, 2)
@@ -64,4 +69,4 @@ def test_indivisible_world_size_is_refused_with_the_sizes_that_work() -> None:
 
 def test_max_tokens_needs_the_batch_and_tokens_per_example() -> None:
     with pytest.raises(RecipeError, match="train.max_tokens needs train.tokens_per_example"):
-        load_recipe("paper/table1_moe", ["train.max_tokens=1e9", "train.global_batch_size=64"])
+        load_recipe("paper/table1_moe", ["train.max_tokens=1e9", "train.tokens_per_example=null"])

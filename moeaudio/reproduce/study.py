@@ -304,13 +304,15 @@ def check_comparable(recipes: dict[str, Recipe], world_size: int | dict[str, int
     (:data:`BUDGET_KEYS`): two arms launched with different NPROC_PER_NODE and no
     ``train.global_batch_size`` would otherwise train different budgets."""
 
-    def get(recipe: Recipe, dotted: str) -> Any:
+    dumped = {name: r.model_dump(mode="json") for name, r in recipes.items()}  # plain values (mixtures too)
+
+    def get(name: str, dotted: str) -> Any:
         section, key = dotted.split(".")
-        return getattr(getattr(recipe, section), key)
+        return dumped[name][section][key]
 
     problems = []
     for key in COMPARABLE_KEYS:
-        values = {name: get(r, key) for name, r in recipes.items()}
+        values = {name: get(name, key) for name in recipes}
         if len({yaml.safe_dump(v) for v in values.values()}) > 1:
             problems.append(f"{key}: " + ", ".join(f"{n}={v!r}" for n, v in values.items()))
     worlds = world_size if isinstance(world_size, dict) else dict.fromkeys(recipes, world_size)
