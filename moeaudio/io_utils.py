@@ -272,12 +272,13 @@ class FileLock:
         except (OSError, ValueError):
             return None
 
-    def acquire(self) -> FileLock:
-        """Take the lock or raise :class:`~moeaudio.errors.BusyError` naming the live holder."""
+    def acquire(self, once: bool = False) -> FileLock:
+        """Take the lock or raise :class:`~moeaudio.errors.BusyError` naming the live holder.
+        ``once``: a lock this process already holds is not counted again (one release frees it)."""
         key = str(self.path.absolute())
         with _held_guard:
             if key in _held:
-                _held[key][1] += 1
+                _held[key][1] += 0 if once else 1
                 return self
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release

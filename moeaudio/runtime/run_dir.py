@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from moeaudio.errors import CheckpointError, RunDirectoryError, UsageError
-from moeaudio.io_utils import atomic_write_text
+from moeaudio.io_utils import FileLock, atomic_write_text
 
 __all__ = ["CHECKPOINTS", "DONE", "LATEST", "RUN_LOGS", "RunDir", "newest_checkpoint"]
 
@@ -149,10 +149,14 @@ class RunDir:
         or refused with a message naming both ways out and ``--output-dir``.
 
         ``barrier`` synchronises the ranks of a multi-process run (every rank looks before rank 0
-        deletes). A lock held for the run's lifetime is to be taken here, first.
+        deletes). First, rank 0 takes the directory's lock (:meth:`lock`), held until the run ends
+        (:meth:`release`) or its process dies: a second run into a directory a live run holds is
+        refused naming that run's pid; a lock left by a killed run is taken over.
         """
         if resume and overwrite:
             raise UsageError("--resume continues the run and --overwrite deletes it: give one of them")
+        if rank == 0:
+            self.lock().acquire(once=True)
         existing = [p.name for p in self.steps()]
         if resume or not (existing or self.pointer.exists()):
             return
@@ -169,6 +173,14 @@ class RunDir:
                 (self.path / name).unlink(missing_ok=True)
             shutil.rmtree(self.path / "tensorboard", ignore_errors=True)
         barrier()
+
+    def lock(self) -> FileLock:
+        """The lock of this run directory (``RUN/.moeaudio.lock``): one training run at a time."""
+        return FileLock(self.path, "training", hint="or train into another directory with --output-dir DIR")
+
+    def release(self) -> None:
+        """Give back the lock :meth:`claim` took (the end of the run)."""
+        self.lock().release()
 
     # ------------------------------------------------------------------------- done marker
 

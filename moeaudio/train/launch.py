@@ -71,6 +71,8 @@ def train_main(opts: TrainOptions) -> TrainResult | None:
     start = time.time()
     with contextlib.redirect_stdout(sys.stderr) if opts.as_json else contextlib.nullcontext():
         if opts.nproc > 1:
+            with RunDir(opts.output_dir or recipe.train.output_dir).lock():
+                pass  # a directory a live run holds is refused here, before any rank starts (rank 0 locks it)
             launch_local(opts.launcher_args(), opts.nproc)
             result = _result_from_run(Path(opts.output_dir or recipe.train.output_dir), time.time() - start)
         else:

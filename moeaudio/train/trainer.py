@@ -542,6 +542,8 @@ def run_train(
         result.validation = report
         s.reporter.final_table(report, result)
     s.reporter.close()
+    if s.rank == 0:
+        RunDir(s.run_dir).release()  # the lock RunDir.claim took
     return result
 
 
