@@ -103,7 +103,8 @@ def save_checkpoint(
         )
     with _write_errors(run, final, tmp, rank):
         if rank == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
+            for stale in run.checkpoints.glob(".tmp-step-*"):  # left by a save that was killed
+                shutil.rmtree(stale, ignore_errors=True)
             tmp.mkdir(parents=True)
         barrier()
         engine.save_checkpoint(str(tmp / "deepspeed"), tag="state", save_latest=False)
@@ -126,31 +127,93 @@ def save_checkpoint(
 
 @contextlib.contextmanager
 def _write_errors(run: RunDir, final: Path, tmp: Path, rank: int) -> Iterator[None]:
-    """Turn a failed write into a clear error: ENOSPC/EDQUOT -> :class:`DiskFullError`, any other
-    ``OSError`` -> :class:`CheckpointError`; the temporary directory is removed either way."""
+    """Turn any failure inside a save into one clear error naming the folder and its free space.
+
+    Ours or DeepSpeed's own ``save_checkpoint``, whatever the exception: an ``OSError`` (ENOSPC,
+    EDQUOT, EACCES), torch's zip writer's ``RuntimeError`` (``[enforce fail at inline_container.cc]
+    unexpected pos``, what a full disk looks like inside ``torch.save``), a safetensors error. A full
+    disk is a :class:`DiskFullError`, anything else a :class:`CheckpointError` quoting the cause (chained,
+    for its traceback). Either way the temporary folder is removed (by whichever rank failed: another
+    rank may be stopped before it could), ``latest`` is left as it was and the earlier checkpoints are
+    untouched. An interrupt (Ctrl-C) removes the temporary folder too and is passed on as it is.
+    """
     previous = run.latest_name()
     try:
         yield
-    except OSError as e:
-        if rank == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-        done = final.is_dir() and run.latest_name() != final.name  # renamed, pointer not moved
-        kept = (
-            f"{final.name} was written but checkpoints/latest still names {previous}"
-            if done and previous
-            else f"the previous checkpoint {previous} is intact and checkpoints/latest still names it"
-            if previous
-            else "no earlier checkpoint exists"
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(e, Exception):
+            raise
+        raise save_error(e, run, final, tmp, previous) from e
+
+
+#: What torch's zip writer (``torch.save``) raises when a write comes up short: a disk that filled.
+_SHORT_WRITE = ("unexpected pos", "PytorchStreamWriter failed", "file write failed")
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def save_error(e: Exception, run: RunDir, final: Path, tmp: Path, previous: str | None) -> CheckpointError:
+    """The one-line error for exception ``e`` raised while writing ``final`` (see :func:`_write_errors`)."""
+    done = final.is_dir() and run.latest_name() != final.name  # renamed, pointer not moved
+    kept = (
+        f"{final.name} was written but checkpoints/latest still names {previous}"
+        if done and previous
+        else f"the previous checkpoint {previous} is intact and checkpoints/latest still names it"
+        if previous
+        else "no earlier checkpoint exists"
+    )
+    free = _free_bytes(run.checkpoints)
+    where = f"checkpoint {final.name} under {run.checkpoints} ({_size(free)} free there)"
+    removed = f"the partial {tmp.name} was removed"
+    if _disk_full(e, free):
+        return DiskFullError(
+            f"no space left on the device while writing {where}; {removed}, and {kept}. "
+            "Free space, then continue with `moeaudio train ... --resume`"
         )
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(
-                f"no space left on the device while writing checkpoint {final.name} under {run.checkpoints}; "
-                f"{kept}. "
-                "Free space, then continue with `moeaudio train ... --resume`"
-            ) from None
-        raise CheckpointError(
-            f"cannot write checkpoint {final.name} under {run.checkpoints} ({e.strerror or e}); {kept}"
-        ) from None
+    cause = (str(e).strip().splitlines() or [""])[0][:300]
+    return CheckpointError(
+        f"cannot write {where}: {type(e).__name__}: {cause}; {removed}, and {kept}. "
+        "Fix the cause, then continue with `moeaudio train ... --resume`"
+    )
+
+
+def _disk_full(e: BaseException, free: int | None) -> bool:
+    """ENOSPC/EDQUOT anywhere in the exception's chain, or torch's short-write error with the disk
+    (nearly) full: what a full disk looks like through the layers that wrap the OSError."""
+    seen: set[int] = set()
+    x: BaseException | None = e
+    while x is not None and id(x) not in seen:
+        seen.add(id(x))
+        if isinstance(x, OSError) and x.errno in _FULL:
+            return True
+        text = str(x)
+        if "No space left on device" in text or "Disk quota exceeded" in text:
+            return True
+        if any(s in text for s in _SHORT_WRITE) and free is not None and free < 64 << 20:
+            return True
+        x = x.__cause__ or x.__context__
+    return False
+
+
+def _free_bytes(folder: Path) -> int | None:
+    """Free bytes on the disk holding ``folder`` (its nearest existing ancestor); None if unknown."""
+    folder = folder.absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "unknown space"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return f"{n} B"  # pragma: no cover
 
 
 # ------------------------------------------------------------------------------------ safe resume
