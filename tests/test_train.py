@@ -27,9 +27,9 @@ from conftest import tiny_recipe
 
 from moeaudio.config import TrainConfig
 from moeaudio.runtime.checkpoint import latest_checkpoint, load_model, load_trainer_state
+from moeaudio.train.engine import param_groups
 from moeaudio.train.launch import train_recipe
 from moeaudio.train.schedule import lr_multiplier
-from moeaudio.train.trainer import param_groups
 
 STEPS, SAVE_EVERY, ROUTER_MULT = 10, 6, 0.5
 BASE = [
@@ -598,11 +598,11 @@ def test_skipping_the_lone_allreduce_changes_nothing(
     and a copy back) the run is bit for bit the run with it."""
     from safetensors.torch import load_file
 
-    import moeaudio.train.trainer as trainer
+    import moeaudio.train.engine as engine
 
     skipped = stage_run(0)
     assert skipped.engine.enable_backward_allreduce is False
-    monkeypatch.setattr(trainer, "skip_lone_allreduce", lambda *args: None)
+    monkeypatch.setattr(engine, "skip_lone_allreduce", lambda *args: None)
     reduced = train(recipe_for(tiny_corpus, tmp_path, feature_cache, "train.zero_stage=0"))
     assert reduced.engine.enable_backward_allreduce is True
     for key in ("loss", "lm_loss", "aux_loss", "lr"):

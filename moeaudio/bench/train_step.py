@@ -30,23 +30,14 @@ import torch
 
 from moeaudio.config import Recipe
 from moeaudio.data.loader import BucketBatchSampler
-from moeaudio.errors import MissingDataError
 from moeaudio.model.audio_llm import build_audio_llm
 from moeaudio.runtime.batching import Collator, example_length
-from moeaudio.runtime.examples import checked_items, ensure_corpus, load_examples, manifest_path, select_items
+from moeaudio.runtime.examples import ensure_corpus, load_examples, manifest_path, recipe_items, select_items
 from moeaudio.runtime.vocabulary import recipe_tokenizer
 from moeaudio.train.distributed import init_distributed
-from moeaudio.train.schedule import lr_multiplier
-from moeaudio.train.trainer import deepspeed_config, param_groups, seed_everything, skip_lone_allreduce
+from moeaudio.train.engine import build_engine, build_optimizer, seed_everything
 
 __all__ = ["bench_train", "render_bench_train"]
-
-
-def _optimizer(model, recipe: Recipe):
-    opt = torch.optim.AdamW(
-        param_groups(model, recipe), lr=recipe.train.lr, betas=tuple(recipe.train.betas), fused=True
-    )
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_multiplier(recipe.train))
 
 
 class _Plain:
@@ -54,7 +45,7 @@ class _Plain:
 
     def __init__(self, model, recipe: Recipe):
         self.model, self.clip = model, recipe.train.clip_grad
-        self.opt, self.sched = _optimizer(model, recipe)
+        self.opt, self.sched = build_optimizer(model, recipe)
         self.params = [p for p in model.parameters() if p.requires_grad]
 
     def step(self, batch) -> None:
@@ -68,14 +59,10 @@ class _Plain:
 
 
 class _Engine:
-    def __init__(self, model, recipe: Recipe):
-        import deepspeed
+    """The engine training builds (:func:`~moeaudio.train.engine.build_engine`), stepped as training does."""
 
-        opt, sched = _optimizer(model, recipe)
-        self.engine, *_ = deepspeed.initialize(
-            model=model, optimizer=opt, lr_scheduler=sched, config=deepspeed_config(recipe, 1)
-        )
-        skip_lone_allreduce(self.engine, recipe, 1)
+    def __init__(self, model, recipe: Recipe, world: int):
+        self.engine = build_engine(model, recipe, world).engine
 
     def step(self, batch) -> None:
         out = self.engine(batch)
@@ -89,16 +76,12 @@ def _rss_mb() -> float:
 
 def bench_train(recipe: Recipe, steps: int = 8, rounds: int = 3, warmup: int = 2) -> dict[str, Any]:
     """Steps/s, tokens/s and memory of the four arms; see the module docstring."""
-    init_distributed()
-    recipe = recipe.model_copy(deep=True)
-    recipe.train.grad_accum = 1
+    _, _, world = init_distributed()
+    recipe = recipe.model_copy(update={"train": recipe.train.model_copy(update={"grad_accum": 1})})
     ensure_corpus(recipe, progress=False)
     manifest = manifest_path(recipe, "train")
-    if not manifest.exists():
-        raise MissingDataError(f"{manifest}: manifest not found; bench train needs the recipe's train split")
     need = recipe.data.micro_batch_size * (steps + warmup)
-    keep = set(recipe.data.tasks or [])
-    items = select_items(recipe, checked_items(manifest, recipe, select=lambda i: not keep or i.task in keep))
+    items = select_items(recipe, recipe_items(manifest, recipe, "bench train (the recipe's train split)"))
     items = items[: max(need, recipe.data.micro_batch_size)]
     seed_everything(recipe.train.seed)
     model = build_audio_llm(recipe, tokenizer=recipe_tokenizer(recipe))
@@ -107,8 +90,7 @@ def bench_train(recipe: Recipe, steps: int = 8, rounds: int = 3, warmup: int = 2
     sources = {}
     if cache_arm:
         sources["cached"] = load_examples(model, manifest, recipe, progress=False, items=items)
-    waves = recipe.model_copy(deep=True)
-    waves.data.feature_cache = None
+    waves = recipe.model_copy(update={"data": recipe.data.model_copy(update={"feature_cache": None})})
     sources["recomputed"] = load_examples(model, manifest, waves, progress=False, items=items)
     order = BucketBatchSampler(
         [example_length(e) for e in sources["recomputed"]],
@@ -117,7 +99,7 @@ def bench_train(recipe: Recipe, steps: int = 8, rounds: int = 3, warmup: int = 2
     ).epoch_batches(0)
     batches = [order[i % len(order)] for i in range(steps + warmup)]
     collate = Collator(model)
-    runners = {"deepspeed": _Engine(model, recipe), "plain": _Plain(twin, recipe)}
+    runners = {"deepspeed": _Engine(model, recipe, world), "plain": _Plain(twin, recipe)}
     model.train()
     twin.train()
     arms = [(src, eng) for src in sources for eng in runners]

@@ -43,8 +43,9 @@ __all__ = [
     "ensure_corpus",
     "load_examples",
     "load_manifest_examples",
-    "read_audio",
     "manifest_path",
+    "recipe_items",
+    "require_manifest",
     "select_items",
     "use_streaming",
 ]
@@ -71,6 +72,25 @@ def ensure_corpus(recipe: Recipe, progress: bool = True) -> None:
     make_synth_corpus(
         Path(recipe.data.root), seed=recipe.data.synth_seed, size=recipe.data.synth_size, progress=progress
     )
+
+
+def require_manifest(manifest: Path, needed_by: str = "training") -> Path:
+    """``manifest``, or a :class:`MissingDataError` naming it and what needs it."""
+    if not manifest.exists():
+        raise MissingDataError(f"{manifest}: manifest not found; {needed_by} needs it")
+    return manifest
+
+
+def _in_tasks(recipe: Recipe) -> Callable[[Item], bool]:
+    """``data.tasks`` as an item filter (None keeps every task)."""
+    keep = set(recipe.data.tasks) if recipe.data.tasks else None
+    return lambda item: keep is None or item.task in keep
+
+
+def recipe_items(manifest: Path, recipe: Recipe, needed_by: str = "training") -> list[Item]:
+    """The manifest's items of ``data.tasks``, checked (:func:`checked_items`); a missing manifest is
+    named with what needs it (:func:`require_manifest`)."""
+    return checked_items(require_manifest(manifest, needed_by), recipe, select=_in_tasks(recipe))
 
 
 def select_items(recipe: Recipe, items: list[Item]) -> list[Item]:
@@ -119,8 +139,7 @@ def load_examples(
     ``lazy``: a :class:`LazyExamples` instead, whose audio (states or waveform) is read when an
     example is asked for; missing cache entries are still computed here, shard by shard."""
     if items is None:
-        keep = set(recipe.data.tasks) if recipe.data.tasks else None
-        items = checked_items(manifest, recipe, select=lambda i: keep is None or i.task in keep)
+        items = checked_items(manifest, recipe, select=_in_tasks(recipe))
     items = select_items(recipe, items)
     paths = [item.resolve_audio(manifest) for item in items]
     durations = [item.duration for item in items]  # read from the headers when the items were checked
@@ -151,27 +170,41 @@ def load_examples(
     ]
 
 
-def read_audio(
-    path: Path, cache: FeatureCache | None, key: str | None, sample_rate: int, nonfinite: str
-) -> tuple[np.ndarray | None, torch.Tensor | None]:
-    """One example's audio, read when it is asked for (what :class:`LazyExamples` and
-    :class:`StreamExamples` share): ``(None, states)`` from the cache under ``key``, or
-    ``(waveform, None)`` decoded from ``path`` when there is no cache."""
-    if cache is None:
-        return load_audio(path, sample_rate, nonfinite=nonfinite), None
-    states = cache.get(key)
-    if states is None:
-        cache.refresh()  # another writer may have added it since this copy was made
-        states = cache.get(key)
-    if states is None:
-        raise MissingDataError(
-            f"{path}: no cached encoder states under {cache.root}; run `moeaudio prepare "
-            "features RECIPE` (or train once without data.loading=stream) to fill the cache"
-        )
-    return None, states
+class _ReadOnDemand:
+    """What :class:`LazyExamples` and :class:`StreamExamples` share: example i is its text (from
+    :meth:`_header`) with its audio read when it is asked for, cached encoder states under the
+    item's key, or the waveform decoded from its file when there is no cache."""
+
+    sample_rate: int
+    nonfinite: str
+    cache: FeatureCache | None
+
+    def _header(self, i: int) -> tuple[Example, Path, str | None]:
+        """Example i without audio, its audio file and its cache key (None without a cache)."""
+        raise NotImplementedError
+
+    def __getitem__(self, i: int) -> Example:
+        head, path, key = self._header(i)
+        if self.cache is None:
+            wave, states = load_audio(path, self.sample_rate, nonfinite=self.nonfinite), None
+        else:
+            wave, states = None, self._cached(path, key)
+        return Example(head.instruction, head.target, wave=wave, states=states, meta=head.meta)
+
+    def _cached(self, path: Path, key: str | None) -> torch.Tensor:
+        states = self.cache.get(key)
+        if states is None:
+            self.cache.refresh()  # another writer may have added it since this copy was made
+            states = self.cache.get(key)
+        if states is None:
+            raise MissingDataError(
+                f"{path}: no cached encoder states under {self.cache.root}; run `moeaudio prepare "
+                "features RECIPE` (or train once without data.loading=stream) to fill the cache"
+            )
+        return states
 
 
-class LazyExamples(Sequence[Example]):
+class LazyExamples(_ReadOnDemand, Sequence[Example]):
     """Examples whose audio is read when one is asked for (a batch at a time), for evaluation of test
     sets too large to hold: only the items' text stays in memory (:attr:`headers`).
 
@@ -199,11 +232,8 @@ class LazyExamples(Sequence[Example]):
     def __len__(self) -> int:
         return len(self.headers)
 
-    def __getitem__(self, i: int) -> Example:  # type: ignore[override]
-        head = self.headers[i]
-        key = None if self.keys is None else self.keys[i]
-        wave, states = read_audio(self.paths[i], self.cache, key, self.sample_rate, self.nonfinite)
-        return Example(head.instruction, head.target, wave=wave, states=states, meta=head.meta)
+    def _header(self, i: int) -> tuple[Example, Path, str | None]:
+        return self.headers[i], self.paths[i], None if self.keys is None else self.keys[i]
 
     def lengths(self) -> list[int]:
         """Each example's :func:`example_length` without holding its audio."""
@@ -234,11 +264,10 @@ def load_manifest_examples(
 def indexed_items(manifest: Path, recipe: Recipe, *, known_tasks: Iterable[str] = ()) -> ManifestIndex:
     """:func:`checked_items` + :func:`select_items` as a lazy :class:`ManifestIndex` (same checks,
     same items in the same order, ~20 bytes each in memory)."""
-    keep = set(recipe.data.tasks) if recipe.data.tasks else None
     index = ManifestIndex.build(
         manifest,
         known_tasks=[*(recipe.data.tasks or ()), *known_tasks],
-        select=lambda i: keep is None or i.task in keep,
+        select=_in_tasks(recipe),
         min_seconds=min_input_seconds(recipe.encoder),
     )
     return index.subset(index.durations <= recipe.data.max_audio_seconds)
@@ -263,7 +292,7 @@ def use_streaming(recipe: Recipe, seconds: float) -> bool:
     return in_memory_bytes(recipe, seconds) > recipe.data.stream_above_gb * 1e9
 
 
-class StreamExamples(torch.utils.data.Dataset):
+class StreamExamples(_ReadOnDemand, torch.utils.data.Dataset):
     """Example i of a :class:`ManifestIndex`, read when asked: cached states (from the shard cache)
     or the waveform, decoded in the process that asks (a DataLoader worker)."""
 
@@ -286,12 +315,10 @@ class StreamExamples(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, i: int) -> Example:
+    def _header(self, i: int) -> tuple[Example, Path, str | None]:
         item = self.index[i]
         key = None if self.keys is None else self.keys[i].tobytes().hex()
-        path = self.index.audio_path(item)
-        wave, states = read_audio(path, self.cache, key, self.sample_rate, self.nonfinite)
-        return Example(item_prompt(item), item.target, wave=wave, states=states, meta=item.to_dict())
+        return Example(item_prompt(item), item.target, meta=item.to_dict()), self.index.audio_path(item), key
 
     def lengths_ms(self) -> np.ndarray:
         """Per-item audio length for the sampler (milliseconds): all it keeps of the corpus."""

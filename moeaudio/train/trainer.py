@@ -1,7 +1,8 @@
 """The training loop: the DeepSpeed engine drives every step; this module only feeds it.
 
-:func:`run_train` is three steps around a small state object: :func:`setup` (process group,
-corpus, model, examples, engine, sampler, resume), :func:`train_step` (one optimizer step over
+:func:`run_train` is three steps around a small state object: :func:`setup` (process group, run
+directory, data (:mod:`moeaudio.runtime.train_data`), model, engine (:func:`~moeaudio.train.engine.build_engine`),
+sampler, resume), :func:`train_step` (one optimizer step over
 ``grad_accum`` micro-batches, plus what is logged) and :func:`save` (an atomic checkpoint).
 What the layers above know how to do is passed in, not imported: ``validate`` scores the final
 model on the valid split, ``conflict_probe`` measures per-domain gradient cosines every
@@ -30,38 +31,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from moeaudio.config import Recipe, RecipeError
-from moeaudio.data.feature_cache import FeatureCache
+from moeaudio.config import Recipe
 from moeaudio.data.loader import BucketBatchSampler
-from moeaudio.data.stream import ManifestIndex
 from moeaudio.errors import (
     CheckpointError,
-    MissingDataError,
     TrainingDivergedError,
 )
 from moeaudio.model.audio_llm import AudioLLM, build_audio_llm
-from moeaudio.model.moe import MoELayer, Router, end_step
-from moeaudio.runtime.batching import Collator, Example, example_length
+from moeaudio.model.moe import Router, end_step
+from moeaudio.runtime.batching import Collator, Example
 from moeaudio.runtime.checkpoint import WEIGHTS, check_shapes, load_trainer_state, verify_checkpoint
-from moeaudio.runtime.device import use_cuda
-from moeaudio.runtime.examples import (
-    StreamExamples,
-    checked_items,
-    ensure_corpus,
-    fill_cache_streaming,
-    index_keys,
-    indexed_items,
-    load_examples,
-    manifest_path,
-    use_streaming,
-    uses_cache,
-)
+from moeaudio.runtime.examples import manifest_path
 from moeaudio.runtime.run_dir import RunDir
+from moeaudio.runtime.train_data import check_train_data
+from moeaudio.runtime.train_data import train_examples as train_data_examples
 from moeaudio.runtime.vocabulary import recipe_tokenizer, saved_tokenizer
 from moeaudio.train.checkpoint import load_deepspeed_state, save_checkpoint
 from moeaudio.train.distributed import barrier, init_distributed
+from moeaudio.train.engine import build_engine, seed_everything
 from moeaudio.train.report import Reporter
-from moeaudio.train.schedule import lr_multiplier
 
 #: ``validate(model, manifest, recipe, progress) -> {task: result}`` (``eval.validation.validate``).
 Validator = Callable[[AudioLLM, Path, Recipe, bool], dict[str, Any]]
@@ -77,77 +65,6 @@ class TrainResult:
     history: list[dict[str, float]]
     wall_seconds: float
     validation: dict[str, Any] | None = None  # {task: result} of the final validation (rank 0)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def param_groups(model, recipe: Recipe) -> list[dict[str, Any]]:
-    """One group per part (encoder, frontend, router, adapter, llm), each with its LR multiplier.
-
-    Norms and biases get no weight decay. Multipliers come from ``train.lr_multipliers``
-    (e.g. ``{router: 0.1}``); parts without one use the peak LR.
-    """
-    mult = recipe.train.lr_multipliers
-    unknown = set(mult) - {"encoder", "frontend", "router", "adapter", "llm"}
-    if unknown:
-        raise RecipeError(
-            f"train.lr_multipliers: unknown part(s) {sorted(unknown)}; use encoder, frontend, router, adapter, llm"
-        )
-    groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        part = name.split(".", 1)[0]
-        part = {"stacker": "frontend"}.get(part, part)
-        if part == "adapter" and ".router." in f".{name}.":
-            part = "router"
-        no_decay = p.ndim < 2
-        groups.setdefault((part, no_decay), []).append(p)
-    return [
-        {
-            "params": params,
-            "name": f"{part}{'-no_decay' if no_decay else ''}",
-            "lr": recipe.train.lr * mult.get(part, 1.0),
-            "weight_decay": 0.0 if no_decay else recipe.train.weight_decay,
-        }
-        for (part, no_decay), params in sorted(groups.items())
-    ]
-
-
-def deepspeed_config(recipe: Recipe, world_size: int) -> dict[str, Any]:
-    t = recipe.train
-    bf16 = t.precision == "bf16" or (t.precision == "auto" and use_cuda())
-    zero: dict[str, Any] = {"stage": t.zero_stage}
-    if t.offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu"}
-    if t.zero_stage == 3:
-        zero["stage3_gather_16bit_weights_on_model_save"] = False
-    return {
-        "train_micro_batch_size_per_gpu": recipe.data.micro_batch_size,
-        "gradient_accumulation_steps": t.grad_accum,
-        "train_batch_size": recipe.data.micro_batch_size * t.grad_accum * world_size,
-        "gradient_clipping": t.clip_grad,
-        "zero_optimization": zero,
-        "bf16": {"enabled": bf16},
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
-        "zero_allow_untested_optimizer": True,
-    }
-
-
-def skip_lone_allreduce(engine, recipe: Recipe, world_size: int) -> None:
-    """One rank without ZeRO: no gradient all-reduce after backward.
-
-    DeepSpeed still flattens every gradient into a buffer, "reduces" it over the one rank and copies
-    it back: 6 % of a quickstart step in a profile (docs/benchmarks.md), for gradients that come out
-    bit for bit the same. ZeRO stages reduce inside their optimizer and are left alone.
-    """
-    if world_size == 1 and recipe.train.zero_stage == 0:
-        engine.enable_backward_allreduce = False
 
 
 def _rng_state() -> dict[str, str]:
@@ -217,44 +134,6 @@ def _resume_point(run_dir: Path) -> tuple[Path, dict[str, Any]]:
     return ckpt, load_trainer_state(ckpt)
 
 
-def _require(manifest: Path, needed_by: str = "training") -> Path:
-    if not manifest.exists():
-        raise MissingDataError(f"{manifest}: manifest not found; {needed_by} needs it")
-    return manifest
-
-
-def _checked(manifest: Path, recipe: Recipe, needed_by: str = "training") -> list[Any]:
-    """The manifest's items under ``data.tasks``, checked (:func:`checked_items`)."""
-    _require(manifest, needed_by)
-    keep = set(recipe.data.tasks) if recipe.data.tasks else None
-    return checked_items(manifest, recipe, select=lambda i: keep is None or i.task in keep)
-
-
-def _indexed(manifest: Path, recipe: Recipe) -> ManifestIndex:
-    return indexed_items(_require(manifest), recipe)
-
-
-def _stream_examples(
-    model: AudioLLM, index: ManifestIndex, recipe: Recipe, rank: int, world: int, quiet: bool
-) -> tuple[StreamExamples, np.ndarray]:
-    """The streaming dataset and its per-item lengths (ms). With the feature cache, every rank
-    first encodes its share of the clips the cache lacks (its own shards), then all read all."""
-    cache = keys = None
-    if uses_cache(recipe):
-        cache = FeatureCache.for_encoder(
-            recipe.data.feature_cache, model.encoder, recipe.data.nonfinite_audio, recipe.data.cache_shard_mb
-        )
-        keys = index_keys(index, progress=not quiet)  # hashed once here, not at every read
-        fill_cache_streaming(
-            model.encoder, cache, [index], keys=[keys], share=(rank, world),
-            nonfinite=recipe.data.nonfinite_audio, writer=f"rank{rank}", progress=not quiet,
-        )  # fmt: skip
-        barrier()
-        cache.refresh()
-    dataset = StreamExamples(index, recipe, model.encoder.sample_rate, cache, keys)
-    return dataset, dataset.lengths_ms()
-
-
 def setup(
     recipe: Recipe,
     output_dir: str | Path | None = None,
@@ -267,8 +146,6 @@ def setup(
     Everything the run will read is checked before the model is built: the run directory, the
     checkpoint to resume, the train manifest (and with ``check_valid`` the valid one) and its audio.
     """
-    import deepspeed  # lazy: init_distributed picks the accelerator before deepspeed is imported
-
     rank, _local_rank, world = init_distributed()
     run_dir = Path(output_dir or recipe.train.output_dir)
     if output_dir:
@@ -278,20 +155,7 @@ def setup(
     reporter = Reporter(recipe, run_dir, enabled=not quiet)
 
     ckpt, saved = _resume_point(run_dir) if resume else (None, {})
-    if rank == 0:
-        ensure_corpus(recipe, progress=not quiet)
-    barrier()
-    train_manifest = manifest_path(recipe, "train")
-    # every input checked before the model is built; a lazy index first unless told to load it all
-    index = None if recipe.data.loading == "memory" else _indexed(train_manifest, recipe)
-    streaming = index is not None and use_streaming(recipe, float(index.durations.sum()))
-    if index is None:
-        items = _checked(train_manifest, recipe)
-    elif not streaming:
-        items = [index[i] for i in range(len(index))]
-        index.close()
-    if check_valid:
-        _checked(manifest_path(recipe, "valid"), recipe, "the validation at the end (or pass --no-eval)")
+    data = check_train_data(recipe, rank, barrier, check_valid=check_valid, quiet=quiet)
     seed_everything(recipe.train.seed)
     # a resumed llm.vocab=corpus run keeps the tokenizer it started with, whatever the corpus says now
     resumed = ckpt is not None and recipe.llm.vocab == "corpus"
@@ -299,44 +163,13 @@ def setup(
     if ckpt is not None:  # before DeepSpeed partitions the parameters (ZeRO-3)
         check_shapes(ckpt / WEIGHTS, model, "the recipe being resumed")
     reporter.start(model, saved.get("step", 0))  # logs cut back to the step the run starts at
-    if streaming:
-        train_examples, lengths = _stream_examples(model, index, recipe, rank, world, quiet)
+    train_examples, lengths = train_data_examples(data, model, recipe, rank, world, barrier, quiet)
+    if data.streaming:
         reporter.note(
             f"data: {len(train_examples)} training items, streamed (data.loading={recipe.data.loading})"
         )
-    else:
-        # rank 0 fills the feature cache first so the other ranks only read it
-        if rank == 0:
-            train_examples = load_examples(model, train_manifest, recipe, progress=not quiet, items=items)
-        barrier()
-        if rank != 0:
-            train_examples = load_examples(model, train_manifest, recipe, progress=False, items=items)
-        lengths = (
-            [round(1000 * e.meta["duration"]) for e in train_examples]
-            if recipe.data.max_batch_seconds
-            else [example_length(e) for e in train_examples]
-        )
-    if not len(train_examples):
-        tasks = f" of data.tasks={recipe.data.tasks}" if recipe.data.tasks else ""
-        raise MissingDataError(
-            f"{manifest_path(recipe, 'train')}: no training items{tasks} of at most "
-            f"data.max_audio_seconds={recipe.data.max_audio_seconds:g} s; check data.tasks and the manifest"
-        )
-
-    if recipe.train.zero_stage == 3 and recipe.adapter.kind == "moe":
-        from deepspeed.utils import set_z3_leaf_modules
-
-        set_z3_leaf_modules(model, [MoELayer])  # an expert idle on one rank must not hang ZeRO-3
-
-    # fused AdamW: one kernel per step instead of a loop over tensors (4-5x faster step on CPU here)
-    optimizer = torch.optim.AdamW(
-        param_groups(model, recipe), lr=recipe.train.lr, betas=tuple(recipe.train.betas), fused=True
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(recipe.train))
-    engine, optimizer, _, scheduler = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(recipe, world)
-    )
-    skip_lone_allreduce(engine, recipe, world)
+    built = build_engine(model, recipe, world)
+    engine, scheduler = built.engine, built.scheduler
     cap = recipe.data.max_batch_seconds
     sampler = BucketBatchSampler(
         lengths,
@@ -377,7 +210,7 @@ def setup(
     for router in routers:  # count tokens per expert (for load_spread) even without bias balancing
         router.count_tokens = True
     dump_loads = run_dir / f"expert_loads.rank{rank}.jsonl" if os.environ.get("MOEAUDIO_DUMP_LOADS") else None
-    if streaming and recipe.train.conflict_every:  # the probe draws from a fixed spread-out sample
+    if data.streaming and recipe.train.conflict_every:  # the probe draws from a fixed spread-out sample
         n = len(train_examples)
         train_examples = [
             train_examples[int(i)] for i in np.unique(np.linspace(0, n - 1, min(n, 512)).astype(int))
