@@ -31,7 +31,7 @@ LAYERS: dict[int, tuple[str, ...]] = {
     1: ("data", "model"),
     2: ("runtime", "inspection"),  # inspection: `moeaudio inspect`
     3: ("eval", "analyze"),
-    4: ("train", "bench"),
+    4: ("train", "bench", "serve"),  # serve: a model behind HTTP, over runtime, eval and analyze
     5: ("reproduce",),  # trains, evaluates and analyses whole studies
     6: ("api", "cli", "__main__"),
 }
@@ -39,7 +39,11 @@ TOP = max(LAYERS)  # moeaudio/__init__.py (the package's public API, re-exported
 RANK = {f"moeaudio.{name}": rank for rank, names in LAYERS.items() for name in names} | {"moeaudio": TOP}
 
 # Pairs of the same rank that may not import each other (in either direction).
-INDEPENDENT = [("moeaudio.data", "moeaudio.model"), ("moeaudio.eval", "moeaudio.analyze")]
+INDEPENDENT = [
+    ("moeaudio.data", "moeaudio.model"),
+    ("moeaudio.eval", "moeaudio.analyze"),
+    ("moeaudio.serve", "moeaudio.train"),  # serving answers; it never trains (nor loads DeepSpeed)
+]
 
 # Only the CLI imports moeaudio's own modules inside functions, so `moeaudio --help` loads no torch.
 LAZY_CLI = "moeaudio/cli.py"

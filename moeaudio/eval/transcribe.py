@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
+
 from moeaudio.data.audio import check_audio_file, load_audio, split_windows
 from moeaudio.data.tasks import TASK_INSTRUCTIONS
 from moeaudio.errors import MissingDataError, UsageError
@@ -42,10 +44,16 @@ __all__ = [
     "format_timestamp",
     "format_transcript",
     "format_vtt",
+    "TRANSCRIBE_MAX_NEW_TOKENS",
     "max_window_seconds",
     "run_transcribe",
     "split_windows",
+    "stitch_windows",
+    "window_examples",
 ]
+
+#: Tokens generated per window (a 30 s window of speech is ~80 words).
+TRANSCRIBE_MAX_NEW_TOKENS = 200
 
 AUDIO_EXTENSIONS: frozenset[str] = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".caf", ".w64"}
@@ -116,6 +124,49 @@ def expand_audio_inputs(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------------------- windows
+
+
+Owner = tuple[int, float, float]  # (recording index, window start s, window end s)
+
+
+def window_examples(
+    waves: Sequence[np.ndarray], names: Sequence[str], sr: int, window_s: float, prompt: str
+) -> tuple[list[Example], list[Owner]]:
+    """Every recording cut into windows (:func:`split_windows`), one example per window, and which
+    recording and span each came from; ``moeaudio transcribe`` and ``moeaudio serve`` cut alike."""
+    examples: list[Example] = []
+    owners: list[Owner] = []
+    for k, wave in enumerate(waves):
+        for a, b in split_windows(wave, sr, window_s):
+            examples.append(Example(prompt, None, wave=wave[a:b], meta={"id": f"{names[k]}@{a / sr:.2f}"}))
+            owners.append((k, a / sr, b / sr))
+    return examples, owners
+
+
+def stitch_windows(
+    waves: Sequence[np.ndarray],
+    names: Sequence[str],
+    sr: int,
+    owners: Sequence[Owner],
+    texts: Sequence[str],
+    elapsed: float = 0.0,
+) -> list[Transcript]:
+    """The window texts put back together: one :class:`Transcript` per recording, a segment per window
+    (``elapsed``, the processing time of all of them, is shared out by audio length)."""
+    total_audio = sum(len(w) for w in waves) / sr
+    transcripts: list[Transcript] = []
+    for k, (name, wave) in enumerate(zip(names, waves, strict=True)):
+        segments = [
+            Segment(round(s, 3), round(e, 3), t.strip())
+            for (o, s, e), t in zip(owners, texts, strict=True)
+            if o == k
+        ]
+        duration = len(wave) / sr
+        share = elapsed * duration / total_audio if total_audio else 0.0  # batched: time split by length
+        transcripts.append(
+            Transcript(str(name), duration, " ".join(s.text for s in segments if s.text), segments, share)
+        )
+    return transcripts
 
 
 # ----------------------------------------------------------------------------------------- formats
@@ -193,7 +244,7 @@ def run_transcribe(
     batch_size: int = 8,
     *,
     runs_dir: str | Path = "runs",
-    max_new_tokens: int = 200,
+    max_new_tokens: int = TRANSCRIBE_MAX_NEW_TOKENS,
     num_beams: int = 1,
     device: str | None = None,
     precision: str = "auto",
@@ -236,30 +287,12 @@ def run_transcribe(
     waves = [load_audio(p, sr, nonfinite=nonfinite) for p in paths]
     for path, wave in zip(paths, waves, strict=True):
         check_clip_length(model, wave, path)
-    examples: list[Example] = []
-    owners: list[tuple[int, float, float]] = []  # (file index, start s, end s) per window
-    for k, wave in enumerate(waves):
-        for a, b in split_windows(wave, sr, window_s):
-            examples.append(Example(prompt, None, wave=wave[a:b], meta={"id": f"{paths[k]}@{a / sr:.2f}"}))
-            owners.append((k, a / sr, b / sr))
+    names = [str(p) for p in paths]
+    examples, owners = window_examples(waves, names, sr, window_s, prompt)
     texts, _ = generate_all(model, examples, batch_size, max_new_tokens, num_beams, progress)
     elapsed = time.time() - start_time
-
+    transcripts = stitch_windows(waves, names, sr, owners, texts, elapsed)
     total_audio = sum(len(w) for w in waves) / sr
-    transcripts: list[Transcript] = []
-    for k, (path, wave) in enumerate(zip(paths, waves, strict=True)):
-        segments = [
-            Segment(round(s, 3), round(e, 3), t.strip())
-            for (o, s, e), t in zip(owners, texts, strict=True)
-            if o == k
-        ]
-        duration = len(wave) / sr
-        share = (
-            elapsed * duration / total_audio if total_audio else 0.0
-        )  # batched: time split by audio length
-        transcripts.append(
-            Transcript(str(path), duration, " ".join(s.text for s in segments if s.text), segments, share)
-        )
 
     extra = {"prompt": prompt, "checkpoint": str(ckpt) if ckpt else None, "window_s": window_s}
     if output_dir is not None:
