@@ -359,6 +359,13 @@ def bench_train_cmd(opts: Any) -> None:
     print_json(result) if opts.as_json else _console().print(render_bench_train(result))
 
 
+def serve_cmd(opts: Any) -> None:
+    """A model behind OpenAI-compatible audio endpoints (/v1/audio/transcriptions, /v1/chat/completions) and a demo page at /."""
+    from moeaudio.serve.main import serve
+
+    serve(opts)
+
+
 # ----------------------------------------------------------------------------- registration
 # Options classes are imported here, at registration, only from light modules: the heavy work
 # modules (torch, transformers, deepspeed) load when a command runs.
@@ -387,6 +394,7 @@ _register(app, "analyze-conflict", _lazy("moeaudio.analyze.options", "ConflictOp
 _register(app, "analyze-probe", _lazy("moeaudio.analyze.options", "ProbeOptions"), analyze_probe_cmd)
 _register(bench_app, "adapter", BenchAdapterOptions, bench_adapter_cmd)
 _register(bench_app, "train", _lazy("moeaudio.train.options", "BenchTrainOptions"), bench_train_cmd)
+_register(app, "serve", _lazy("moeaudio.serve.options", "ServeOptions"), serve_cmd)
 
 
 def main() -> None:  # pragma: no cover - console entry
