@@ -342,6 +342,10 @@ class EvalConfig(_Section):
     max_new_tokens: int = Field(32, ge=1)
     num_beams: int = Field(1, ge=1)
     few_shot: int = Field(0, ge=0)
+    # Where the shots (and each benchmark's prompt template) come from: None = the train manifest's
+    # items of the task; a shot-pool YAML (path, or "paper": recipes/studies/shots/paper.yaml) fixes
+    # them per benchmark (moeaudio/eval/shots.py)
+    shot_pool: str | None = None
     batch_size: int = Field(16, ge=1)
     max_items: int | None = Field(None, ge=1)
     # Items longer than the encoder's window (Whisper: 30 s): window (ASR in windows, joined; other tasks

@@ -102,6 +102,7 @@ class EvalSettings(_Model):
     num_beams: int | None = None
     batch_size: int | None = None
     max_new_tokens: int | None = None
+    shot_pool: str | None = None  # fixed shots and templates per benchmark (moeaudio.eval.shots)
 
 
 class Arm(_Model):
@@ -133,7 +134,18 @@ class Column(_Model):
     higher_is_better: bool = True
     percent: bool = True  # shown x100, as the paper prints accuracies
     gap: tuple[str, str] | None = None  # (column a, column b): a - b per seed (the modality gap)
+    # text columns: the trained checkpoint, or the base LLM the arms start from (evaluated once per
+    # study and shared by every arm; moeaudio/reproduce/base_llm.py says why the paper scale does)
+    llm: Literal["trained", "base"] = "trained"
+    # the benchmark's manifest per scale (default: the task's own search, moeaudio eval without --manifest)
+    manifest: PerScale = Field(default_factory=PerScale)
     note: str = ""
+
+    @model_validator(mode="after")
+    def _base_is_text(self) -> Column:
+        if self.llm == "base" and self.modality != "text":
+            raise ValueError(f"column '{self.name}': llm: base is for text columns (modality: text)")
+        return self
 
     @model_validator(mode="after")
     def _task_or_gap(self) -> Column:
