@@ -334,6 +334,7 @@ def _bad_requests(live) -> list[tuple[str, dict, int, str | None]]:
         ("/v1/chat/completions", chat(frequency_penalty=0.5), 400, "unknown_field"),
         ("/v1/chat/completions", chat(max_tokens=0), 400, None),
         ("/v1/chat/completions", chat(n=2), 400, None),
+        ("/v1/chat/completions", chat(max_tokens=10**9), 400, None),
         (
             "/v1/chat/completions",
             chat(messages=[{"role": "system", "content": "x"}, {"role": "user", "content": "y"}]),

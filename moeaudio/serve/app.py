@@ -177,6 +177,7 @@ def create_app(
     app = FastAPI(title="moeaudio serve", docs_url=None, redoc_url=None, openapi_url=None)
     model = engine.model
     created = int(time.time())
+    context = getattr(model.llm.config, "max_position_embeddings", None)  # the longest answer possible
     page = resources.files("moeaudio.serve").joinpath("static/index.html").read_text(encoding="utf-8")
 
     @app.exception_handler(APIError)
@@ -313,6 +314,11 @@ def create_app(
         check_model(req.model)
         turn = chat_turn(req)
         max_tokens = req.max_completion_tokens or req.max_tokens or DEFAULT_MAX_TOKENS
+        if context is not None and max_tokens > context:
+            name = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
+            raise APIError(
+                f"{name} {max_tokens} is more than the model's context ({context} tokens)", param=name
+            )
         wave = None
         if turn.audio is not None:
             param = f"{turn.audio_param}.input_audio.data"
