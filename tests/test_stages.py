@@ -150,3 +150,19 @@ def test_inspect_shows_the_stages_of_a_shipped_staged_recipe():
         and rows[2]["tasks"] == "all"
     )
     assert model_summary(load_recipe("quickstart"))["stages"] == []
+
+
+def test_bench_train_of_a_staged_recipe_times_each_stage_and_counts_its_flops(tiny_corpus, tmp_path):
+    from moeaudio.bench.train_step import bench_train
+
+    recipe = staged(tiny_corpus, tmp_path, tmp_path / "cache")
+    result = bench_train(recipe, steps=1, rounds=1, warmup=1)
+    rows = {r["stage"]: r for r in result["stages"]}
+    assert set(rows) == {"align", "tune"} and result["gemm_gflops"] > 0
+    for r in rows.values():
+        assert r["gflop_per_step"] > 0 and 0 < r["share_of_gemm"] < 10
+        assert r["projected_minutes"] == pytest.approx(r["max_steps"] * r["seconds_per_step"] / 60, abs=0.06)
+    # the align stage runs no LLM, but scores every audio token against the whole (GPT-2 sized)
+    # vocabulary: at least 2 x (vocabulary + blank) x d_llm FLOPs per audio token forward, as much again backward
+    vocab, d_llm = 50257 + 1, 64  # tiny/moe: the builtin GPT-2 tokenizer, llm.hidden_size 64
+    assert rows["align"]["gflop_per_step"] * 1e9 >= 4 * vocab * d_llm * 16  # >= 16 audio tokens per batch

@@ -28,6 +28,7 @@ from typing import Any
 import psutil
 import torch
 
+from moeaudio.bench.stages import bench_stages, render_bench_stages
 from moeaudio.config import Recipe
 from moeaudio.data.loader import BucketBatchSampler
 from moeaudio.model.audio_llm import build_audio_llm
@@ -75,7 +76,10 @@ def _rss_mb() -> float:
 
 
 def bench_train(recipe: Recipe, steps: int = 8, rounds: int = 3, warmup: int = 2) -> dict[str, Any]:
-    """Steps/s, tokens/s and memory of the four arms; see the module docstring."""
+    """Steps/s, tokens/s and memory of the four arms; see the module docstring. A staged recipe
+    (``train.stages``) is measured stage by stage instead (:func:`~moeaudio.bench.stages.bench_stages`)."""
+    if recipe.train.stages and recipe.train.active_stage is None:
+        return bench_stages(recipe, steps, rounds, warmup)
     _, _, world = init_distributed()
     recipe = recipe.model_copy(update={"train": recipe.train.model_copy(update={"grad_accum": 1})})
     ensure_corpus(recipe, progress=False)
@@ -165,6 +169,9 @@ def _overhead(plain_over_engine: float | None) -> float | None:
 
 def render_bench_train(result: dict[str, Any]):
     from rich.table import Table
+
+    if result.get("kind") == "stages":
+        return render_bench_stages(result)
 
     table = Table(
         "arm", "steps/s", "tokens/s", "RSS MB",
