@@ -166,3 +166,16 @@ def test_bench_train_of_a_staged_recipe_times_each_stage_and_counts_its_flops(ti
     # vocabulary: at least 2 x (vocabulary + blank) x d_llm FLOPs per audio token forward, as much again backward
     vocab, d_llm = 50257 + 1, 64  # tiny/moe: the builtin GPT-2 tokenizer, llm.hidden_size 64
     assert rows["align"]["gflop_per_step"] * 1e9 >= 4 * vocab * d_llm * 16  # >= 16 audio tokens per batch
+
+
+def test_studies_take_staged_recipes_final_step_and_compare_their_stages():
+    from moeaudio.reproduce.plan import PlannedRun
+    from moeaudio.reproduce.study import StudyError, check_comparable
+
+    smol, dense = load_recipe("smol"), load_recipe("smol_dense")
+    run = PlannedRun("moe", 0, "smol", [], smol, Path("runs/x"))
+    assert run.max_steps == smol.train.stages[-1].max_steps  # the last stage writes the run's checkpoints
+    check_comparable({"moe": smol, "dense": dense})  # same stages: comparable
+    shorter = load_recipe("smol_dense", ["train.stages.align.max_steps=10"])
+    with pytest.raises(StudyError, match="train.stages"):
+        check_comparable({"moe": smol, "dense": shorter})

@@ -70,7 +70,10 @@ class PlannedRun:
 
     @property
     def max_steps(self) -> int:
-        """The steps the run trains: ``train.max_steps``, or those the token budget derives."""
+        """The step the run's final checkpoint is at: ``train.max_steps``, or those the token budget
+        derives; for a staged recipe the last stage's steps (it writes the run's checkpoints)."""
+        if self.recipe.train.stages:
+            return self.recipe.train.stages[-1].max_steps
         return resolve_budget(self.recipe, 1).max_steps
 
 

@@ -65,6 +65,7 @@ COMPARABLE_KEYS: tuple[str, ...] = (
     "data.micro_batch_size",
     "data.mixture",
     "train.max_steps",
+    "train.stages",
     "train.grad_accum",
     "train.global_batch_size",
     "train.max_tokens",
