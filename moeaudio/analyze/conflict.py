@@ -47,6 +47,8 @@ __all__ = [
     "GradFn",
     "LossFn",
     "conflict_analysis",
+    "conflict_curve_summary",
+    "plot_conflict_over_training",
     "cosine_matrix",
     "flatten_grads",
     "unflatten_like",
@@ -446,3 +448,70 @@ def render_conflict(results: Mapping[str, Mapping[str, Any]]) -> Group:
             t.add_row(label, cell)
         tables.append(t)
     return Group(*tables)
+
+
+#: Titles of the adapter parts in the conflict-over-training figure (keys of the training log).
+PART_TITLES = {"all": "whole adapter", "shared": "shared path", "routed": "routed experts"}
+
+
+def conflict_curve_summary(
+    record: Mapping[str, float], prefix: str = "conflict_by_part"
+) -> dict[str, dict[str, float]]:
+    """One training-log record's per-part numbers: ``{part: {"cross": mean cosine over domain pairs,
+    "floor": mean same-domain cosine}}`` (parts without both are left out)."""
+    out: dict[str, dict[str, float]] = {}
+    for part in PART_TITLES:
+        head = f"{prefix}/{part}/"
+        cross = [
+            v for k, v in record.items() if k.startswith(head) and "-" in k[len(head) :] and "/floor" not in k
+        ]
+        floor = record.get(f"{head}floor")
+        if cross and floor is not None:
+            out[part] = {"cross": float(np.mean(cross)), "floor": float(floor)}
+    return out
+
+
+def plot_conflict_over_training(
+    curves: Mapping[str, Mapping[int, Mapping[str, Mapping[str, float]]]], path: str | Path, title: str = ""
+) -> Path | None:
+    """Cross-domain gradient cosine over training steps per arm (solid), with each arm's same-domain
+    noise floor (dashed, same colour), one panel per adapter part.
+
+    ``curves``: arm label -> step -> :func:`conflict_curve_summary` of that step (e.g. averaged over
+    seeds). Cross-domain cosines below the floor are conflict beyond sampling noise. None when there
+    is nothing to draw.
+    """
+    parts = [p for p in PART_TITLES if any(p in rec for steps in curves.values() for rec in steps.values())]
+    if not parts:
+        return None
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(parts), figsize=(4.2 * len(parts), 3.4), squeeze=False, sharey=True)
+    colors = plt.get_cmap("tab10").colors
+    for ax, part in zip(axes[0], parts, strict=True):
+        for k, (arm, steps) in enumerate(curves.items()):
+            xs = sorted(s for s, rec in steps.items() if part in rec)
+            if not xs:
+                continue
+            color = colors[k % len(colors)]
+            ax.plot(
+                xs,
+                [steps[s][part]["cross"] for s in xs],
+                "-o",
+                color=color,
+                markersize=3,
+                label=f"{arm}: across domains",
+            )
+            ax.plot(
+                xs,
+                [steps[s][part]["floor"] for s in xs],
+                "--",
+                color=color,
+                label=f"{arm}: same domain (floor)",
+            )
+        ax.axhline(0.0, color="0.5", linewidth=0.7)
+        ax.set_title(PART_TITLES[part], fontsize=9)
+        ax.set_xlabel("training step")
+    axes[0][0].set_ylabel("gradient cosine (single batches)")
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.suptitle(title or "Gradient agreement between domains during training", fontsize=10)
+    return save_figure(fig, path)

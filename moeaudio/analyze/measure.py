@@ -41,6 +41,9 @@ from moeaudio.runtime.windows import window_seconds
 
 __all__ = [
     "CONFLICT_DOMAINS",
+    "CONFLICT_PARTS",
+    "PART_PREFIX",
+    "adapter_part",
     "TokenRouting",
     "checkpoint_name",
     "conflict_probe",
@@ -49,6 +52,7 @@ __all__ = [
     "route_examples",
     "routing_report",
     "sample_domain_batches",
+    "training_conflict",
 ]
 
 #: Domains compared by the conflict analysis, in display order (``mixed`` is never used: its
@@ -353,6 +357,97 @@ def conflict_probe(
     # Fewer distinct examples than batches x batch_size means batches repeat clips: the within-domain
     # spread then overstates agreement.
     out["examples_per_domain"] = {str(d): len(v) for d, v in examples_by_domain.items()}
+    return out
+
+
+#: Adapter parameter groups the training-time probe reports apart: the routed experts, and the shared
+#: path (every other adapter weight but the router: norms, the aggregation / shared path, shared
+#: experts; all of a dense adapter). ``all`` is the whole adapter, router included.
+CONFLICT_PARTS: tuple[str, ...] = ("all", "shared", "routed")
+#: Metric prefix of :func:`training_conflict`'s per-part cosines in the training log.
+PART_PREFIX = "conflict_by_part"
+
+
+def adapter_part(name: str) -> str | None:
+    """``routed`` for a routed expert's weight, None for the router, ``shared`` for the rest."""
+    parts = name.split(".")
+    if "router" in parts:
+        return None
+    if "experts" in parts and not any("shared" in p for p in parts):
+        return "routed"
+    return "shared"
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Cosine in float64, clipped to [-1, 1] (two identical gradients give exactly 1, not 1 + 1e-7)."""
+    a, b = a.double(), b.double()
+    na, nb = float(a.norm()), float(b.norm())
+    return max(-1.0, min(1.0, float(torch.dot(a, b)) / (na * nb))) if na > 0 and nb > 0 else 0.0
+
+
+def training_conflict(
+    model: AudioLLM, examples_by_domain: Mapping[str, Sequence[Example]], batch_size: int, seed: int = 0
+) -> dict[str, float]:
+    """Gradient agreement between domains during training, per part of the adapter, with a noise floor.
+
+    Two disjoint single-domain batches per domain (:func:`sample_domain_batches`) give the adapter's
+    task-loss gradients (``lm_loss``; the parameters' ``.grad`` untouched, eval mode, mode restored).
+    From them, for every part of :data:`CONFLICT_PARTS` the adapter has:
+
+    * ``conflict_by_part/<part>/<a>-<b>``: the mean cosine between single-batch gradients of domains
+      ``a`` and ``b`` (4 pairs);
+    * ``conflict_by_part/<part>/floor/<d>``: the cosine between domain ``d``'s two batches, the noise
+      floor: what two batches agree when nothing conflicts but sampling noise. Why single batches on both
+      sides: a cross-domain cosine is only conflict when it sits below what the same domain reaches with
+      equally noisy gradients; mean gradients of more batches would raise both;
+    * ``conflict_by_part/<part>/floor``: the floor's mean over domains;
+
+    and ``conflict/<a>-<b>``: the cosine of the two domains' mean gradients over the whole adapter (the
+    figure's number, as `moeaudio analyze-conflict` computes it).
+    """
+    batches = sample_domain_batches(examples_by_domain, 2, batch_size, seed)
+    collate = Collator(model)
+    names, params = _adapter_params(model)
+    device = _device(model)
+    was_training = model.training
+    model.eval()
+    grads: dict[str, list[list[torch.Tensor]]] = {}
+    try:
+        for d, domain_batches in batches.items():
+            for batch in domain_batches:
+                with torch.enable_grad():
+                    loss = model(collate(batch).to(device))["lm_loss"]
+                    g = torch.autograd.grad(loss, params, allow_unused=True)
+                flat = [
+                    torch.zeros_like(p) if gi is None else gi.detach()
+                    for gi, p in zip(g, params, strict=True)
+                ]
+                grads.setdefault(d, []).append([x.reshape(-1).float().cpu() for x in flat])
+    finally:
+        model.train(was_training)
+    groups = {
+        "all": list(range(len(names))),
+        "shared": [i for i, n in enumerate(names) if adapter_part(n) == "shared"],
+        "routed": [i for i, n in enumerate(names) if adapter_part(n) == "routed"],
+    }
+    domains = sorted(grads)
+    out: dict[str, float] = {}
+    for part in CONFLICT_PARTS:
+        idx = groups[part]
+        if not idx:
+            continue
+        vec = {d: [torch.cat([b[i] for i in idx]) for b in grads[d]] for d in domains}
+        floors = []
+        for k, a in enumerate(domains):
+            floor = _cosine(vec[a][0], vec[a][1])
+            out[f"{PART_PREFIX}/{part}/floor/{a}"] = floor
+            floors.append(floor)
+            for b in domains[k + 1 :]:
+                pairs = [_cosine(x, y) for x in vec[a] for y in vec[b]]
+                out[f"{PART_PREFIX}/{part}/{a}-{b}"] = sum(pairs) / len(pairs)
+                if part == "all":
+                    out[f"conflict/{a}-{b}"] = _cosine(sum(vec[a]), sum(vec[b]))
+        out[f"{PART_PREFIX}/{part}/floor"] = sum(floors) / len(floors)
     return out
 
 

@@ -621,6 +621,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
             lines += ["Columns: " + "; ".join(_describe(c) for c in described) + ".", ""]
     for an in results["analyses"]:
         lines += _render_analysis(an, label, conf, seeds)
+    lines += _render_training_conflict(results.get("conflict_over_training"), label)
     lines += ["## Runs", ""]
     rows = []
     for a in arms:
@@ -641,6 +642,42 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     if results["notes"]:
         lines += ["## Notes", "", *(f"- {n}" for n in results["notes"]), ""]
     return "\n".join(lines)
+
+
+def _render_training_conflict(data: Mapping[str, Any] | None, label: Mapping[str, str]) -> list[str]:
+    """The conflict-over-training figure (``train.conflict_every``) and its first and last probes."""
+    if not data:
+        return []
+    lines = [
+        "## Figure: gradient conflict during training",
+        "",
+        f"![conflict over training]({data['figure']})",
+        "",
+        "Every `train.conflict_every` steps: the cosine between single-batch adapter gradients of two "
+        "domains (speech, sound, music; mean over the pairs), and the noise floor, the cosine between two "
+        "disjoint batches of the same domain (mean over domains); the shared path (every adapter weight "
+        "but the router and the routed experts; all of a dense adapter) and the routed experts apart. "
+        "Across-domain cosines below the floor are conflict beyond sampling noise. Mean over seeds.",
+        "",
+    ]
+    rows = []
+    for arm, steps in data["curves"].items():
+        ordered = sorted(steps, key=int)
+        first, last = steps[ordered[0]], steps[ordered[-1]]
+        for part in first:
+            if part not in last:
+                continue
+            rows.append(
+                [
+                    label.get(arm, arm),
+                    part,
+                    f"{data['seeds'].get(arm, 0)}",
+                    f"{ordered[0]}: {_num(first[part]['cross'], 3, sign=True)} / {_num(first[part]['floor'], 3, sign=True)}",
+                    f"{ordered[-1]}: {_num(last[part]['cross'], 3, sign=True)} / {_num(last[part]['floor'], 3, sign=True)}",
+                ]
+            )
+    head = ["arm", "adapter part", "seeds", "first probe: across / floor", "last probe: across / floor"]
+    return lines + _table(head, rows) + [""]
 
 
 def _describe(c: Mapping[str, Any]) -> str:

@@ -29,13 +29,17 @@ import yaml
 from rich.console import Console
 
 from moeaudio.analyze.commands import analyze_conflict, analyze_routing_manifest
-from moeaudio.analyze.conflict import plot_conflict, result_from_json
+from moeaudio.analyze.conflict import (
+    conflict_curve_summary,
+    plot_conflict,
+    plot_conflict_over_training,
+    result_from_json,
+)
 from moeaudio.analyze.routing import RoutingStats, plot_activation_heatmap
 from moeaudio.config import load_recipe
 from moeaudio.eval.evaluate import run_eval
 from moeaudio.inspection import adapter_summary
 from moeaudio.io_utils import atomic_write_text
-from moeaudio.reproduce.base_llm import base_llm_checkpoint
 from moeaudio.reproduce.items import item_scores
 from moeaudio.reproduce.options import ReproduceOptions
 from moeaudio.reproduce.plan import (
@@ -165,10 +169,6 @@ def _check_trained_recipe(run: PlannedRun, ckpt: Path) -> None:
         )
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
-
-
 def _eval_file(ckpt: Path, task: str, modality: str) -> Path:
     return ckpt / "eval" / (f"{task}.text.json" if modality == "text" else f"{task}.json")
 
@@ -199,19 +199,11 @@ def evaluate_run(
             continue
         task = col.task.at(plan.scale)
         assert task is not None
-        # llm: base -> the untrained model the arms start from, evaluated once for all (base_llm.py)
-        source = base_llm_checkpoint(run.recipe, plan.output) if col.llm == "base" else ckpt
-        manifest = col.manifest.at(plan.scale)
-        path = _eval_file(source, task, col.modality)
-        if manifest is not None:  # one task on several benchmarks (emotion: CREMA-D, RAVDESS)
-            path = path.with_name(f"{path.stem}.{_slug(col.name)}.json")
+        path = _eval_file(ckpt, task, col.modality)
         if path.exists():
             result = json.loads(path.read_text())
         else:
-            result = run_eval(
-                task, source, manifest=manifest, output=path if manifest is not None else None,
-                modality=col.modality, progress=False, device=device, **settings,
-            )  # fmt: skip
+            result = run_eval(task, ckpt, modality=col.modality, progress=False, device=device, **settings)
         values[col.name] = metric_value(result, col.metric, path)
         files[col.name] = _relative(path, run.run_dir)
     return values, files
@@ -465,6 +457,49 @@ def check_launched(plan: StudyPlan, records: dict[str, dict[str, Any] | None]) -
                 raise StudyError(f"seed {seed}, as trained: {exc}") from None
 
 
+def training_conflict_curves(
+    plan: StudyPlan, records: dict[str, dict[str, Any] | None]
+) -> tuple[dict[str, dict[int, dict[str, dict[str, float]]]], dict[str, int]]:
+    """arm -> step -> adapter part -> ``{"cross", "floor"}`` averaged over the finished seeds whose
+    training log (``metrics.jsonl`` of the run that trained the checkpoint) has the per-part conflict
+    records of ``train.conflict_every``; and the number of seeds per arm."""
+    acc: dict[str, dict[int, dict[str, list[dict[str, float]]]]] = {}
+    seeds: dict[str, int] = {}
+    for run in plan.runs:
+        record = records.get(run.key)
+        if record is None:
+            continue
+        ckpt = run.run_dir / record["checkpoint"]
+        logs = [p / "metrics.jsonl" for p in (ckpt.parent.parent, ckpt.parent, run.run_dir)]
+        log = next((p for p in logs if p.exists()), None)
+        if log is None:
+            continue
+        found = False
+        for line in log.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # a torn last line
+            summary = conflict_curve_summary(rec)
+            if summary and "step" in rec:
+                found = True
+                at_step = acc.setdefault(run.arm, {}).setdefault(int(rec["step"]), {})
+                for part, value in summary.items():
+                    at_step.setdefault(part, []).append(value)
+        seeds[run.arm] = seeds.get(run.arm, 0) + found
+    curves = {
+        arm: {
+            step: {
+                part: {k: sum(v[k] for v in vals) / len(vals) for k in ("cross", "floor")}
+                for part, vals in parts.items()
+            }
+            for step, parts in sorted(steps.items())
+        }
+        for arm, steps in acc.items()
+    }
+    return curves, seeds
+
+
 def run_study(
     plan: StudyPlan, train: bool = True, device: str | None = None, progress: bool = True, reuse: bool = True
 ) -> dict[str, Any]:
@@ -481,9 +516,26 @@ def run_study(
     analysis_device = str(pick_device(device))
     analyses = run_analyses(plan, records, analysis_device, bar)
     figures = draw_figures(plan, analyses)
-    results = build_results(plan, records, analyses, figures, collect_items(plan, records), adapter_weights(plan))
+    items, weights = collect_items(plan, records), adapter_weights(plan)
+    results = build_results(plan, records, analyses, figures, items, weights)
     png = plot_differences(results, plan.output / "figures" / "differences.png")
     results["differences_figure"] = None if png is None else str(png.relative_to(plan.output))
+    curves, curve_seeds = training_conflict_curves(plan, records)
+    labels = {a: plan.study.arm(a).label for a in curves}
+    png = plot_conflict_over_training(
+        {labels[a]: steps for a, steps in curves.items()},
+        plan.output / "figures" / "conflict_over_training.png",
+        f"{plan.study.name}: gradient agreement between domains during training (mean over seeds)",
+    )
+    results["conflict_over_training"] = (
+        None
+        if png is None
+        else {
+            "figure": str(png.relative_to(plan.output)),
+            "seeds": curve_seeds,
+            "curves": {a: {str(s): parts for s, parts in steps.items()} for a, steps in curves.items()},
+        }
+    )
     atomic_write_text(plan.output / "results.json", json.dumps(results, indent=1))
     atomic_write_text(plan.output / "results.md", render_markdown(results))
     bar.line(f"wrote {plan.output / 'results.md'} and results.json" + (", figures/" if figures else ""))

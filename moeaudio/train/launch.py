@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from moeaudio.analyze.measure import conflict_probe, domain_examples
+from moeaudio.analyze.measure import domain_examples, training_conflict
 from moeaudio.config import Recipe, load_recipe
 from moeaudio.errors import UsageError
 from moeaudio.eval.handlers import handler_for
@@ -30,17 +30,13 @@ __all__ = ["conflict_cosines", "train_json_summary", "train_main", "train_recipe
 
 
 def conflict_cosines(model: AudioLLM, examples: list[Example], recipe: Recipe) -> dict[str, float]:
-    """Per-domain gradient cosines of the adapter (the paper's conflict figure), for the training log."""
+    """Per-domain gradient cosines of the adapter for the training log (every ``train.conflict_every``
+    steps): the paper's figure (``conflict/a-b``), and per part, shared path and routed experts apart,
+    with the same-domain noise floor (``conflict_by_part/...``; :func:`moeaudio.analyze.measure.training_conflict`)."""
     by_domain = domain_examples(examples)
     if len(by_domain) < 2:
         return {}
-    result = conflict_probe(model, by_domain, num_batches=2, batch_size=recipe.data.micro_batch_size, seed=0)
-    domains = sorted(result["cosine"])
-    return {
-        f"conflict/{a}-{b}": float(result["cosine"][a][b])
-        for i, a in enumerate(domains)
-        for b in domains[i + 1 :]
-    }
+    return training_conflict(model, by_domain, batch_size=recipe.data.micro_batch_size, seed=0)
 
 
 def train_recipe(

@@ -1,0 +1,111 @@
+"""Gradient conflict during training (``train.conflict_every``): per adapter part, with a noise floor;
+the conflict-over-training curve a study's report draws."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import tiny_recipe
+
+from moeaudio.analyze import measure
+from moeaudio.analyze.conflict import conflict_curve_summary, plot_conflict_over_training
+from moeaudio.analyze.measure import adapter_part, domain_examples, training_conflict
+from moeaudio.runtime.checkpoint import load_model
+from moeaudio.runtime.examples import load_examples, manifest_path
+from moeaudio.train.launch import train_recipe
+
+DOMAINS = ("music", "sound", "speech")
+
+
+def test_adapter_parts_by_parameter_name() -> None:
+    assert adapter_part("moe.experts.w1") == "routed"
+    assert adapter_part("moe.router.W_g.weight") is None
+    assert adapter_part("moe.shared_experts.w1") == "shared"
+    assert adapter_part("aggregation.fc1.weight") == "shared"
+    assert adapter_part("mlp.fc1.weight") == "shared"  # a dense adapter is all shared path
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny MoE and dense recipes, 4 steps each, the probe every 2 steps."""
+    out = {}
+    cache = tmp_path_factory.mktemp("cache")
+    for kind in ("moe", "dense"):
+        run = tmp_path_factory.mktemp(f"conflict_{kind}")
+        recipe = tiny_recipe(
+            tiny_corpus,
+            run,
+            kind,
+            "data.tasks=[gender, instrument, sound]",
+            f"data.feature_cache={cache}",
+            "train.max_steps=4",
+            "train.conflict_every=2",
+            "train.log_every=1",
+        )
+        train_recipe(recipe, evaluate=False)
+        out[kind] = run
+    return out
+
+
+def _logged(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("kind,parts", [("moe", ("all", "shared", "routed")), ("dense", ("all", "shared"))])
+def test_probe_logs_parts_and_floor(runs: dict[str, Path], kind: str, parts: tuple[str, ...]) -> None:
+    records = [r for r in _logged(runs[kind]) if any(k.startswith("conflict_by_part/") for k in r)]
+    assert [r["step"] for r in records] == [2, 4]
+    rec = records[0]
+    expected = set()
+    for part in parts:
+        head = f"conflict_by_part/{part}/"
+        expected |= {head + "floor", *(f"{head}floor/{d}" for d in DOMAINS)}
+        expected |= {head + p for p in ("music-sound", "music-speech", "sound-speech")}
+    assert {k for k in rec if k.startswith("conflict_by_part/")} == expected
+    assert all(-1.0 <= rec[k] <= 1.0 for k in expected)
+    # the paper figure's mean-gradient cosines are still logged under their old names
+    assert {k for k in rec if k.startswith("conflict/")} == {
+        "conflict/music-sound",
+        "conflict/music-speech",
+        "conflict/sound-speech",
+    }
+    summary = conflict_curve_summary(rec)
+    assert set(summary) == set(parts)
+    pairs = [rec[f"conflict_by_part/all/{p}"] for p in ("music-sound", "music-speech", "sound-speech")]
+    assert summary["all"]["cross"] == pytest.approx(sum(pairs) / 3)
+    assert summary["all"]["floor"] == rec["conflict_by_part/all/floor"]
+
+
+def test_floor_of_one_batch_with_itself_is_one(
+    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The floor is the cosine of a domain's two batches: the same batch twice gives exactly 1, and
+    then the cross-domain numbers are those of one gradient per domain."""
+    model = load_model(tiny_checkpoint)
+    examples = load_examples(model, manifest_path(model.recipe, "train"), model.recipe, progress=False)
+    by_domain = domain_examples(examples)
+    real = measure.sample_domain_batches
+
+    def same_twice(examples_by_domain, num_batches, batch_size, seed=0):
+        first = real(examples_by_domain, 1, batch_size, seed)
+        return {d: [b[0], b[0]] for d, b in first.items()}
+
+    monkeypatch.setattr(measure, "sample_domain_batches", same_twice)
+    before = model.training
+    out = training_conflict(model, by_domain, batch_size=4)
+    assert model.training == before  # the probe restores the mode
+    for part in ("all", "shared", "routed"):
+        assert out[f"conflict_by_part/{part}/floor"] == pytest.approx(1.0, abs=1e-5)
+    assert out["conflict_by_part/all/music-sound"] == pytest.approx(out["conflict/music-sound"], abs=1e-5)
+
+
+def test_curve_figure_from_the_logs(runs: dict[str, Path], tmp_path: Path) -> None:
+    curves = {
+        kind: {r["step"]: conflict_curve_summary(r) for r in _logged(run) if conflict_curve_summary(r)}
+        for kind, run in runs.items()
+    }
+    png = plot_conflict_over_training(curves, tmp_path / "c.png")
+    assert png is not None and png.read_bytes()[:4] == b"\x89PNG"
+    assert plot_conflict_over_training({}, tmp_path / "none.png") is None
