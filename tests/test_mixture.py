@@ -37,10 +37,11 @@ def test_counts_follow_weights_over_10k_draws() -> None:
     counts = np.bincount([_source(b) for b in batches], minlength=3)
     shares = counts / counts.sum()
     np.testing.assert_allclose(shares, np.asarray(WEIGHTS) / sum(WEIGHTS), atol=0.02)
-    # every source's batches walk its own epochs: each item of the smallest source served as often
+    # every source's batches walk its own epochs: each item of the smallest source served about as often
     small = np.concatenate([b for b in batches if _source(b) == 2]) - SIZES[0] - SIZES[1]
     per_item = np.bincount(small, minlength=SIZES[2])
-    assert per_item.min() >= per_item.max() - 1 > 0
+    assert per_item.min() > 0.9 * per_item.mean() and per_item.max() < 1.1 * per_item.mean()
+    assert all(len(b) == 4 for b in batches)  # full micro-batches: a source's short last batch is topped up
 
 
 def test_resume_is_exact() -> None:

@@ -69,6 +69,12 @@ class MixtureBatchSampler:
             raise ValueError(f"mixture source(s) {empty} have no items")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
+        small = [s for s, ls in enumerate(lengths) if max_batch_length is None and len(ls) < batch_size]
+        if small:
+            raise ValueError(
+                f"mixture source(s) {small} have fewer items than one micro-batch ({batch_size})"
+            )
+        self.batch_size, self.max_batch_length = batch_size, max_batch_length
         self.weights = normalised_weights(weights)
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.sources = [
@@ -102,16 +108,29 @@ class MixtureBatchSampler:
 
     # --------------------------------------------------------------------------- batches
 
+    def _epoch(self, s: int, epoch: int) -> list[list[int]]:
+        """Source ``s``'s batches of one epoch; with a fixed batch size a short batch is topped up with
+        the first items of the epoch's order (every micro-batch full, so the global batch is what the
+        recipe says, and no item is left out: with length bucketing the short batch holds the
+        longest clips, which dropping it would never train on)."""
+        batches = self.sources[s].epoch_batches(epoch)
+        if self.max_batch_length is None:
+            pool = [i for b in batches for i in b]
+            for b in batches:
+                if len(b) < self.batch_size:
+                    b.extend([i for i in pool if i not in b][: self.batch_size - len(b)])
+        return batches
+
     def _source_batch(self, s: int, m: int) -> list[int]:
         """Batch ``m`` of source ``s``'s own order (its epochs one after another), as global indices.
         Epochs may differ in batch count (``max_batch_length`` packs per epoch), hence the starts."""
-        src, starts = self.sources[s], self._epoch_starts[s]
+        starts = self._epoch_starts[s]
         while starts[-1] <= m:
-            starts.append(starts[-1] + len(src.epoch_batches(len(starts) - 1)))
+            starts.append(starts[-1] + len(self._epoch(s, len(starts) - 1)))
         epoch = bisect.bisect_right(starts, m) - 1
         cached = self._epoch_cache.get(s)
         if cached is None or cached[0] != epoch:
-            cached = self._epoch_cache[s] = (epoch, src.epoch_batches(epoch))
+            cached = self._epoch_cache[s] = (epoch, self._epoch(s, epoch))
         return [int(self.offsets[s]) + i for i in cached[1][m - starts[epoch]]]
 
     def __iter__(self) -> Iterator[list[int]]:

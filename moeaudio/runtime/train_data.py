@@ -13,10 +13,12 @@ Both take the training's ``barrier`` (a no-op on one rank) instead of importing 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from moeaudio.config import Recipe
+import torch
+
+from moeaudio.config import MixtureSource, Recipe
 from moeaudio.data.feature_cache import FeatureCache
 from moeaudio.data.manifest import Item
 from moeaudio.data.stream import ManifestIndex
@@ -37,7 +39,7 @@ from moeaudio.runtime.examples import (
     uses_cache,
 )
 
-__all__ = ["TrainData", "check_train_data", "train_examples"]
+__all__ = ["TrainData", "check_train_data", "mixture_manifest", "train_examples"]
 
 Barrier = Callable[[], None]
 
@@ -49,10 +51,18 @@ class TrainData:
     manifest: Path
     items: list[Item] | None  # in memory
     index: ManifestIndex | None  # streamed
+    # data.mixture: one TrainData per source (its own recipe: the source's data.tasks), the weights,
+    # and (once train_examples ran) each source's example count, in the order they are concatenated
+    sources: list[tuple[MixtureSource, Recipe, TrainData]] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
 
     @property
     def streaming(self) -> bool:
-        return self.index is not None
+        return self.index is not None or any(part.streaming for _, _, part in self.sources)
+
+    @property
+    def weights(self) -> list[float]:
+        return [source.weight for source, _, _ in self.sources]
 
 
 def check_train_data(
@@ -60,6 +70,8 @@ def check_train_data(
 ) -> TrainData:
     """Every input the run will read, checked before the model is built (see the module docstring);
     ``check_valid``: the valid manifest too (the validation at the end needs it)."""
+    if recipe.data.mixture:
+        return _check_mixture(recipe, rank, barrier, check_valid=check_valid, quiet=quiet)
     if rank == 0:
         ensure_corpus(recipe, progress=not quiet)
     barrier()
@@ -78,6 +90,34 @@ def check_train_data(
     return TrainData(manifest, items, index if streaming else None)
 
 
+def mixture_manifest(recipe: Recipe, source: MixtureSource) -> Path:
+    """A mixture source's manifest: absolute, or relative to ``data.root``."""
+    path = Path(source.manifest)
+    return path if path.is_absolute() else Path(recipe.data.root) / path
+
+
+def _check_mixture(
+    recipe: Recipe, rank: int, barrier: Barrier, *, check_valid: bool, quiet: bool
+) -> TrainData:
+    """:func:`check_train_data` for each ``data.mixture`` source, each with its own ``tasks``."""
+    sources = []
+    for source in recipe.data.mixture or []:
+        manifest = mixture_manifest(recipe, source)
+        if not manifest.exists():
+            raise MissingDataError(
+                f"data.mixture source '{source.name}': {manifest} not found; prepare it with its preparer "
+                f"(`moeaudio prepare <source> SRC {manifest.parent}`) or remove the source from the recipe"
+            )
+        settings = {"train": str(manifest.absolute()), "mixture": None, "synth_if_missing": False}
+        if source.tasks is not None:
+            settings["tasks"] = source.tasks
+        sub = recipe.model_copy(update={"data": recipe.data.model_copy(update=settings)})
+        sources.append((source, sub, check_train_data(sub, rank, barrier, quiet=quiet)))
+    if check_valid:
+        recipe_items(manifest_path(recipe, "valid"), recipe, "the validation at the end (or pass --no-eval)")
+    return TrainData(sources[0][2].manifest, None, None, sources=sources)
+
+
 def train_examples(
     data: TrainData,
     model: AudioLLM,
@@ -88,7 +128,15 @@ def train_examples(
     quiet: bool = False,
 ) -> tuple[Sequence[Example], Sequence[int]]:
     """The examples the sampler draws from and each one's length for it: milliseconds of audio when
-    streaming or under ``data.max_batch_seconds``, else :func:`example_length`."""
+    streaming or under ``data.max_batch_seconds``, else :func:`example_length`. A mixture's sources
+    come one after another (their sizes in ``data.sizes``, for the mixture sampler)."""
+    if data.sources:
+        parts = [
+            train_examples(part, model, sub, rank, world, barrier, quiet) for _, sub, part in data.sources
+        ]
+        data.sizes = [len(examples) for examples, _ in parts]
+        joined: Sequence[Example] = torch.utils.data.ConcatDataset([examples for examples, _ in parts])  # type: ignore[arg-type]
+        return joined, [n for _, lengths in parts for n in lengths]
     if data.index is not None:
         examples: Sequence[Example] = _stream(data.index, model, recipe, rank, world, barrier, quiet)
         lengths: Sequence[int] = examples.lengths_ms()  # type: ignore[attr-defined]

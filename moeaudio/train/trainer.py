@@ -33,6 +33,7 @@ import torch
 
 from moeaudio.config import Recipe
 from moeaudio.data.loader import BucketBatchSampler
+from moeaudio.data.mixture import MixtureBatchSampler
 from moeaudio.errors import (
     CheckpointError,
     TrainingDivergedError,
@@ -40,10 +41,11 @@ from moeaudio.errors import (
 from moeaudio.model.audio_llm import AudioLLM, build_audio_llm
 from moeaudio.model.moe import Router, end_step
 from moeaudio.runtime.batching import Collator, Example
+from moeaudio.runtime.budget import apply_budget
 from moeaudio.runtime.checkpoint import WEIGHTS, check_shapes, load_trainer_state, verify_checkpoint
 from moeaudio.runtime.examples import manifest_path
 from moeaudio.runtime.run_dir import RunDir
-from moeaudio.runtime.train_data import check_train_data
+from moeaudio.runtime.train_data import TrainData, check_train_data
 from moeaudio.runtime.train_data import train_examples as train_data_examples
 from moeaudio.runtime.vocabulary import recipe_tokenizer, saved_tokenizer
 from moeaudio.train.checkpoint import load_deepspeed_state, save_checkpoint
@@ -150,9 +152,18 @@ def setup(
     run_dir = Path(output_dir or recipe.train.output_dir)
     if output_dir:
         recipe.train.output_dir = str(run_dir)
+    # what this launch derives from the world size (grad_accum under train.global_batch_size, the steps
+    # under train.max_tokens) goes into the session's own recipe, which the checkpoints save
+    recipe = recipe.model_copy(deep=True)
+    budget = apply_budget(recipe, world)
     RunDir(run_dir).claim(resume, overwrite, rank, barrier)
     quiet = rank != 0 or os.environ.get("MOEAUDIO_QUIET") == "1"
     reporter = Reporter(recipe, run_dir, enabled=not quiet)
+    if recipe.train.global_batch_size is not None:
+        reporter.note(
+            f"budget: {budget.global_batch_size} examples per step = {budget.micro_batch_size} x "
+            f"{budget.grad_accum} accumulated x {world} rank(s); {budget.max_steps:,} steps ({budget.steps_from})"
+        )
 
     ckpt, saved = _resume_point(run_dir) if resume else (None, {})
     data = check_train_data(recipe, rank, barrier, check_valid=check_valid, quiet=quiet)
@@ -171,14 +182,18 @@ def setup(
     built = build_engine(model, recipe, world)
     engine, scheduler = built.engine, built.scheduler
     cap = recipe.data.max_batch_seconds
-    sampler = BucketBatchSampler(
-        lengths,
-        recipe.data.micro_batch_size,
-        seed=recipe.train.seed,
-        bucket=recipe.data.bucket_by_length,
-        rank=rank,
-        world_size=world,
-        max_batch_length=None if cap is None else cap * 1000,  # lengths in ms when capped
+    sampler = (
+        _sampler(data, lengths, recipe, rank, world)
+        if data.sources
+        else BucketBatchSampler(
+            lengths,
+            recipe.data.micro_batch_size,
+            seed=recipe.train.seed,
+            bucket=recipe.data.bucket_by_length,
+            rank=rank,
+            world_size=world,
+            max_batch_length=None if cap is None else cap * 1000,  # lengths in ms when capped
+        )
     )
     state = TrainState()
     if resume:
@@ -222,14 +237,51 @@ def setup(
     return session, state
 
 
+def _sampler(data: TrainData, lengths, recipe: Recipe, rank: int, world: int) -> MixtureBatchSampler:
+    """``data.mixture``: each global micro-batch from one source, drawn by weight (moeaudio.data.mixture)."""
+    bounds = np.cumsum(data.sizes)[:-1]
+    cap = recipe.data.max_batch_seconds
+    return MixtureBatchSampler(
+        [part.tolist() for part in np.split(np.asarray(lengths), bounds)],
+        data.weights,
+        recipe.data.micro_batch_size,
+        seed=recipe.train.seed,
+        bucket=recipe.data.bucket_by_length,
+        rank=rank,
+        world_size=world,
+        max_batch_length=None if cap is None else cap * 1000,
+    )
+
+
+TOKEN_CHECK_STEPS = 20  # steps whose mean tokens per example is held against train.tokens_per_example
+TOKEN_TOLERANCE = 0.2
+
+
+def watch_tokens(s: Session, state: TrainState) -> None:
+    """Once, after :data:`TOKEN_CHECK_STEPS` steps: warn when the measured tokens per example differ from
+    ``train.tokens_per_example`` by more than 20 %: the token budget's steps were derived from it."""
+    declared = s.recipe.train.tokens_per_example
+    if declared is None or s.recipe.train.max_tokens is None or state.step != TOKEN_CHECK_STEPS:
+        return
+    measured = float(np.mean([r["tokens_per_example"] for r in state.history[-TOKEN_CHECK_STEPS:]]))
+    if abs(measured - declared) > TOKEN_TOLERANCE * declared:
+        s.reporter.warn(
+            f"train.tokens_per_example={declared:g}, but the first {TOKEN_CHECK_STEPS} steps averaged "
+            f"{measured:.0f} tokens per example: train.max_tokens={s.recipe.train.max_tokens:g} is "
+            f"{measured / declared:.2f}x what the derived {s.recipe.train.max_steps:,} steps will train; "
+            f"set train.tokens_per_example={measured:.0f} and restart"
+        )
+
+
 def train_step(
     s: Session, state: TrainState, conflict_probe: ConflictProbe | None = None
 ) -> dict[str, float]:
     """One optimizer step over ``grad_accum`` micro-batches; returns the logged record."""
     recipe = s.recipe
-    t0, tokens, sums, ids = time.time(), 0, {}, []
+    t0, tokens, sums, ids, examples = time.time(), 0, {}, [], 0
     for _ in range(recipe.train.grad_accum):
         batch = next(s.batches).to(s.engine.device)
+        examples += len(batch.meta)
         ids.extend(m.get("id") for m in batch.meta)
         out = s.engine(batch)
         check_finite_loss(s, out, state.step + 1)  # before backward: no NaN reaches the weights
@@ -245,6 +297,7 @@ def train_step(
         "step": state.step,
         "lr": s.scheduler.get_last_lr()[0],
         "tokens_per_s": tokens * s.world / (time.time() - t0),
+        "tokens_per_example": tokens / max(examples, 1),
     }
     record.update(sums)
     if s.dump_loads is not None:
@@ -253,6 +306,7 @@ def train_step(
             f.write(json.dumps({"step": state.step, "counts": local_loads, "ids": ids}) + "\n")
     record.update(load_spread(local_loads))
     watch_collapse(s, state, record)
+    watch_tokens(s, state)
     # Conflict probe: rank 0 only (other ranks wait in the next step's collective); not under ZeRO-3,
     # whose partitioned parameters the probe cannot differentiate directly.
     probing = (
@@ -360,7 +414,7 @@ def run_train(
     run directory already holds (without it, or ``resume``, such a directory is refused)."""
     start_time = time.time()
     s, state = setup(recipe, output_dir, resume, overwrite, check_valid=validate is not None)
-    t = recipe.train
+    t = s.recipe.train  # the launch's own: steps and accumulation resolved for its world size
     with s.reporter.progress(t.max_steps, state.step) as progress:
         while state.step < t.max_steps:
             s.reporter.log(train_step(s, state, conflict_probe), progress)
