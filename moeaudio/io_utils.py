@@ -232,11 +232,14 @@ _held: dict[str, list[Any]] = {}  # lock file -> [open file, count]: re-entrant 
 _held_guard = threading.Lock()
 
 
-def lock_file_for(target: str | os.PathLike[str]) -> Path:
-    """Where the lock of ``target`` lives: ``DIR/.moeaudio.lock`` for a directory (existing, or a path
-    without a suffix), ``.NAME.lock`` beside a file."""
+def lock_file_for(target: str | os.PathLike[str], directory: bool | None = None) -> Path:
+    """Where the lock of ``target`` lives: ``DIR/.moeaudio.lock`` for a directory, ``.NAME.lock`` beside a
+    file. ``directory`` says which ``target`` is (None: guess: an existing directory, or a path without
+    a suffix; callers that know should say, so the place does not change once the directory exists)."""
     p = Path(target)
-    if p.is_dir() or (not p.exists() and not p.suffix):
+    if directory is None:
+        directory = p.is_dir() or (not p.exists() and not p.suffix)
+    if directory:
         return p / LOCK_NAME
     return p.parent / f".{p.name}.lock"
 
@@ -258,9 +261,11 @@ class FileLock:
     not lock.
     """
 
-    def __init__(self, target: str | os.PathLike[str], what: str, hint: str = ""):
+    def __init__(
+        self, target: str | os.PathLike[str], what: str, hint: str = "", directory: bool | None = None
+    ):
         self.target = Path(target)
-        self.path = lock_file_for(target)
+        self.path = lock_file_for(target, directory)
         self.what = what  # e.g. "training", "eval --output"
         self.hint = hint  # the way out besides waiting, e.g. "or give another --output"
         self.taken_over: dict[str, Any] | None = None  # the record a dead holder left

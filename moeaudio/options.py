@@ -32,6 +32,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from moeaudio.errors import MoeaudioError, UsageError
 from moeaudio.logs import configure
@@ -72,14 +73,14 @@ def argument(default: Any = dataclasses.MISSING, help: str = "") -> Any:
 def fail(message: str, status: int = 2) -> typing.NoReturn:
     """Print ``error: message`` on stderr and exit with ``status``."""
     Console(stderr=True, soft_wrap=True).print(
-        f"[bold red]error:[/] {message}", highlight=False
-    )  # one line, greppable
+        f"[bold red]error:[/] {escape(message)}", highlight=False
+    )  # one line, greppable; escaped: a message quoting "[enforce fail at ...]" is text, not markup
     raise typer.Exit(status)
 
 
 def warn(message: str) -> None:
     """Print ``warning: message`` on stderr (the command goes on)."""
-    Console(stderr=True).print(f"[bold yellow]warning:[/] {message}", highlight=False)
+    Console(stderr=True).print(f"[bold yellow]warning:[/] {escape(message)}", highlight=False)
 
 
 def _show_warning(

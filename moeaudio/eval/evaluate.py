@@ -49,7 +49,7 @@ from moeaudio.eval.modality_gap import add_modality_gap, gap_rows, is_spoken_que
 from moeaudio.eval.options import EvalOptions
 from moeaudio.eval.ranking import best_per_character, candidates_for, rank_all, scored_answers
 from moeaudio.eval.tasks import EvalTask, closed_label_set, get_task, prepare_hint
-from moeaudio.io_utils import atomic_write_text, check_output_file
+from moeaudio.io_utils import FileLock, atomic_write_text, check_output_file
 from moeaudio.model.audio_llm import AudioLLM
 from moeaudio.runtime.batching import Collator, Example
 from moeaudio.runtime.checkpoint import WEIGHTS, Checkpoint, load_model, open_checkpoint, resolve_checkpoint
@@ -501,13 +501,15 @@ def evaluate(opts: EvalOptions, progress: bool = True) -> dict[str, Any]:
     """Plan -> examples -> generate -> score -> write; returns the result record (also in the JSON).
 
     Spoken questions with audio are scored again in writing (:func:`text_twin`, same loaded model) and
-    the audio result gets the modality gap."""
+    the audio result gets the modality gap. One evaluation writes an output at a time: a second one
+    into the same ``--output`` while the first runs is refused at once, naming it (:class:`FileLock`)."""
     p = plan(opts)
-    model = load_model(p.source, device=p.device, dtype=p.dtype)
-    result = run_plan(p, model, progress)
-    if p.modality == "audio" and is_spoken_question(p.spec.kind, p.items):
-        result = add_modality_gap(result, run_plan(text_twin(p), model, progress))
-        _write_json(p.output, result)
+    with FileLock(p.output, "eval", hint="or write to another --output FILE", directory=False):
+        model = load_model(p.source, device=p.device, dtype=p.dtype)
+        result = run_plan(p, model, progress)
+        if p.modality == "audio" and is_spoken_question(p.spec.kind, p.items):
+            result = add_modality_gap(result, run_plan(text_twin(p), model, progress))
+            _write_json(p.output, result)
     return result
 
 

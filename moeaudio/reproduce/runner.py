@@ -39,7 +39,7 @@ from moeaudio.analyze.routing import RoutingStats, plot_activation_heatmap
 from moeaudio.config import load_recipe
 from moeaudio.eval.evaluate import run_eval
 from moeaudio.inspection import adapter_summary
-from moeaudio.io_utils import atomic_write_text
+from moeaudio.io_utils import FileLock, atomic_write_text
 from moeaudio.reproduce.items import item_scores
 from moeaudio.reproduce.options import ReproduceOptions
 from moeaudio.reproduce.plan import (
@@ -556,4 +556,6 @@ def reproduce(opts: ReproduceOptions) -> dict[str, Any]:
         path = atomic_write_text(plan.output / "commands.sh", script)
         slurm = atomic_write_text(plan.output / "slurm.sh", slurm_script(plan))
         return {"commands": script, "path": str(path), "slurm": str(slurm)}
-    return run_study(plan, train=not opts.collect, device=opts.device, reuse=opts.reuse)
+    # one run of a study's folder at a time: a second one is refused at once, naming the first
+    with FileLock(plan.output, "reproduce", hint="or give another --output DIR", directory=True):
+        return run_study(plan, train=not opts.collect, device=opts.device, reuse=opts.reuse)

@@ -176,7 +176,12 @@ class RunDir:
 
     def lock(self) -> FileLock:
         """The lock of this run directory (``RUN/.moeaudio.lock``): one training run at a time."""
-        return FileLock(self.path, "training", hint="or train into another directory with --output-dir DIR")
+        return FileLock(
+            self.path,
+            "training",
+            hint="or train into another directory with --output-dir DIR",
+            directory=True,
+        )
 
     def release(self) -> None:
         """Give back the lock :meth:`claim` took (the end of the run)."""

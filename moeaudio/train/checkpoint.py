@@ -19,11 +19,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import gc
 import importlib
 import json
 import os
 import pickle
 import shutil
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from moeaudio.errors import CheckpointError, DiskFullError, TrainingDivergedError
+from moeaudio.errors import CheckpointError, DiskFullError, MoeaudioError, TrainingDivergedError
 from moeaudio.runtime.checkpoint import (
     FILES_MANIFEST,
     WEIGHTS,
@@ -141,10 +143,27 @@ def _write_errors(run: RunDir, final: Path, tmp: Path, rank: int) -> Iterator[No
     try:
         yield
     except BaseException as e:
+        free_at_failure = _free_bytes(run.checkpoints)
+        # the writer that failed (torch's zip writer, a file object) may still hold the partial file open
+        # from a frame of the traceback: clear those frames' locals so the file is closed and its space freed
+        _close_files_of(e)
         shutil.rmtree(tmp, ignore_errors=True)
-        if not isinstance(e, Exception):
-            raise
-        raise save_error(e, run, final, tmp, previous) from e
+        if not isinstance(e, Exception) or isinstance(e, MoeaudioError):
+            raise  # an interrupt, or an error that already says what is wrong
+        raise save_error(e, run, final, tmp, previous, free_at_failure) from e
+
+
+def _close_files_of(e: BaseException) -> None:
+    """Clear the locals of every frame in ``e``'s tracebacks (its cause and context too; the frames
+    stay for printing): torch's zip writer keeps the partial file open from there, and on a full disk
+    its space is not freed by deleting it until the writer is gone."""
+    seen: set[int] = set()
+    x: BaseException | None = e
+    while x is not None and id(x) not in seen:
+        seen.add(id(x))
+        traceback.clear_frames(x.__traceback__)
+        x = x.__cause__ or x.__context__
+    gc.collect()
 
 
 #: What torch's zip writer (``torch.save``) raises when a write comes up short: a disk that filled.
@@ -152,8 +171,11 @@ _SHORT_WRITE = ("unexpected pos", "PytorchStreamWriter failed", "file write fail
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-def save_error(e: Exception, run: RunDir, final: Path, tmp: Path, previous: str | None) -> CheckpointError:
-    """The one-line error for exception ``e`` raised while writing ``final`` (see :func:`_write_errors`)."""
+def save_error(
+    e: Exception, run: RunDir, final: Path, tmp: Path, previous: str | None, free_at_failure: int | None
+) -> CheckpointError:
+    """The one-line error for exception ``e`` raised while writing ``final`` (see :func:`_write_errors`):
+    the free space when it failed (which tells a full disk) and now, the partial folder removed."""
     done = final.is_dir() and run.latest_name() != final.name  # renamed, pointer not moved
     kept = (
         f"{final.name} was written but checkpoints/latest still names {previous}"
@@ -163,9 +185,12 @@ def save_error(e: Exception, run: RunDir, final: Path, tmp: Path, previous: str 
         else "no earlier checkpoint exists"
     )
     free = _free_bytes(run.checkpoints)
-    where = f"checkpoint {final.name} under {run.checkpoints} ({_size(free)} free there)"
+    where = (
+        f"checkpoint {final.name} under {run.checkpoints} ({_size(free_at_failure)} free on its disk when "
+        f"the write failed, {_size(free)} now)"
+    )
     removed = f"the partial {tmp.name} was removed"
-    if _disk_full(e, free):
+    if _disk_full(e, free_at_failure):
         return DiskFullError(
             f"no space left on the device while writing {where}; {removed}, and {kept}. "
             "Free space, then continue with `moeaudio train ... --resume`"
