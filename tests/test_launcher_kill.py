@@ -116,3 +116,22 @@ def test_sigkilled_launcher_takes_its_ranks_and_frees_the_directory(
         if launcher.poll() is None:
             launcher.kill()
         log.close()
+
+
+def test_a_run_that_fails_gives_the_directory_back(tmp_path: Path) -> None:
+    """A run that stops with an error in this process (here: no training data, found after the claim)
+    releases the lock: the next process is neither refused nor told of a killed run."""
+    from moeaudio.config import load_recipe
+    from moeaudio.errors import MissingDataError
+    from moeaudio.train.launch import train_recipe
+
+    run = tmp_path / "run"
+    recipe = load_recipe("tiny/moe", [f"data.root={tmp_path / 'empty'}", "data.synth_if_missing=false"])
+    with pytest.raises(MissingDataError):
+        train_recipe(recipe, run, evaluate=False)
+    assert (run / LOCK_NAME).read_text() == ""  # released, its record emptied
+    free = subprocess.run(
+        [sys.executable, "-c", f"from moeaudio.runtime.run_dir import RunDir; RunDir({str(run)!r}).claim(False, False)"],
+        env=_env(), capture_output=True, text=True,
+    )  # fmt: skip
+    assert free.returncode == 0 and "took over" not in free.stderr, free.stderr

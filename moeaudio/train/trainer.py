@@ -17,6 +17,7 @@ was) and NaN/Inf weights at a save. Sustained routing collapse only warns.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import math
@@ -401,6 +402,22 @@ def save(s: Session, state: TrainState) -> Path:
     return state.checkpoint
 
 
+def _release_run_dir(train: Callable[..., TrainResult]) -> Callable[..., TrainResult]:
+    """``train`` that gives back the run directory's lock (taken by rank 0 in :meth:`RunDir.claim`)
+    however the run ends: a run that fails in this process (an API user's, a test's) leaves no lock
+    that would refuse the next process, nor a record that reads as a killed run."""
+
+    @functools.wraps(train)
+    def run(recipe: Recipe, output_dir: str | Path | None = None, *args: Any, **kwargs: Any) -> TrainResult:
+        try:
+            return train(recipe, output_dir, *args, **kwargs)
+        finally:
+            RunDir(output_dir or recipe.train.output_dir).release()  # a no-op where not held
+
+    return run
+
+
+@_release_run_dir
 def run_train(
     recipe: Recipe,
     output_dir: str | Path | None = None,
@@ -429,8 +446,6 @@ def run_train(
         result.validation = report
         s.reporter.final_table(report, result)
     s.reporter.close()
-    if s.rank == 0:
-        RunDir(s.run_dir).release()  # the lock RunDir.claim took
     return result
 
 
