@@ -70,8 +70,8 @@ def test_a_cache_refuses_states_of_other_options(encoder, tmp_path: Path) -> Non
 
 
 def test_every_state_changing_option_has_its_own_folder(encoder, tmp_path: Path) -> None:
-    """Output layer, pitch stream, encoder seed, NaN treatment, sample rate and the feature extractor's
-    window each give another folder; equal options give the same one."""
+    """Output layer, pitch stream, encoder seed, NaN treatment, precision, sample rate and the feature
+    extractor's window each give another folder; equal options give the same one."""
     root = tmp_path / "cache"
     base = FeatureCache.for_encoder(root, encoder).root
     layer0 = build_encoder(EncoderConfig(name="tiny", d_model=64, output_layer=0), seed=0)
@@ -83,6 +83,9 @@ def test_every_state_changing_option_has_its_own_folder(encoder, tmp_path: Path)
         "pitch": FeatureCache.for_encoder(root, pitch).root,
         "seed1": FeatureCache.for_encoder(root, seed1).root,
         "repair": FeatureCache.for_encoder(root, encoder, "repair").root,
+        "bf16": FeatureCache.for_encoder(
+            root, build_encoder(EncoderConfig(name="tiny", d_model=64)).bfloat16()
+        ).root,
         "rate": FeatureCache(
             root, encoder.identity, options={**cache_options(encoder), "sample_rate": 8000}
         ).root,

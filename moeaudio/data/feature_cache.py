@@ -7,8 +7,8 @@ or changing the encoder invalidates exactly the entries concerned.
 
 Everything else that changes the states is part of the key too (:func:`cache_options`): how NaN/Inf
 samples are treated (``data.nonfinite_audio``: ``repair`` silences them, ``error`` refuses the clip),
-the sample rate clips are resampled to, and the feature extractor's settings (mel bins, window,
-hop). The default options keep the folder ``<identity>`` (so existing caches stay valid); any other
+the sample rate clips are resampled to, the feature extractor's settings (mel bins, window,
+hop) and the precision the encoder runs in. The default options keep the folder ``<identity>`` (so existing caches stay valid); any other
 option set gets its own folder ``<identity>-<hash>``, and each folder records its options in
 ``options.json``. So states of repaired audio never feed a later run without ``--repair-audio``
 (which must refuse the clip instead), and a changed front end never reads the old one's states.
@@ -45,7 +45,7 @@ from moeaudio.io_utils import atomic_path
 from moeaudio.progress import progress_bar
 
 #: The options whose values keep the plain ``<identity>`` folder (what every cache before them used).
-DEFAULT_OPTIONS: dict[str, Any] = {"nonfinite_audio": "error", "sample_rate": 16000}
+DEFAULT_OPTIONS: dict[str, Any] = {"nonfinite_audio": "error", "sample_rate": 16000, "dtype": "float32"}
 OPTIONS_FILE = "options.json"
 
 
@@ -109,18 +109,22 @@ def frontend_fingerprint(encoder: Any) -> str | None:
 
 def cache_options(encoder: Any, nonfinite: NonFinite = "error") -> dict[str, Any]:
     """What, beside the encoder's identity, changes the cached states: the treatment of NaN/Inf
-    samples, the sample rate clips are resampled to and the feature extractor's settings."""
+    samples, the sample rate clips are resampled to, the feature extractor's settings and the precision
+    the encoder runs in (an evaluation in bf16 on a GPU must not feed a float32 run its states)."""
+    weight = next(iter(encoder.parameters()), None) if hasattr(encoder, "parameters") else None
     return {
         "nonfinite_audio": nonfinite,
         "sample_rate": int(getattr(encoder, "sample_rate", 16000)),
         "frontend": frontend_fingerprint(encoder),
+        "dtype": "float32" if weight is None else str(weight.dtype).removeprefix("torch."),
     }
 
 
 def _same_options(recorded: dict[str, Any], options: dict[str, Any]) -> bool:
     """Recorded options equal ``options``; an unknown (None) front end on either side matches any."""
     for key in recorded.keys() | options.keys():
-        a, b = recorded.get(key), options.get(key)
+        # a key recorded before it was part of the options had its default value
+        a, b = recorded.get(key, DEFAULT_OPTIONS.get(key)), options.get(key, DEFAULT_OPTIONS.get(key))
         if a != b and not (key == "frontend" and (a is None or b is None)):
             return False
     return True
