@@ -10,6 +10,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,13 +23,17 @@ import numpy as np
 import openai
 import pytest
 import soundfile as sf
+from pydantic import ValidationError
+from typer.testing import CliRunner
 
 from moeaudio.analyze.commands import analyze_routing_audio
+from moeaudio.cli import app
 from moeaudio.eval.evaluate import run_eval
 from moeaudio.eval.transcribe import format_transcript, run_transcribe
-from moeaudio.serve.app import create_app
+from moeaudio.serve.app import _validation_error, create_app
 from moeaudio.serve.main import build_server, start_in_thread
 from moeaudio.serve.options import ServeOptions
+from moeaudio.serve.protocol import ChatRequest
 
 SR = 16000
 KEY = "test-key-123"
@@ -451,3 +459,62 @@ def test_load_mixed_valid_and_invalid(live, speech_clip: Path) -> None:
     print(
         f"load: 200 requests in {seconds:.1f} s ({200 / seconds:.1f} req/s), batch sizes up to {max(sizes)}"
     )
+
+
+# ------------------------------------------------------------------------------------- the command
+
+
+def test_command_refuses_bad_options_before_loading(tmp_path: Path) -> None:
+    for args, flag in ((["--max-batch", "0"], "--max-batch"), (["--port", "70000"], "--port")):
+        result = CliRunner().invoke(app, ["serve", str(tmp_path / "nowhere"), *args])
+        assert result.exit_code == 2 and flag in result.output, result.output
+
+
+@pytest.mark.slow  # a fresh interpreter imports torch and loads the model: ~10 s on a quiet machine
+def test_command_serves_on_loopback_and_says_so(quickstart_checkpoint: Path, whisper_cache: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MOEAUDIO_CACHE": str(whisper_cache)}
+    cmd = [sys.executable, "-m", "moeaudio", "serve", str(quickstart_checkpoint), "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "moeaudio serve did not answer /health"
+            time.sleep(0.5)
+        models = httpx.get(f"http://127.0.0.1:{port}/v1/models").json()
+        assert models["data"][0]["id"] == "quickstart" and models["data"][0]["routing"] is True
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert f"on http://127.0.0.1:{port} (bound to 127.0.0.1: this machine only)" in err, err
+
+
+@pytest.mark.parametrize(
+    "body, param, words",
+    [
+        (
+            {"content": [{"type": "image_url", "image_url": {}}]},
+            "messages[0].content[0].type",
+            "'input_audio'",
+        ),
+        (
+            {"content": [{"type": "text", "text": "x", "foo": 1}]},
+            "messages[0].content[0].foo",
+            "unknown field",
+        ),
+    ],
+)
+def test_validation_errors_name_the_field(body: dict, param: str, words: str) -> None:
+    """A part of the wrong kind is reported where it is, not as 'content should be a string'."""
+    with pytest.raises(ValidationError) as info:
+        ChatRequest.model_validate({"model": "m", "messages": [{"role": "user", **body}]})
+    error = _validation_error(info.value)
+    assert error.param == param and words in error.message and error.status == 400

@@ -138,16 +138,26 @@ class Guard:
         return None
 
 
+def _branch(part: object) -> bool:
+    """A union member's tag in pydantic's error location (``str``, ``list[ContentPart]``), not a field."""
+    return isinstance(part, str) and (part == "str" or "[" in part)
+
+
 def _param(loc: tuple) -> str:
     out = ""
     for part in loc:
+        if _branch(part):
+            continue
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
 
 def _validation_error(exc: ValidationError) -> APIError:
-    """pydantic's first complaint as one sentence naming the field."""
-    err = exc.errors()[0]
+    """pydantic's most specific complaint as one sentence naming the field (a message whose content is
+    a list of parts is judged as a list, not also as the plain string it could have been)."""
+    errors = exc.errors()
+    specific = [e for e in errors if "str" not in e.get("loc", ())] or errors
+    err = max(specific, key=lambda e: len(e.get("loc", ())))
     param = _param(tuple(err.get("loc", ())))
     if err["type"] == "extra_forbidden":
         return APIError(
