@@ -271,3 +271,37 @@ def test_gap_in_every_spoken_question_result_and_cloze_for_classification(
     rows = _rows(chord["files"]["predictions"])
     assert all(r["instruction"] == "What is the quality of the chord?" for r in rows)
     assert all(set(r["logprobs"]) == set(chord["labels"]) for r in rows)
+
+
+def test_voicebench_cloze_is_scored_by_letter(
+    tiny_checkpoint: Path, tiny_corpus: Path, tmp_path: Path
+) -> None:
+    """VoiceBench's rule reads letters: the ranked option text is scored as its letter (never a random
+    fallback), and in writing the question comes without its options."""
+    rows = [r for r in _rows(tiny_corpus / "test.jsonl") if r["task"] == "mcq"][:3]
+    items = []
+    for i, r in enumerate(rows):  # options spoken in the audio; the question in writing beside them
+        meta = {**r["meta"], "subset": "mmsu", "choices_in_audio": True}
+        meta["text_prompt"] = r["instruction"].rsplit("\n", 1)[0]  # question, then the lettered options
+        items.append(
+            {**r, "audio": str(tiny_corpus / r["audio"]), "id": f"voicebench/mmsu/x-{i}", "meta": meta}
+        )
+    manifest = tmp_path / "mmsu.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in items))
+    result = run_eval(
+        "mmsu", tiny_checkpoint, manifest, tmp_path / "mmsu.json", scoring="cloze", progress=False
+    )
+    text = json.loads(Path(result["files"]["text_result"]).read_text())
+    for res in (result, text):
+        assert res["scorer"] == "voicebench" and res["metrics"]["fail_rate"] == 0.0
+        scored = _rows(res["files"]["predictions"])
+        picked = [max(r["logprobs"], key=r["logprobs"].get) for r in scored]
+        letters = ["ABCD"[r["choices"].index(p)] for r, p in zip(scored, picked, strict=True)]
+        assert [r["answer"] for r in scored] == letters
+        right = sum(p == r["target"] for r, p in zip(scored, picked, strict=True)) / len(scored)
+        assert res["metrics"]["accuracy"] == pytest.approx(right)
+    for r, item in zip(_rows(text["files"]["predictions"]), items, strict=True):
+        assert r["instruction"] == item["meta"]["text_prompt"].split("\nA. ")[0]  # the question alone
+    assert result["modality_gap"]["accuracy"] == pytest.approx(
+        result["metrics"]["accuracy"] - text["metrics"]["accuracy"]
+    )
