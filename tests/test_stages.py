@@ -179,3 +179,11 @@ def test_studies_take_staged_recipes_final_step_and_compare_their_stages():
     shorter = load_recipe("smol_dense", ["train.stages.align.max_steps=10"])
     with pytest.raises(StudyError, match="train.stages"):
         check_comparable({"moe": smol, "dense": shorter})
+
+
+def test_the_loss_curve_of_an_alignment_stage_draws_its_ctc_loss(tmp_path):
+    from moeaudio.train.report import plot_loss_curve
+
+    history = [{"step": i, "loss": 5.0 / i, "ctc_loss": 5.0 / i, "aux_loss": 1.0} for i in range(1, 6)]
+    path = plot_loss_curve(history, tmp_path / "loss.png")
+    assert path.stat().st_size > 1000

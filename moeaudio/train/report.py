@@ -209,19 +209,26 @@ class Reporter:
         self.console.print(f"checkpoint: {result.checkpoint}   wall time: {result.wall_seconds:.0f} s")
 
 
+#: The loss terms of the training objectives (next-token, ``ctc_embed``): drawn with the total, not as balance terms.
+OBJECTIVE_LOSSES = ("lm_loss", "ctc_loss")
+
+
 def plot_loss_curve(history: list[dict[str, float]], path: Path) -> Path:
     """Loss terms against step (LM loss, total, aux) in one PNG."""
     plt = pyplot()
 
     steps = [r["step"] for r in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for key in ("loss", "lm_loss"):
-        axes[0].plot(steps, [r[key] for r in history], label=key)
+    objective = [
+        k for k in OBJECTIVE_LOSSES if k in history[-1]
+    ]  # lm_loss, or ctc_loss in an alignment stage
+    for key in ("loss", *objective):
+        axes[0].plot(steps, [r.get(key, float("nan")) for r in history], label=key)
     axes[0].set_yscale("log")
     axes[0].set_xlabel("step")
     axes[0].legend()
     axes[0].set_title("training loss")
-    aux_keys = [k for k in history[-1] if k.endswith("_loss") and k != "lm_loss"]
+    aux_keys = [k for k in history[-1] if k.endswith("_loss") and k not in OBJECTIVE_LOSSES]
     for key in aux_keys:
         axes[1].plot(steps, [r.get(key, float("nan")) for r in history], label=key)
     if "load_spread" in history[-1]:
