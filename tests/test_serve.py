@@ -292,6 +292,12 @@ def _bad_requests(live) -> list[tuple[str, dict, int, str | None]]:
         ("/v1/audio/transcriptions", upload(_wav_bytes(0.001)), 400, "invalid_audio"),
         ("/v1/audio/transcriptions", upload(_wav_bytes(1.0), temperature_x="1"), 400, "unknown_field"),
         ("/v1/audio/transcriptions", upload(_wav_bytes(1.0), response_format="xml"), 400, None),
+        (
+            "/v1/audio/transcriptions",
+            upload(_wav_bytes(1.0), **{"timestamp_granularities[]": "word"}),
+            400,
+            None,
+        ),
         ("/v1/audio/transcriptions", {"data": {"model": model}}, 400, None),
         ("/v1/audio/transcriptions", upload(_wav_bytes(1.0), model="whisper-1"), 404, "model_not_found"),
         (

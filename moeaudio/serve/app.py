@@ -131,7 +131,10 @@ class Guard:
                 size = int(length)
             except ValueError:
                 return _json(
-                    400, error_body(f"Content-Length {length!r} is not a number", param="Content-Length")
+                    400,
+                    error_body(
+                        f"Content-Length {length.decode('latin-1')!r} is not a number", param="Content-Length"
+                    ),
                 )
             if size > self.max_body:
                 return _json(413, _BodyTooLarge(self.max_body).body())
@@ -297,6 +300,13 @@ def create_app(
                     param="response_format",
                 )
             routing = _bool_field(fields.get("routing"), "routing")
+            granularities = set(form.getlist("timestamp_granularities[]")) - {"segment"}
+            if granularities:
+                raise APIError(
+                    f"timestamp_granularities[] {sorted(granularities)}: this model gives segment "
+                    "timestamps only (one per window)",
+                    param="timestamp_granularities[]",
+                )
             name = upload.filename or "upload"
             data = await upload.read()
         finally:
