@@ -339,7 +339,9 @@ class TrainConfig(_Section):
 class EvalConfig(_Section):
     """Decoding and scoring defaults."""
 
-    max_new_tokens: int = Field(32, ge=1)
+    # None: each task's own (asr 128, classification 16, mcq 32, caption 64: moeaudio/eval/tasks.py);
+    # read by training's validation and by `moeaudio eval` (--max-new-tokens overrides it there)
+    max_new_tokens: int | None = Field(None, ge=1)
     num_beams: int = Field(1, ge=1)
     few_shot: int = Field(0, ge=0)
     # Where the shots (and each benchmark's prompt template) come from: None = the train manifest's
@@ -547,6 +549,37 @@ def _override_stage(raw: dict[str, Any], parts: list[str], value: Any, text: str
 def _is_free_dict_key(parts: list[str]) -> bool:
     """Keys inside dict-typed fields (e.g. ``llm.tiny.num_hidden_layers``) are free-form."""
     return len(parts) >= 3 and ".".join(parts[:2]) in {"llm.tiny", "encoder.tiny", "train.lr_multipliers"}
+
+
+def with_settings(recipe: Recipe, settings: dict[str, Any], source: str = "the command's options") -> Recipe:
+    """A new recipe with ``settings`` (dotted key -> value) applied and validated; ``recipe`` itself is
+    never changed. A flag the user did not give is left out of ``settings`` by its options class.
+
+    The one place a command's flags meet the recipe: every command that takes a flag for a recipe
+    setting (``eval --num-beams`` is ``eval.num_beams``) merges it here, so flags and recipe keys
+    obey the same validation and a value is read from the recipe alone afterwards.
+    """
+    if not settings:
+        return recipe
+    raw = apply_overrides_dict(recipe.model_dump(), settings)
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as err:
+        raise RecipeError(_format_validation_error(err, source)) from None
+
+
+def apply_overrides_dict(raw: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """:func:`apply_overrides` with values already parsed (``{"eval.num_beams": 2}``), keys checked alike."""
+    valid = _valid_keys(Recipe)
+    for dotted, value in settings.items():
+        parts = dotted.split(".")
+        if dotted not in valid and not _is_free_dict_key(parts):
+            raise RecipeError(f"setting '{dotted}': unknown key{_nearest(dotted, valid)}")
+        node = raw
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return raw
 
 
 def load_recipe(recipe: str | Path | dict[str, Any], overrides: list[str] | None = None) -> Recipe:

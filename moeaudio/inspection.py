@@ -1,4 +1,5 @@
-"""`moeaudio inspect`: the model a recipe describes, sized without training or downloading.
+"""`moeaudio inspect` (and `recipes list | show`): the model a recipe describes, sized without
+training or downloading.
 
 The adapter is built on the meta device (no memory, so paper scale is free); encoder and LLM
 sizes come from their configs when those are available offline, else from the widths the
@@ -7,18 +8,22 @@ recipe declares.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import torch
+from rich.console import Console
+from rich.table import Table
 
-from moeaudio.config import Recipe
+from moeaudio.config import Recipe, list_recipes, load_recipe
 from moeaudio.data.feature_cache import state_bytes_per_second
 from moeaudio.data.mixture import normalised_weights
 from moeaudio.errors import MissingDataError
 from moeaudio.model.adapters import build_adapter
-from moeaudio.model.encoder import TINY_WHISPER, FrameStacker
+from moeaudio.model.encoder import FrameStacker, encoder_config
 from moeaudio.model.llm import llm_meta_param_count
-from moeaudio.model.whisper_offline import OFFLINE_WHISPER_ID, offline_whisper_dir
+from moeaudio.model.whisper_offline import OFFLINE_WHISPER_ID
+from moeaudio.options import InspectOptions, ListOptions, RecipeOptions, print_json, warn
 from moeaudio.runtime.budget import resolve_budget
 from moeaudio.runtime.examples import manifest_path, uses_cache
 from moeaudio.runtime.stage_plan import stage_summary
@@ -45,22 +50,12 @@ def adapter_summary(recipe: Recipe) -> dict[str, Any]:
 
 
 def encoder_param_count(recipe: Recipe) -> int | None:
-    """Encoder parameters from its config (no weights loaded); None when not available offline."""
-    from transformers import AutoConfig, WhisperConfig
+    """Encoder parameters from its config (no weights loaded, :func:`encoder_config`, the config
+    training builds it from); None when that is not available offline."""
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-    cfg = recipe.encoder
     try:
-        if cfg.name == "tiny" and cfg.family == "whisper":
-            config = WhisperConfig(
-                **{**TINY_WHISPER, **cfg.tiny}, pad_token_id=0, bos_token_id=0, eos_token_id=0
-            )
-        elif cfg.name == "whisper-tiny.en-offline":
-            config = WhisperConfig.from_pretrained(offline_whisper_dir())  # converts once, then cached
-        elif cfg.name == "tiny":
-            return None
-        else:
-            config = AutoConfig.from_pretrained(cfg.name, local_files_only=True)  # never download
+        config = encoder_config(recipe.encoder)
     except (OSError, ImportError, ValueError):
         return None
     if getattr(config, "model_type", "") != "whisper":
@@ -142,8 +137,6 @@ def availability_warnings(recipe: Recipe, summary: dict[str, Any]) -> list[str]:
 def print_summary(summary: dict[str, Any]) -> None:
     """Rich tables: parameters per part, then the adapter breakdown, then the resolved recipe."""
     import yaml
-    from rich.console import Console
-    from rich.table import Table
 
     def fmt(n: int | None) -> str:
         return "unknown offline" if n is None else f"{n:,}"
@@ -206,3 +199,28 @@ def print_summary(summary: dict[str, Any]) -> None:
     console.print(table)
     console.print("[bold]resolved recipe[/]")
     console.print(yaml.safe_dump(summary["recipe"], sort_keys=False), highlight=False)
+
+
+# ----------------------------------------------------------------------------- the commands
+
+
+def inspect_command(opts: InspectOptions) -> None:
+    summary = model_summary(load_recipe(opts.recipe, opts.overrides or []), opts.world_size)
+    print(json.dumps(summary)) if opts.as_json else print_summary(summary)
+    for warning in summary["warnings"]:
+        warn(warning)
+
+
+def recipes_list_command(opts: ListOptions) -> None:
+    rows = [(name, (r := load_recipe(name)).adapter.kind, r.description) for name in list_recipes()]
+    if opts.as_json:
+        print_json([{"recipe": n, "adapter": a, "description": d} for n, a, d in rows])
+        return
+    table = Table("recipe", "adapter", "description")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+def recipes_show_command(opts: RecipeOptions) -> None:
+    print(load_recipe(opts.recipe, opts.overrides or []).to_yaml())

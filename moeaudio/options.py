@@ -37,7 +37,19 @@ from rich.markup import escape
 from moeaudio.errors import MoeaudioError, UsageError
 from moeaudio.logs import configure
 
-__all__ = ["VERBOSE_HELP", "argument", "command", "fail", "option", "parse_key_values", "print_json", "warn"]
+__all__ = [
+    "VERBOSE_HELP",
+    "InspectOptions",
+    "ListOptions",
+    "RecipeOptions",
+    "argument",
+    "command",
+    "fail",
+    "option",
+    "parse_key_values",
+    "print_json",
+    "warn",
+]
 
 VERBOSE_HELP = "show the libraries' warnings, load reports and progress bars (hidden by default)"
 
@@ -160,3 +172,33 @@ def command(options_cls: type, run: Callable[[Any], Any]) -> Callable[..., Any]:
     wrapper.__annotations__ = {p.name: p.annotation for p in params}
     del wrapper.__wrapped__  # typer must see the options, not run(options)
     return wrapper
+
+
+# ----------------------------------------------------------------------------- the recipe commands
+# `recipes list|show`, `studies list` and `inspect` belong to no package of their own: their options
+# live here, beside the helpers (commands: moeaudio.inspection, moeaudio.reproduce.commands).
+
+
+@dataclasses.dataclass
+class RecipeOptions:
+    """A recipe and its overrides (``recipes show``)."""
+
+    recipe: str = argument(help="recipe YAML path or shipped name (e.g. quickstart)")
+    overrides: list[str] | None = argument(None, "section.key=value overrides, e.g. adapter.top_k=2")
+
+
+@dataclasses.dataclass
+class InspectOptions(RecipeOptions):
+    """A recipe, its overrides, and the output form (``inspect``)."""
+
+    as_json: bool = option(False, "print one JSON object", flag="--json")
+    world_size: int = option(
+        1, "ranks the run will launch on: the global batch, accumulation and steps it resolves to"
+    )
+
+
+@dataclasses.dataclass
+class ListOptions:
+    """``recipes list`` / ``studies list``: the output form."""
+
+    as_json: bool = option(False, "print one JSON list", flag="--json")

@@ -1,7 +1,7 @@
 """FLOPs of quickstart training steps, counted by torch's FlopCounterMode (docs/benchmarks.md).
 
 Builds the quickstart model, reads the cached encoder states of the first batches of the train
-split (run the quickstart once first, or `moeaudio prepare features quickstart`), and counts one
+split (run the quickstart once first, or `moeaudio prepare-features quickstart`), and counts one
 forward+backward per batch. The routed experts' grouped GEMMs are not seen by the counter (count
 them by hand: audio tokens x top_k x (in x expert_dim + expert_dim x out) x 2 x 3).
 

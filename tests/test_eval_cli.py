@@ -277,3 +277,46 @@ def test_asr_open_scores_only_open_vocabulary_transcription() -> None:
     assert spec.selects({"task": "asr", "meta": {"vocab": "open"}})
     assert not spec.selects({"task": "asr", "meta": {"text_kind": "sentence"}})  # the closed phrase lists
     assert not spec.selects({"task": "spoken_qa", "meta": {"vocab": "open"}})
+
+
+def test_eval_honours_the_recipes_max_new_tokens_and_the_flag_overrides_it(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`moeaudio eval` decodes as the checkpoint recipe's ``eval.max_new_tokens`` says (training's
+    validation always did), ``--max-new-tokens`` overrides it, and a recipe without it leaves each
+    task its own default (ASR: 128). What reaches generation is recorded, not just the result file."""
+    import moeaudio.eval.evaluate as evaluate
+    from moeaudio.config import load_recipe
+
+    recipe = load_recipe(tiny_checkpoint / "recipe.yaml")
+    assert recipe.eval.max_new_tokens == 8  # recipes/tiny/moe.yaml
+    generated: list[int] = []
+    real_generate = evaluate.generate_all
+
+    def recording(model, examples, batch_size, max_new_tokens, *args, **kwargs):
+        generated.append(max_new_tokens)
+        return real_generate(model, examples, batch_size, max_new_tokens, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "generate_all", recording)
+
+    def run(name: str, *flags: str) -> int:
+        out = tmp_path / f"{name}.json"
+        args = ["eval", "--task", "asr", "--checkpoint", str(tiny_checkpoint), "--max-items", "2"]
+        result = CliRunner().invoke(app, [*args, "--output", str(out), "--json", *flags])
+        assert result.exit_code == 0, result.output
+        return json.loads(out.read_text())["decoding"]["max_new_tokens"]
+
+    assert run("recipe") == 8 and generated == [8]
+    assert run("flag", "--max-new-tokens", "2") == 2 and generated == [8, 2]
+
+    unset = tmp_path / "unset"  # the same checkpoint, its recipe without eval.max_new_tokens
+    unset.mkdir()
+    for f in tiny_checkpoint.iterdir():
+        if f.name != "recipe.yaml":
+            (unset / f.name).symlink_to(f)
+    (unset / "recipe.yaml").write_text(
+        recipe.model_copy(update={"eval": recipe.eval.model_copy(update={"max_new_tokens": None})}).to_yaml()
+    )
+    record = evaluate.run_eval("asr", unset, output=tmp_path / "unset.json", max_items=1, progress=False)
+    assert record["decoding"]["max_new_tokens"] == get_task("asr").max_new_tokens == 128
+    assert generated == [8, 2, 128]

@@ -1,5 +1,5 @@
 """The streaming data path: a lazy manifest index, examples read per batch, the sharded feature
-cache filled by `prepare features`, exact resume on one rank and two (gloo), disjoint rank shares."""
+cache filled by `prepare-features`, exact resume on one rank and two (gloo), disjoint rank shares."""
 
 from __future__ import annotations
 
@@ -248,7 +248,7 @@ def test_two_ranks_stream_disjoint_shares_and_resume_exactly(tiny_corpus: Path, 
 
 
 def test_prepare_features_in_parallel_resumes_and_feeds_training(tiny_corpus: Path, tmp_path: Path) -> None:
-    """`prepare features RECIPE --workers 2`: every distinct clip of the three splits encoded once,
+    """`prepare-features RECIPE --workers 2`: every distinct clip of the three splits encoded once,
     into shards of both workers; states equal the in-memory path's; a lost shard (an interrupted
     worker) is re-encoded alone on the next run; a second run encodes nothing."""
     from safetensors import safe_open
@@ -258,7 +258,7 @@ def test_prepare_features_in_parallel_resumes_and_feeds_training(tiny_corpus: Pa
 
     cache = tmp_path / "cache"
     args = [f"data.root={tiny_corpus}", "data.synth_if_missing=false", f"data.feature_cache={cache}"]
-    out = _run_cli(["prepare", "features", "tiny/moe", *args, "--workers", "2", "--json"], tmp_path, 240)
+    out = _run_cli(["prepare-features", "tiny/moe", *args, "--workers", "2", "--json"], tmp_path, 240)
     report = json.loads(out.stdout[out.stdout.rfind("\n{") + 1 :])  # stderr lines come first
     recipe = tiny_recipe(tiny_corpus, tmp_path / "run", "moe", f"data.feature_cache={cache}")
     keys = set()

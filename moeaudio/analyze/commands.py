@@ -1,20 +1,24 @@
-"""`moeaudio analyze-routing | analyze-conflict | analyze-probe`: options, then one plain function each.
+"""`moeaudio analyze-routing | analyze-conflict | analyze-probe`: a typed function per analysis, and
+the command beside it.
 
-Each function returns the results and their JSON view; the CLI prints one or the other and
-renders tables with the renderers beside each result type (``routing.render_activation_table``,
-``conflict.render_conflict``, ``probe.render_probe_table``).
+Each ``analyze_*`` function (what :mod:`moeaudio.api` and ``moeaudio reproduce`` call) returns the
+results and their JSON view; each ``*_command(opts)`` passes the command's options to it by name and
+prints the JSON or renders the tables with the renderers beside each result type
+(``routing.render_activation_table``, ``conflict.render_conflict``, ``probe.render_probe_table``).
+The measurements on a loaded model are :mod:`moeaudio.analyze.measure`'s.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rich.console import RenderableType
+from rich.console import Console, RenderableType
 
-from moeaudio.analyze.conflict import plot_conflict, result_from_json
+from moeaudio.analyze.conflict import plot_conflict, render_conflict, result_from_json
 from moeaudio.analyze.measure import (
     CONFLICT_DOMAINS,
     _routers,
@@ -24,17 +28,21 @@ from moeaudio.analyze.measure import (
     route_audio,
     routing_report,
 )
-from moeaudio.analyze.probe import ProbeResult, plot_probes, probe_tasks, results_to_json
+from moeaudio.analyze.options import ConflictOptions, ProbeOptions, RoutingOptions
+from moeaudio.analyze.probe import ProbeResult, plot_probes, probe_tasks, render_probe_table, results_to_json
 from moeaudio.analyze.routing import (
     RoutingStats,
     plot_activation_heatmap,
     plot_token_timeline,
+    render_activation_table,
     render_timeline,
 )
+from moeaudio.config import with_settings
 from moeaudio.data.audio import NonFinite, check_audio_file, load_audio
 from moeaudio.errors import MissingDataError, NoRouterError, UsageError
 from moeaudio.io_utils import check_output_file
 from moeaudio.model.audio_llm import AudioLLM
+from moeaudio.options import print_json
 from moeaudio.runtime.checkpoint import Checkpoint, load_model, open_checkpoint, resolve_checkpoint
 from moeaudio.runtime.device import pick_device
 from moeaudio.runtime.examples import checked_items, load_manifest_examples, manifest_path
@@ -45,6 +53,9 @@ __all__ = [
     "analyze_probe",
     "analyze_routing_audio",
     "analyze_routing_manifest",
+    "conflict_command",
+    "probe_command",
+    "routing_command",
 ]
 
 
@@ -96,9 +107,9 @@ def _opened(checkpoints: Sequence[str | Path] | None) -> list[Checkpoint]:
 
 
 def _load(ckpt: Checkpoint, device: str, nonfinite: NonFinite) -> AudioLLM:
-    model = load_model(ckpt, device)
-    model.recipe.data.nonfinite_audio = nonfinite
-    return model
+    """The model, its recipe reading audio with ``nonfinite`` (a new recipe: the checkpoint's is kept)."""
+    recipe = with_settings(ckpt.recipe, {"data.nonfinite_audio": nonfinite}, "--repair-audio")
+    return load_model(replace(ckpt, recipe=recipe), device)
 
 
 def analyze_routing_manifest(
@@ -234,3 +245,60 @@ def analyze_probe(
     if png is not None:
         plot_probes(results, png)
     return results, data
+
+
+# ----------------------------------------------------------------------------- the commands
+
+
+def _nonfinite(opts: RoutingOptions | ConflictOptions | ProbeOptions) -> NonFinite:
+    return "repair" if opts.repair_audio else "error"
+
+
+def _show(data: dict[str, Any], tables: list[RenderableType], as_json: bool, png: str | None) -> None:
+    if as_json:
+        print_json(data)
+        return
+    console = Console()
+    for table in tables:
+        console.print(table)
+    if png:
+        console.print(f"wrote {png}")
+
+
+def routing_command(opts: RoutingOptions) -> None:
+    opts.validate()
+    if opts.audio is not None:
+        checkpoint = opts.checkpoint[0] if opts.checkpoint else None
+        data, view = analyze_routing_audio(
+            opts.audio, checkpoint, opts.png, device=opts.device, nonfinite=_nonfinite(opts)
+        )
+        print_json(data) if opts.as_json else Console().print(view)
+        return
+    stats, data = analyze_routing_manifest(
+        opts.manifest, checkpoints=opts.checkpoint, by=opts.by, batch_size=opts.batch_size, png=opts.png,
+        limit=opts.limit, device=opts.device, progress=not opts.as_json, nonfinite=_nonfinite(opts),
+    )  # fmt: skip
+    tables = []
+    for name, st in stats.items():
+        table = render_activation_table(st)
+        table.title = f"{name}: {table.title}"
+        tables.append(table)
+    _show(data, tables, opts.as_json, opts.png)
+
+
+def conflict_command(opts: ConflictOptions) -> None:
+    results, data = analyze_conflict(
+        opts.manifest, checkpoints=opts.checkpoint, num_batches=opts.batches, batch_size=opts.batch_size,
+        seed=opts.seed, lr=opts.lr, include_aux=opts.include_aux, exact=opts.exact, png=opts.png,
+        limit=opts.limit, device=opts.device, progress=not opts.as_json, nonfinite=_nonfinite(opts),
+    )  # fmt: skip
+    _show(data, [render_conflict(results)], opts.as_json, opts.png)
+
+
+def probe_command(opts: ProbeOptions) -> None:
+    tasks = [t.strip() for t in opts.tasks.split(",") if t.strip()] if opts.tasks else None
+    results, data = analyze_probe(
+        opts.checkpoint, train_manifest=opts.train_manifest, eval_manifest=opts.eval_manifest, tasks=tasks,
+        png=opts.png, device=opts.device, progress=not opts.as_json, nonfinite=_nonfinite(opts),
+    )  # fmt: skip
+    _show(data, [render_probe_table(results)], opts.as_json, opts.png)

@@ -15,11 +15,10 @@ class PrepareOptions:
 
     source: str = argument(
         help="synth, librispeech, commonvoice, esc50, gtzan, ravdess, cremad, iemocap, vocalsound, mmau, "
-        "voicebench, jsonl, csv, hf; or features (fill a recipe's encoder feature cache)"
+        "voicebench, jsonl, csv, hf (a recipe's encoder feature cache: `moeaudio prepare-features`)"
     )
     paths: list[str] = argument(
-        help="[SRC] OUT: the dataset's release folder (not for synth), then the output folder; "
-        "features: RECIPE [section.key=value ...]"
+        help="[SRC] OUT: the dataset's release folder (not for synth), then the output folder"
     )
     seed: int = option(0, "synth: random seed")
     size: str = option(
@@ -27,7 +26,6 @@ class PrepareOptions:
         "synth: tiny | small | default | smol (default + spoken QA and open-vocabulary speech) | hard (the studies: saturated tasks made harder, 200 test items per job)",
     )
     opt: list[str] | None = option(None, "preparer option key=value (repeatable)")
-    workers: int = option(1, "features: processes encoding in parallel, each writing its own cache shards")
     as_json: bool = option(
         False, "print the preparation report as one JSON object; the rest on stderr", flag="--json"
     )

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from rich.table import Table
 
-from moeaudio.config import Recipe
+from moeaudio.config import Recipe, with_settings
 from moeaudio.data.manifest import Item
 from moeaudio.errors import EvalDataError, EvalError
 from moeaudio.eval.cloze import cloze_candidates, cloze_examples
@@ -193,22 +193,16 @@ def plan(opts: EvalOptions) -> EvalPlan:
             f"--modality text is for spoken multiple-choice tasks (mmsu, openbookqa), not '{opts.task}'"
         )
     source = open_checkpoint(resolve_checkpoint(opts.checkpoint, opts.runs_dir))
-    ckpt, recipe = source.path, source.recipe.model_copy(deep=True)
-    recipe.data.tasks = None  # eval picks its own task, whatever training was restricted to
-    if opts.repair_audio:
-        recipe.data.nonfinite_audio = "repair"
-    if opts.loading is not None:
-        recipe.data.loading = opts.loading  # type: ignore[assignment]
+    ckpt, trained = source.path, source.recipe
+    # Every item of the task is scored (n stays honest): eval picks its own task whatever training was
+    # restricted to, and keeps clips longer than training's limit. The flags given override the recipe.
+    settings = {"data.tasks": None, "data.max_audio_seconds": float("inf"), **opts.recipe_settings()}
+    recipe = with_settings(trained, settings, "the eval options")
     manifest, items = resolve_manifest(spec, recipe, opts.manifest)
     n_available = len(items)
-    few_shot = recipe.eval.few_shot if opts.few_shot is None else opts.few_shot
-    num_beams = recipe.eval.num_beams if opts.num_beams is None else opts.num_beams
-    batch_size = recipe.eval.batch_size if opts.batch_size is None else opts.batch_size
-    max_items = opts.max_items if opts.max_items is not None else recipe.eval.max_items
-    if few_shot < 0 or num_beams < 1 or batch_size < 1:
-        raise EvalError("--few-shot must be >= 0, --num-beams and --batch-size >= 1")
+    decoding = recipe.eval
     name = output_name(opts.task, opts.modality, opts.scoring)
-    items = items[:max_items] if max_items else items
+    items = items[: decoding.max_items] if decoding.max_items else items
     return EvalPlan(
         spec=spec,
         handler=handler_for(spec.kind, spec.scorer),
@@ -220,16 +214,16 @@ def plan(opts: EvalOptions) -> EvalPlan:
         n_available=n_available,
         modality=opts.modality,
         scoring=opts.scoring,
-        few_shot=few_shot,
-        num_beams=num_beams,
-        batch_size=batch_size,
-        max_new_tokens=opts.max_new_tokens or spec.max_new_tokens,
+        few_shot=decoding.few_shot,
+        num_beams=decoding.num_beams,
+        batch_size=decoding.batch_size,
+        max_new_tokens=decoding.max_new_tokens or spec.max_new_tokens,
         seed=opts.seed,
         device=(device := pick_device(opts.device)),
         dtype=inference_dtype(device, opts.precision),
         output=Path(opts.output) if opts.output else ckpt / "eval" / name,
-        n_longer_than_training_max=sum((i.duration or 0) > recipe.data.max_audio_seconds for i in items),
-        long_audio_policy=opts.long_audio or recipe.eval.long_audio,
+        n_longer_than_training_max=sum((i.duration or 0) > trained.data.max_audio_seconds for i in items),
+        long_audio_policy=decoding.long_audio,
     )
 
 
@@ -302,7 +296,6 @@ def build_examples(
     Under ``data.loading`` stream (or auto, for a test set larger than ``data.stream_above_gb``)
     the examples are a :class:`LazyExamples`: audio read a batch at a time.
     """
-    p.recipe.data.max_audio_seconds = float("inf")
     lazy = use_streaming(p.recipe, sum(i.duration or 0.0 for i in p.items))
     examples = _examples(p, model, p.manifest, p.items, progress, lazy)
     if not p.few_shot:

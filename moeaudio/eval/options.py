@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from moeaudio.options import argument, option
 
@@ -29,7 +30,9 @@ class EvalOptions:
     )
     runs_dir: str = option("runs", "where to look for checkpoints")
     batch_size: int | None = option(None, "items per generate call")
-    max_new_tokens: int | None = option(None, "tokens generated per item (default: the task's)")
+    max_new_tokens: int | None = option(
+        None, "tokens generated per item (default: the recipe's eval.max_new_tokens, else the task's)"
+    )
     seed: int = option(
         0, "seed of the few-shot selection and of random scoring steps (VoiceBench fallback letter)"
     )
@@ -49,6 +52,20 @@ class EvalOptions:
         "tasks cut to the window) | truncate | skip (not scored) | error (default: the recipe's eval.long_audio)",
     )
     as_json: bool = option(False, "print one JSON object, nothing else", flag="--json")
+
+    def recipe_settings(self) -> dict[str, Any]:
+        """The flags given, as the recipe keys they override (merged by ``config.with_settings``)."""
+        flags = {
+            "eval.few_shot": self.few_shot,
+            "eval.num_beams": self.num_beams,
+            "eval.batch_size": self.batch_size,
+            "eval.max_items": self.max_items,
+            "eval.max_new_tokens": self.max_new_tokens,
+            "eval.long_audio": self.long_audio,
+            "data.loading": self.loading,
+            "data.nonfinite_audio": "repair" if self.repair_audio else None,
+        }
+        return {key: value for key, value in flags.items() if value is not None}
 
 
 @dataclass

@@ -27,7 +27,6 @@ from moeaudio.data.audio import check_audio_file, load_audio, split_windows
 from moeaudio.data.tasks import TASK_INSTRUCTIONS
 from moeaudio.errors import MissingDataError, UsageError
 from moeaudio.eval.generation import generate_all
-from moeaudio.eval.options import TranscribeOptions
 from moeaudio.io_utils import atomic_write_text, check_output_dir
 from moeaudio.runtime.batching import Example
 from moeaudio.runtime.checkpoint import load_model, resolve_checkpoint
@@ -313,14 +312,3 @@ def run_transcribe(
         file=stderr,
     )
     return transcripts
-
-
-def transcribe_command(opts: TranscribeOptions) -> list[Transcript]:
-    """`moeaudio transcribe`: :func:`run_transcribe` with the command's options."""
-    if opts.as_json and opts.fmt not in ("txt", "json"):
-        raise UsageError(f"--json is --format json; it cannot be combined with --format {opts.fmt}")
-    fmt = "json" if opts.as_json else opts.fmt
-    return run_transcribe(
-        opts.audio, opts.checkpoint, opts.prompt, fmt, opts.output_dir, opts.window, opts.batch_size,
-        device=opts.device, precision=opts.precision, nonfinite="repair" if opts.repair_audio else "error",
-    )  # fmt: skip

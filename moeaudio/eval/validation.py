@@ -15,6 +15,7 @@ from rich.table import Table
 from moeaudio.config import Recipe
 from moeaudio.eval.generation import generate_all
 from moeaudio.eval.handlers import handler_for, score_task
+from moeaudio.eval.tasks import task_for_manifest
 from moeaudio.model.audio_llm import AudioLLM
 from moeaudio.runtime.batching import Example
 from moeaudio.runtime.examples import load_examples
@@ -35,15 +36,16 @@ def evaluate_examples(
         for task, items in sorted(by_task.items()):
             if recipe.eval.max_items:
                 items = items[: recipe.eval.max_items]
+            spec = task_for_manifest(task, [e.meta for e in items])
             preds, rate = generate_all(
                 model,
                 items,
                 recipe.eval.batch_size,
-                recipe.eval.max_new_tokens,
+                recipe.eval.max_new_tokens or spec.max_new_tokens,  # as `moeaudio eval` decodes it
                 recipe.eval.num_beams,
                 progress,
             )
-            result = score_task(task, items, preds)
+            result = score_task(task, items, preds, spec)
             result["items_per_s"] = rate
             answers = result.pop("answers")
             result["predictions"] = [

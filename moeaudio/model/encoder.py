@@ -182,6 +182,32 @@ def _identity(name: str, extra: str = "") -> str:
     return hashlib.sha256(f"{name}|{extra}".encode()).hexdigest()[:16]
 
 
+def whisper_source(cfg: EncoderConfig) -> str:
+    """Where a Whisper encoder's files are: the converted offline weights for ``whisper-tiny.en-offline``
+    (converted once, then cached), else ``encoder.name`` itself (a hub id or a local path)."""
+    return str(offline_whisper_dir()) if cfg.name == OFFLINE_WHISPER_ID else cfg.name
+
+
+def tiny_whisper_config(cfg: EncoderConfig):
+    """The random tiny Whisper's config: :data:`TINY_WHISPER` with the recipe's ``encoder.tiny`` on top."""
+    from transformers import WhisperConfig
+
+    return WhisperConfig(**{**TINY_WHISPER, **cfg.tiny}, pad_token_id=0, bos_token_id=0, eos_token_id=0)
+
+
+def encoder_config(cfg: EncoderConfig):
+    """The transformers config :func:`build_encoder` builds the encoder from, read without weights and
+    never downloaded (``local_files_only``); None for a tiny encoder of another family. A missing
+    local copy raises ``OSError`` as transformers does."""
+    from transformers import AutoConfig
+
+    if cfg.name == "tiny":
+        return tiny_whisper_config(cfg) if cfg.family == "whisper" else None
+    return AutoConfig.from_pretrained(
+        whisper_source(cfg) if cfg.family == "whisper" else cfg.name, local_files_only=True
+    )
+
+
 def build_encoder(cfg: EncoderConfig, seed: int = 0) -> AudioEncoder:
     """Load the configured encoder (plus the semitone stream when ``cfg.pitch_features``)."""
     encoder = _build_base_encoder(cfg, seed)
@@ -199,15 +225,13 @@ def _build_base_encoder(cfg: EncoderConfig, seed: int = 0) -> AudioEncoder:
     if cfg.family == "whisper":
         if cfg.name == "tiny":
             torch.manual_seed(seed)
-            config = WhisperConfig(
-                **{**TINY_WHISPER, **cfg.tiny}, pad_token_id=0, bos_token_id=0, eos_token_id=0
-            )
+            config = tiny_whisper_config(cfg)
             encoder = WhisperEncoder(config)
             fe = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
             identity = _identity("tiny", f"{sorted(cfg.tiny.items())}|{seed}|{cfg.output_layer}")
             return WhisperAudioEncoder(encoder, fe, identity, cfg.output_layer)
         with loading("encoder.name", cfg.name, ("tiny", OFFLINE_WHISPER_ID)):
-            source = str(offline_whisper_dir()) if cfg.name == OFFLINE_WHISPER_ID else cfg.name
+            source = whisper_source(cfg)
             if config_only(source):  # an export's ./encoder: weights follow from the checkpoint
                 encoder = WhisperEncoder(WhisperConfig.from_pretrained(source))
             else:

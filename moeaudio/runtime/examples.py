@@ -198,7 +198,7 @@ class _ReadOnDemand:
             states = self.cache.get(key)
         if states is None:
             raise MissingDataError(
-                f"{path}: no cached encoder states under {self.cache.root}; run `moeaudio prepare "
+                f"{path}: no cached encoder states under {self.cache.root}; run `moeaudio prepare-"
                 "features RECIPE` (or train once without data.loading=stream) to fill the cache"
             )
         return states

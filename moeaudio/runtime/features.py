@@ -1,4 +1,4 @@
-"""`moeaudio prepare features RECIPE`: fill the recipe's frozen-encoder feature cache ahead of training.
+"""`moeaudio prepare-features RECIPE`: fill the recipe's frozen-encoder feature cache ahead of training.
 
 Every distinct clip of the recipe's train, valid and test manifests (under its ``data.tasks`` and
 ``data.max_audio_seconds``) is encoded once into safetensors shards under ``data.feature_cache``
@@ -53,7 +53,7 @@ def prepare_features(recipe: Recipe, workers: int = 1, progress: bool = True) ->
     """Fill the cache; returns clips, encoded, reused, shards written, workers, seconds and where."""
     if not recipe.encoder.freeze or not recipe.data.feature_cache:
         raise UsageError(
-            "prepare features: the recipe caches nothing (it needs encoder.freeze=true and data.feature_cache "
+            "prepare-features: the recipe caches nothing (it needs encoder.freeze=true and data.feature_cache "
             "set, e.g. data.feature_cache=data/cache)"
         )
     if workers < 1:

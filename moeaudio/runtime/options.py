@@ -1,12 +1,12 @@
-"""Options of `moeaudio export`, light enough for `moeaudio --help`."""
+"""Options of `moeaudio export` and `moeaudio prepare-features`, light enough for `moeaudio --help`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from moeaudio.options import argument, option
+from moeaudio.options import RecipeOptions, argument, option
 
-__all__ = ["ExportOptions"]
+__all__ = ["ExportOptions", "FeaturesOptions"]
 
 
 @dataclass
@@ -18,3 +18,11 @@ class ExportOptions:
     lora: str = option("merge", "a LoRA: merge (into the LLM's weights) | adapter (a PEFT adapter folder)")
     overwrite: bool = option(False, "replace OUT if it exists")
     as_json: bool = option(False, "print what was exported as one JSON object", flag="--json")
+
+
+@dataclass
+class FeaturesOptions(RecipeOptions):
+    """What `moeaudio prepare-features` takes: a recipe, its overrides, and the workers."""
+
+    workers: int = option(1, "processes encoding in parallel, each writing its own cache shards")
+    as_json: bool = option(False, "print the report as one JSON object; the rest on stderr", flag="--json")

@@ -9,12 +9,12 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from moeaudio.options import command
 from moeaudio.runtime.memory import keep_freed_memory
+from moeaudio.train.commands import train_command
 from moeaudio.train.distributed import exit_with_launcher
-from moeaudio.train.launch import train_main
 from moeaudio.train.options import TrainOptions
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-app.command()(command(TrainOptions, train_main))
+app.command()(command(TrainOptions, train_command))
 
 
 @record  # under an elastic launcher (torchrun, train --nproc) a rank's exception reaches the launcher

@@ -151,8 +151,10 @@ def setup(
     """
     rank, _local_rank, world = init_distributed()
     run_dir = Path(output_dir or recipe.train.output_dir)
-    if output_dir:
-        recipe.train.output_dir = str(run_dir)
+    if output_dir:  # a new recipe (the one checkpoints save): the caller's is left as it was
+        recipe = recipe.model_copy(
+            update={"train": recipe.train.model_copy(update={"output_dir": str(run_dir)})}
+        )
     # what this launch derives from the world size (grad_accum under train.global_batch_size, the steps
     # under train.max_tokens) goes into the session's own recipe, which the checkpoints save
     recipe = recipe.model_copy(deep=True)
