@@ -22,6 +22,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import torch
 import yaml
 from safetensors.torch import save_file
 
@@ -53,8 +54,12 @@ def base_llm_checkpoint(recipe: Recipe, study_output: Path) -> Path:
     folder = study_output / BASE_DIR / base_llm_key(recipe)
     if (folder / WEIGHTS).exists():
         return folder
+    torch.manual_seed(recipe.train.seed)  # a random (tiny) LLM or adapter: the same one for every arm
     model = build_audio_llm(recipe, tokenizer=recipe_tokenizer(recipe))
-    state = {k: v.detach().contiguous() for k, v in weights_to_save(model, model.state_dict()).items()}
+    # cloned: tied weights (embeddings and LM head) must not share memory in a safetensors file
+    state = {
+        k: v.detach().clone().contiguous() for k, v in weights_to_save(model, model.state_dict()).items()
+    }
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:  # written aside and renamed: a killed study never leaves half a checkpoint
