@@ -48,6 +48,7 @@ from moeaudio.eval.metrics import plot_confusion, summarize_numbers
 from moeaudio.eval.modality_gap import add_modality_gap, gap_rows, is_spoken_question, text_twin_output
 from moeaudio.eval.options import EvalOptions
 from moeaudio.eval.ranking import best_per_character, candidates_for, rank_all, scored_answers
+from moeaudio.eval.shots import apply_template, load_shot_pool, pick_shots
 from moeaudio.eval.tasks import EvalTask, closed_label_set, get_task, prepare_hint
 from moeaudio.io_utils import FileLock, atomic_write_text, check_output_file
 from moeaudio.model.audio_llm import AudioLLM
@@ -129,6 +130,7 @@ class EvalPlan:
     long_audio_policy: str = "window"  # items longer than the encoder's window (moeaudio.eval.long_audio)
     long_audio: LongAudio | None = None  # what was done with them (set when the plan runs)
     logprobs: list[dict[str, float]] | None = None  # --scoring loglik/cloze: each candidate's, per item
+    shot_pool: str | None = None  # --shot-pool: fixed shots and prompt templates (moeaudio.eval.shots)
 
 
 def resolve_manifest(spec: EvalTask, recipe: Recipe, manifest: str | Path | None) -> tuple[Path, list[Item]]:
@@ -224,6 +226,7 @@ def plan(opts: EvalOptions) -> EvalPlan:
         output=Path(opts.output) if opts.output else ckpt / "eval" / name,
         n_longer_than_training_max=sum((i.duration or 0) > trained.data.max_audio_seconds for i in items),
         long_audio_policy=decoding.long_audio,
+        shot_pool=decoding.shot_pool,
     )
 
 
@@ -296,6 +299,8 @@ def build_examples(
     Under ``data.loading`` stream (or auto, for a test set larger than ``data.stream_above_gb``)
     the examples are a :class:`LazyExamples`: audio read a batch at a time.
     """
+    if p.shot_pool is not None:
+        return _pool_examples(p, model, progress)
     lazy = use_streaming(p.recipe, sum(i.duration or 0.0 for i in p.items))
     examples = _examples(p, model, p.manifest, p.items, progress, lazy)
     if not p.few_shot:
@@ -312,6 +317,51 @@ def build_examples(
     p.shot_ids = [i.id for i in shot_items]
     shots = _examples(p, model, train_manifest, shot_items, progress)
     return examples, Collator(model, for_generation=True, shots=shots)
+
+
+def _pool_examples(
+    p: EvalPlan, model: AudioLLM, progress: bool
+) -> tuple[list[Example] | LazyExamples, Collator]:
+    """:func:`build_examples` under ``--shot-pool``: the pool's template on every item and its fixed
+    shots (from the benchmark itself, then left out of the scored items, or from a dev manifest)."""
+    loaded = load_shot_pool(p.shot_pool or "")
+    bench = loaded.pool.benchmarks.get(p.spec.name)
+    if bench is None:
+        raise EvalError(
+            f"shot pool {loaded.name} has no entry for task '{p.spec.name}' "
+            f"(it has {', '.join(loaded.pool.benchmarks) or 'none'}); add one or drop --shot-pool"
+        )
+    template = bench.text_template if p.modality == "text" else bench.template
+    shots: list[Item] = []
+    shot_manifest = p.manifest
+    if p.few_shot:
+        if bench.source == "benchmark":
+            pool = checked_items(
+                p.manifest, p.recipe, known_tasks=[p.spec.manifest_task], select=p.spec.selects
+            )
+        else:
+            shot_manifest = Path(bench.source)
+            if not shot_manifest.is_absolute():  # a split beside the benchmark's (its dev split)
+                shot_manifest = p.manifest.parent / shot_manifest
+            if not shot_manifest.exists():
+                raise EvalDataError(
+                    f"shot pool {loaded.name}: {p.spec.name}'s source {shot_manifest} not found"
+                )
+            pool = checked_items(
+                shot_manifest, p.recipe, known_tasks=[p.spec.manifest_task], select=p.spec.selects
+            )
+        shots = pick_shots(
+            bench, pool, p.few_shot, p.spec.name, str(shot_manifest), p.spec.kind == "classification"
+        )
+        p.shot_ids = [i.id for i in shots]
+        taken = set(p.shot_ids)
+        p.items = [i for i in p.items if i.id not in taken]  # no question is its own example
+        p.n_available -= sum(i.id in taken for i in pool) if bench.source == "benchmark" else 0
+    p.items = [apply_template(template, i) for i in p.items]
+    lazy = use_streaming(p.recipe, sum(i.duration or 0.0 for i in p.items))
+    examples = _examples(p, model, p.manifest, p.items, progress, lazy)
+    shot_examples = _examples(p, model, shot_manifest, [apply_template(template, i) for i in shots], progress)
+    return examples, Collator(model, for_generation=True, shots=shot_examples)
 
 
 # ------------------------------------------------------------------------------------- steps 3-5
@@ -465,6 +515,7 @@ def write_results(
             "batch_size": p.batch_size,
             "few_shot": p.few_shot,
             "few_shot_ids": p.shot_ids,
+            "shot_pool": p.shot_pool,
             "seed": p.seed,
             "precision": str(p.dtype).removeprefix("torch."),
         },

@@ -19,6 +19,11 @@ class EvalOptions:
     manifest: str | None = option(None, "manifest (default: the recipe's test, else valid split)")
     output: str | None = option(None, "result JSON (default: CHECKPOINT/eval/TASK.json)")
     few_shot: int | None = option(None, "train examples shown first")
+    shot_pool: str | None = option(
+        None,
+        "fixed shots and prompt templates per benchmark (a YAML path, or 'paper' for the shipped pool; "
+        "default: the recipe's eval.shot_pool): the shots come from the pool, not the train manifest",
+    )
     num_beams: int | None = option(None, "1 = greedy")
     max_items: int | None = option(None, "score only the first N items")
     modality: str = option("audio", "audio | text (spoken-question MCQ)")
@@ -57,6 +62,7 @@ class EvalOptions:
         """The flags given, as the recipe keys they override (merged by ``config.with_settings``)."""
         flags = {
             "eval.few_shot": self.few_shot,
+            "eval.shot_pool": self.shot_pool,
             "eval.num_beams": self.num_beams,
             "eval.batch_size": self.batch_size,
             "eval.max_items": self.max_items,

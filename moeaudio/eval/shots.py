@@ -6,8 +6,8 @@ protocol whose shots change with the training data is no fixed protocol. A *shot
 benchmark (the ``--task`` name):
 
 * ``source``: ``benchmark`` (the shots are items of the evaluated manifest itself, left out of the
-  scored items so no question is its own example) or a manifest path (a dev split; relative paths
-  are resolved against the recipe's ``data.root``);
+  scored items so no question is its own example) or a manifest path (a dev split; a relative path
+  is taken beside the evaluated manifest, e.g. ``valid.jsonl`` next to a preparer's ``test.jsonl``);
 * ``ids``: the shot items, in the order shown (``--few-shot N`` takes the first N), or, without
   ``ids``, ``seed``: N items drawn once with that seed (classification tasks cover distinct labels
   first). Either way the ids used are written into every result (``few_shot_ids``);
