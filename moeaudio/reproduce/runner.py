@@ -40,6 +40,7 @@ from moeaudio.config import load_recipe
 from moeaudio.eval.evaluate import run_eval
 from moeaudio.inspection import adapter_summary
 from moeaudio.io_utils import FileLock, atomic_write_text
+from moeaudio.reproduce.base_llm import base_llm_checkpoint
 from moeaudio.reproduce.items import item_scores
 from moeaudio.reproduce.options import ReproduceOptions
 from moeaudio.reproduce.plan import (
@@ -169,6 +170,10 @@ def _check_trained_recipe(run: PlannedRun, ckpt: Path) -> None:
         )
 
 
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
 def _eval_file(ckpt: Path, task: str, modality: str) -> Path:
     return ckpt / "eval" / (f"{task}.text.json" if modality == "text" else f"{task}.json")
 
@@ -199,11 +204,19 @@ def evaluate_run(
             continue
         task = col.task.at(plan.scale)
         assert task is not None
-        path = _eval_file(ckpt, task, col.modality)
+        # llm: base -> the untrained model the arms start from, evaluated once for all (base_llm.py)
+        source = base_llm_checkpoint(run.recipe, plan.output) if col.llm == "base" else ckpt
+        manifest = col.manifest.at(plan.scale)
+        path = _eval_file(source, task, col.modality)
+        if manifest is not None:  # one task on several benchmarks (emotion: CREMA-D, RAVDESS)
+            path = path.with_name(f"{path.stem}.{_slug(col.name)}.json")
         if path.exists():
             result = json.loads(path.read_text())
         else:
-            result = run_eval(task, ckpt, modality=col.modality, progress=False, device=device, **settings)
+            result = run_eval(
+                task, source, manifest=manifest, output=path if manifest is not None else None,
+                modality=col.modality, progress=False, device=device, **settings,
+            )  # fmt: skip
         values[col.name] = metric_value(result, col.metric, path)
         files[col.name] = _relative(path, run.run_dir)
     return values, files
