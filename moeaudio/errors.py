@@ -1,14 +1,16 @@
-"""User faults: one base class, caught and printed in one place (``moeaudio.cli``).
+"""User faults: one base class, caught and printed in one place (:func:`moeaudio.options.command`,
+which every command of ``moeaudio.cli`` and ``python -m moeaudio.train`` runs through).
 
 Why a hierarchy: a bad recipe key, a manifest line that does not parse or a checkpoint directory
 that is not one are the user's to fix, and deserve one clear line naming the file, line or key;
 a ``TypeError`` or ``KeyError`` from our own code is a bug and must keep its traceback. So every
 user-facing check raises a :class:`MoeaudioError` subclass, and nothing else is turned into a
 one-line error -- except, as a safety net under those checks, an ``OSError`` naming a file whose
-cause is the machine (missing, no permission, disk full, ...; ``moeaudio.options.ENVIRONMENT_ERRNOS``). Each subclass also derives from the built-in exception its callers would expect
-(``ValueError``, ``FileNotFoundError``), so library users can catch either. Errors tied to one
-module live beside it and derive from this base: ``config.RecipeError``,
-``data.manifest.ManifestError``, ``data.audio.AudioDecodeError``.
+cause is the machine (missing, no permission, disk full, ...; ``moeaudio.options.ENVIRONMENT_ERRNOS``).
+Each subclass also derives from the built-in exception its callers would expect (``ValueError``,
+``FileNotFoundError``), so library users can catch either. Errors tied to one module live beside it
+and derive from this base: ``config.RecipeError``, ``data.manifest.ManifestError``,
+``data.audio.AudioDecodeError``, ``reproduce.study.StudyError``, ``train.distributed.RankFailedError``.
 """
 
 from __future__ import annotations

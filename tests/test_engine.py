@@ -75,3 +75,33 @@ def test_bench_train_and_train_build_the_same_engine(
     lrs = {g["name"]: g["lr"] for g in train["groups"]}
     assert lrs["router"] == pytest.approx(0.5 * lrs["adapter"])
     assert train["schedule"][:2] == [0.5, 1.0]  # two warmup steps
+
+
+def test_logged_load_spread_is_the_runs_not_this_ranks(
+    tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``load_spread`` is computed from the load ``end_step`` returns (summed over ranks), not from
+    this rank's counters: under ``--nproc`` rank 0 logged its own share. One rank here, so the other
+    ranks are imitated: the run's load that end_step returns is replaced by one where every token went
+    to expert 0 (spread = the number of experts), while this rank's own counters stay balanced-ish."""
+    import torch
+
+    recipe = tiny_recipe(tiny_corpus, tmp_path / "run", "moe", "train.max_steps=2", "data.feature_cache=null")
+    session, state = trainer.setup(recipe)
+    seen: dict[str, Any] = {}
+    real_end_step = trainer.end_step
+
+    def with_other_ranks(model):
+        seen["local"] = [r.tokens_per_expert.tolist() for r in session.routers]
+        loads = real_end_step(model)
+        run = {k: torch.zeros_like(v) for k, v in loads.items()}
+        for k, v in loads.items():
+            run[k][0] = 3 * v.sum()  # three ranks' tokens, all on expert 0
+        return run
+
+    monkeypatch.setattr(trainer, "end_step", with_other_ranks)
+    record = trainer.train_step(session, state)
+    experts = recipe.adapter.num_experts
+    own = trainer.load_spread(seen["local"])["load_spread"]
+    assert 1.0 <= own < experts - 0.5  # this rank's counters: not collapsed
+    assert record["load_spread"] == pytest.approx(experts)  # what is logged: the run's

@@ -25,7 +25,7 @@ def row_groups(lengths: Sequence[int], max_groups: int = 4, call_cost: float = 0
     beyond the first, ``call_cost`` x the positions of the whole batch (a backbone call has a fixed
     cost, and smaller matrix products run less efficiently), so a batch of similar rows stays one
     run. Exact, by dynamic programming over the sorted lengths, one array operation per run count
-    (it runs on the host before every LLM forward: a Python double loop took 3.5 ms for 128 rows, this 0.7 ms).
+    (it runs on the host before every LLM forward; its cost against a Python loop: docs/benchmarks.md).
     """
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     n = len(order)

@@ -3,9 +3,8 @@
 Why: glibc serves every allocation above its mmap threshold (32 MB at most, often less) with a
 fresh ``mmap`` and unmaps it on ``free``. A training step allocates and frees the same large
 tensors every time (a 50k-vocabulary LLM's embedding gradient is 51 MB in fp32), so each step
-page-faults them in again: zeroing a 50,366 x 256 fp32 tensor took 14-17 ms here, against 0.8 ms
-once freed pages are kept, and a bare loop of quickstart steps went from 0.33 s to 0.26 s a step
-(150 steps of ``moeaudio train``: 53.2 s to 49.1 s; docs/benchmarks.md).
+page-faults them in again; kept, the pages are reused (what that saves per step and per run:
+docs/benchmarks.md).
 This is what jemalloc or tcmalloc under ``LD_PRELOAD`` give PyTorch on CPU (PyTorch's CPU tuning
 guide); ``mallopt`` gets it from the C library already loaded, without a preload or a package.
 

@@ -293,8 +293,9 @@ def train_step(
         tokens += int(batch.attention_mask.sum())
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach()) / recipe.train.grad_accum
-    local_loads = [r.tokens_per_expert.tolist() for r in s.routers]  # this rank's, before reduction
-    end_step(s.model)  # all ranks: sum the loads, move the biases (bias_balancing), reset the counts
+    local_loads = [r.tokens_per_expert.tolist() for r in s.routers]  # this rank's (MOEAUDIO_DUMP_LOADS)
+    # all ranks: sum the loads over ranks, move the biases (bias_balancing), reset the counts
+    global_loads = [load.tolist() for load in end_step(s.model).values()]
     state.step += 1
     record = {
         "step": state.step,
@@ -307,7 +308,7 @@ def train_step(
         s.dump_loads.parent.mkdir(parents=True, exist_ok=True)
         with open(s.dump_loads, "a") as f:
             f.write(json.dumps({"step": state.step, "counts": local_loads, "ids": ids}) + "\n")
-    record.update(load_spread(local_loads))
+    record.update(load_spread(global_loads))  # the run's balance, not rank 0's share of it
     watch_collapse(s, state, record)
     watch_tokens(s, state)
     # Conflict probe: rank 0 only (other ranks wait in the next step's collective); not under ZeRO-3,
@@ -460,10 +461,11 @@ def _gather_rng(world: int) -> dict[str, dict[str, str]]:
     return {str(i): s for i, s in enumerate(gathered)}
 
 
-def load_spread(local_loads: list[list[int]]) -> dict[str, float]:
-    """Max load / mean load over the step (1.0 = perfectly balanced), averaged over MoE layers."""
-    if not local_loads:
+def load_spread(loads: list[list[float]]) -> dict[str, float]:
+    """Max load / mean load over the step (1.0 = perfectly balanced), averaged over MoE layers;
+    ``loads``: tokens per expert of each layer, summed over ranks."""
+    if not loads:
         return {}
-    counts = [torch.tensor(c, dtype=torch.float32) for c in local_loads]
+    counts = [torch.tensor(c, dtype=torch.float32) for c in loads]
     spreads = [float(c.max() / c.mean().clamp_min(1e-9)) for c in counts]
     return {"load_spread": sum(spreads) / len(spreads)}
