@@ -58,7 +58,11 @@ def test_template_fields() -> None:
                 choices=["cat", "dog"], meta={"question": "Which animal?", "text_prompt": "Which animal? A. cat B. dog"})  # fmt: skip
     out = apply_template("{question}\n{choices}\nAnswer with the option's text.", item)
     assert out.instruction == "Which animal?\nA. cat\nB. dog\nAnswer with the option's text."
-    assert out.meta["text_instruction"] == out.instruction  # --modality text reads it whole
+    assert "text_instruction" not in out.meta  # an audio template leaves the text prompt alone
+    text = apply_template("Answer.\n{text_prompt}", item, text=True)
+    assert (
+        text.meta["text_instruction"] == "Answer.\nWhich animal? A. cat B. dog"
+    )  # --modality text reads it whole
     with pytest.raises(ValueError, match="the fields are"):
         BenchmarkShots(template="{nope}")
 

@@ -356,11 +356,15 @@ def _pool_examples(
         p.shot_ids = [i.id for i in shots]
         taken = set(p.shot_ids)
         p.items = [i for i in p.items if i.id not in taken]  # no question is its own example
-        p.n_available -= sum(i.id in taken for i in pool) if bench.source == "benchmark" else 0
-    p.items = [apply_template(template, i) for i in p.items]
+        if bench.source == "benchmark":  # its items less the shots (idempotent: a text twin plans again)
+            p.n_available = sum(i.id not in taken for i in pool)
+    text = p.modality == "text"
+    p.items = [apply_template(template, i, text) for i in p.items]
     lazy = use_streaming(p.recipe, sum(i.duration or 0.0 for i in p.items))
     examples = _examples(p, model, p.manifest, p.items, progress, lazy)
-    shot_examples = _examples(p, model, shot_manifest, [apply_template(template, i) for i in shots], progress)
+    shot_examples = _examples(
+        p, model, shot_manifest, [apply_template(template, i, text) for i in shots], progress
+    )
     return examples, Collator(model, for_generation=True, shots=shot_examples)
 
 

@@ -103,8 +103,9 @@ def load_shot_pool(name: str) -> LoadedPool:
         raise EvalError(f"shot pool {label}: {where}") from None
 
 
-def apply_template(template: str | None, item: Item) -> Item:
-    """``item`` with its instruction rendered from ``template`` (unchanged without one)."""
+def apply_template(template: str | None, item: Item, text: bool = False) -> Item:
+    """``item`` with its instruction rendered from ``template`` (unchanged without one); ``text``: the
+    template is for ``--modality text``, whose prompt is ``meta.text_instruction``, set too."""
     if template is None:
         return item
     meta: dict[str, Any] = item.meta or {}
@@ -116,7 +117,7 @@ def apply_template(template: str | None, item: Item) -> Item:
     }
     rendered = template.format(**fields).strip()
     new_meta = dict(meta)
-    if "text_prompt" in meta:  # --modality text reads meta.text_instruction as the whole prompt
+    if text:  # --modality text reads meta.text_instruction as the whole prompt
         new_meta["text_instruction"] = rendered
     return replace(item, instruction=rendered, meta=new_meta)
 
