@@ -40,6 +40,7 @@ def tiny_study(corpus: Path) -> dict[str, Any]:
                 "train.max_steps=2",
                 "train.warmup_steps=1",
                 "train.log_every=1",
+                "train.conflict_every=1",
             ]
         },
         "baseline": "dense",
@@ -156,11 +157,25 @@ def test_results_written_in_the_papers_layout(study_run: dict[str, Any]) -> None
     md = (out / "results.md").read_text()
     assert md.startswith("# Tiny study: dense vs MoE")
     assert "| Adapter | MCQ | intent | asr WER ↓ |" in md
-    assert "| Dense — ours |" in md and "| Dense — paper | 50.00 |" in md and "| MoE — paper | +2.50 |" in md
+    weights = {a["name"]: a["adapter_weights"] for a in results["arms"]}  # each arm's own model's
+    assert weights["dense"]["total"] == weights["dense"]["active"] > 0
+    assert weights["moe"]["active"] < weights["moe"]["total"]
+    assert "| Dense (" in md and " active) — ours |" in md
+    assert "| Dense — paper | 50.00 |" in md and "| MoE — paper | +2.50 |" in md
+    effect = cells["moe"]["MCQ"]["effect"]  # per-item records: seeds x items bootstrap, Holm-corrected
+    assert effect["method"] == "items x seeds bootstrap" and effect["n_seeds"] == 2 and effect["n_items"] == 3
+    assert effect["correction"] == "Holm over 3 columns" and effect["mde"] is not None
+    assert "## Verdicts: MoE − Dense" in md
     assert "## Differences from the baseline (Dense)" in md
     assert "within noise" in md or "differs" in md
     assert results["differences_figure"] == "figures/differences.png"
-    for name in ("routing", "conflict", "differences"):
+    # train.conflict_every=1: the conflict curve over training steps, dense and MoE, 2 seeds each
+    over = results["conflict_over_training"]
+    assert over["figure"] == "figures/conflict_over_training.png" and over["seeds"] == {"dense": 2, "moe": 2}
+    assert set(over["curves"]["moe"]["2"]) == {"all", "shared", "routed"}
+    assert set(over["curves"]["dense"]["2"]) == {"all", "shared"}
+    assert "## Figure: gradient conflict during training" in md
+    for name in ("routing", "conflict", "differences", "conflict_over_training"):
         png = out / "figures" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"](figures/{name}.png)" in md

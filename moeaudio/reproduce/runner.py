@@ -470,29 +470,40 @@ def check_launched(plan: StudyPlan, records: dict[str, dict[str, Any] | None]) -
                 raise StudyError(f"seed {seed}, as trained: {exc}") from None
 
 
+def _training_history(ckpt: Path) -> list[dict[str, Any]]:
+    """The training log of the run that wrote ``ckpt``: the history its ``trainer_state.json`` keeps
+    (written with every checkpoint, quiet runs included), else the run's ``metrics.jsonl``."""
+    state = ckpt / "trainer_state.json"
+    if state.exists():
+        history = json.loads(state.read_text()).get("history")
+        if isinstance(history, list) and history:
+            return [h for h in history if isinstance(h, dict)]
+    for log in (ckpt.parent.parent / "metrics.jsonl", ckpt.parent / "metrics.jsonl"):
+        if log.exists():
+            out = []
+            for line in log.read_text().splitlines():
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    continue  # a torn last line
+            return out
+    return []
+
+
 def training_conflict_curves(
     plan: StudyPlan, records: dict[str, dict[str, Any] | None]
 ) -> tuple[dict[str, dict[int, dict[str, dict[str, float]]]], dict[str, int]]:
     """arm -> step -> adapter part -> ``{"cross", "floor"}`` averaged over the finished seeds whose
-    training log (``metrics.jsonl`` of the run that trained the checkpoint) has the per-part conflict
-    records of ``train.conflict_every``; and the number of seeds per arm."""
+    training log (:func:`_training_history`) has the per-part conflict records of
+    ``train.conflict_every``; and the number of seeds per arm."""
     acc: dict[str, dict[int, dict[str, list[dict[str, float]]]]] = {}
     seeds: dict[str, int] = {}
     for run in plan.runs:
         record = records.get(run.key)
         if record is None:
             continue
-        ckpt = run.run_dir / record["checkpoint"]
-        logs = [p / "metrics.jsonl" for p in (ckpt.parent.parent, ckpt.parent, run.run_dir)]
-        log = next((p for p in logs if p.exists()), None)
-        if log is None:
-            continue
         found = False
-        for line in log.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue  # a torn last line
+        for rec in _training_history(run.run_dir / record["checkpoint"]):
             summary = conflict_curve_summary(rec)
             if summary and "step" in rec:
                 found = True
