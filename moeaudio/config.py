@@ -319,6 +319,11 @@ class TrainConfig(_Section):
             dup = sorted({n for n in names if names.count(n) > 1})
             if dup:
                 raise ValueError(f"train.stages: stage names must be unique ({', '.join(dup)} repeated)")
+            if self.stages[-1].max_steps == 0:
+                raise ValueError(
+                    f"train.stages: the last stage '{self.stages[-1].name}' has max_steps 0; it writes the run's "
+                    "final checkpoint, so it needs at least one step (skip an earlier stage with 0 instead)"
+                )
         if self.active_stage is not None and (self.stages is None or self.active_stage >= len(self.stages)):
             raise ValueError(
                 f"train.active_stage={self.active_stage} names no stage of train.stages; it is set by the trainer"

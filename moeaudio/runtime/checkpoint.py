@@ -141,11 +141,13 @@ def is_rebuilt(key: str, recipe: Recipe) -> bool:
 
     A ``tiny`` part is random, so it is always stored. An LLM under LoRA keeps its base weights frozen
     whatever ``llm.freeze`` says: only the LoRA weights are stored (a few MB, not SmolLM2's 514 MB).
+    A part that any stage of ``train.stages`` trains is always stored.
     """
+    trained = {part for stage in recipe.train.stages or [] for part in stage.trainable or []}
     if key.startswith("encoder."):
-        return recipe.encoder.freeze and recipe.encoder.name != "tiny"
+        return recipe.encoder.freeze and "encoder" not in trained and recipe.encoder.name != "tiny"
     if key.startswith("llm."):
-        frozen = recipe.llm.freeze or recipe.llm.lora_r > 0
+        frozen = (recipe.llm.freeze or recipe.llm.lora_r > 0) and "llm" not in trained
         return frozen and recipe.llm.name != "tiny" and "lora_" not in key
     return False
 

@@ -31,14 +31,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from moeaudio.errors import CheckpointError, DiskFullError, MoeaudioError, TrainingDivergedError
 from moeaudio.runtime.checkpoint import (
     FILES_MANIFEST,
     WEIGHTS,
+    check_shapes,
     describe_files,
     is_rebuilt,
+    verify_checkpoint,
 )
 from moeaudio.runtime.run_dir import RunDir
 from moeaudio.train.distributed import barrier
@@ -47,6 +49,7 @@ __all__ = [
     "DEEPSPEED_SAFE_GLOBALS",
     "consolidated_state_dict",
     "load_deepspeed_state",
+    "load_stage_weights",
     "save_checkpoint",
     "weights_to_save",
 ]
@@ -75,6 +78,21 @@ def consolidated_state_dict(model: torch.nn.Module, zero_stage: int) -> dict[str
 def weights_to_save(model, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop frozen weights that are rebuilt from their reference (:func:`is_rebuilt`)."""
     return {k: v for k, v in state.items() if not is_rebuilt(k, model.recipe)}
+
+
+def load_stage_weights(model: torch.nn.Module, checkpoint: Path) -> None:
+    """Start a stage from the previous stage's final weights: every tensor of its weights file (adapter,
+    LoRA, CTC head, and whatever that stage trained) into ``model``; the frozen weights a checkpoint
+    leaves out (:func:`is_rebuilt`) are already the model's own. Checked like any checkpoint first."""
+    verify_checkpoint(checkpoint)
+    check_shapes(checkpoint / WEIGHTS, model, checkpoint / "recipe.yaml")
+    missing, unexpected = model.load_state_dict(load_file(str(checkpoint / WEIGHTS)), strict=False)
+    missing = [k for k in missing if not is_rebuilt(k, model.recipe)]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{checkpoint / WEIGHTS}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}: the previous "
+            "stage's weights do not fit this stage's model (were train.stages changed after that stage ran?)"
+        )
 
 
 def save_checkpoint(

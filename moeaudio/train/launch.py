@@ -11,6 +11,7 @@ from moeaudio.config import Recipe
 from moeaudio.eval.validation import validate
 from moeaudio.model.audio_llm import AudioLLM
 from moeaudio.runtime.batching import Example
+from moeaudio.train.stages import run_stages
 from moeaudio.train.trainer import TrainResult, run_train
 
 __all__ = ["conflict_cosines", "train_recipe"]
@@ -33,8 +34,10 @@ def train_recipe(
     evaluate: bool = True,
     overwrite: bool = False,
 ) -> TrainResult:
-    """Train with the standard callbacks: validation on the recipe's valid split, conflict probe."""
+    """Train with the standard callbacks: validation on the recipe's valid split, conflict probe; a
+    recipe with ``train.stages`` trains its stages in order (:mod:`moeaudio.train.stages`)."""
     validation: Any = validate if evaluate else None
-    return run_train(
+    run = run_stages if recipe.train.stages and recipe.train.active_stage is None else run_train
+    return run(
         recipe, output_dir, resume, validate=validation, conflict_probe=conflict_cosines, overwrite=overwrite
     )

@@ -49,7 +49,7 @@ from moeaudio.runtime.run_dir import RunDir
 from moeaudio.runtime.train_data import TrainData, check_train_data
 from moeaudio.runtime.train_data import train_examples as train_data_examples
 from moeaudio.runtime.vocabulary import recipe_tokenizer, saved_tokenizer
-from moeaudio.train.checkpoint import load_deepspeed_state, save_checkpoint
+from moeaudio.train.checkpoint import load_deepspeed_state, load_stage_weights, save_checkpoint
 from moeaudio.train.distributed import barrier, init_distributed
 from moeaudio.train.engine import build_engine, seed_everything
 from moeaudio.train.report import Reporter
@@ -143,6 +143,7 @@ def setup(
     resume: bool = False,
     overwrite: bool = False,
     check_valid: bool = False,
+    init_weights: Path | None = None,
 ) -> tuple[Session, TrainState]:
     """Process group, corpus, model, examples, DeepSpeed engine, sampler; restore state on resume.
 
@@ -176,6 +177,8 @@ def setup(
     model = build_audio_llm(recipe, tokenizer=saved_tokenizer(ckpt) if resumed else recipe_tokenizer(recipe))
     if ckpt is not None:  # before DeepSpeed partitions the parameters (ZeRO-3)
         check_shapes(ckpt / WEIGHTS, model, "the recipe being resumed")
+    elif init_weights is not None:  # a stage starts from the previous stage's final weights
+        load_stage_weights(model, init_weights)
     reporter.start(model, saved.get("step", 0))  # logs cut back to the step the run starts at
     train_examples, lengths = train_data_examples(data, model, recipe, rank, world, barrier, quiet)
     if data.streaming:
@@ -315,6 +318,7 @@ def train_step(
     # whose partitioned parameters the probe cannot differentiate directly.
     probing = (
         conflict_probe is not None
+        and s.model.objective == "ntp"  # the probe differentiates the next-token loss (lm_loss)
         and recipe.train.conflict_every
         and state.step % recipe.train.conflict_every == 0
     )
@@ -326,7 +330,7 @@ def train_step(
     return record
 
 
-LOSS_TERMS = ("lm_loss", "aux_loss", "z_loss")
+LOSS_TERMS = ("lm_loss", "ctc_loss", "aux_loss", "z_loss")
 
 
 def check_finite_loss(s: Session, out: dict[str, torch.Tensor], step: int) -> None:
@@ -428,12 +432,15 @@ def run_train(
     validate: Validator | None = None,
     conflict_probe: ConflictProbe | None = None,
     overwrite: bool = False,
+    init_weights: Path | None = None,
 ) -> TrainResult:
     """Train the recipe's model with DeepSpeed; write checkpoints, metrics, TensorBoard and a loss PNG,
     then (rank 0, with ``validate``) the validation table. ``overwrite`` deletes the checkpoints a
-    run directory already holds (without it, or ``resume``, such a directory is refused)."""
+    run directory already holds (without it, or ``resume``, such a directory is refused).
+    ``init_weights``: a checkpoint whose weights a fresh run starts from (the previous stage's,
+    :mod:`moeaudio.train.stages`)."""
     start_time = time.time()
-    s, state = setup(recipe, output_dir, resume, overwrite, check_valid=validate is not None)
+    s, state = setup(recipe, output_dir, resume, overwrite, validate is not None, init_weights)
     t = s.recipe.train  # the launch's own: steps and accumulation resolved for its world size
     with s.reporter.progress(t.max_steps, state.step) as progress:
         while state.step < t.max_steps:
