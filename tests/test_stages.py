@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_recipe
 from safetensors.torch import load_file
 
 from moeaudio.config import RecipeError, load_recipe
 from moeaudio.runtime.checkpoint import latest_checkpoint, load_trainer_state
 from moeaudio.runtime.stage_plan import stage_dir, stage_recipe, stage_summary
 from moeaudio.train.launch import train_recipe
-from tests.conftest import tiny_recipe
 
 STAGES = [
     {"name": "align", "objective": "ctc_embed", "trainable": ["adapter"], "max_steps": 3, "lr": 3e-3,
