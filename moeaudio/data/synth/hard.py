@@ -186,14 +186,12 @@ def _mcq_sound_hard(
     events = [str(x) for x in rng.choice(SOUND_CLASSES, size=n_events, replace=False)]
     each = 0.75 if n_events == 4 else rng.uniform(0.8, 1.2)
     audio = _sequence(rng, [_render_sound(rng, e, each)[0] for e in events])
-    meta = {"events": events}
-    if category == "sound_count":
-        text = "How many different sounds are heard, one after another?"
-        answer = str(n_events)
-        return audio, meta, text, answer, _options(rng, answer, [], _COUNTS)
-    which, answer = ("first", events[0]) if category == "first_sound" else ("last", events[-1])
-    text = f"Several sounds follow each other. Which sound comes {which}?"
-    return audio, meta, text, answer, _options(rng, answer, events, list(SOUND_CLASSES))
+    text, answer, options = _order_question(
+        rng, category, events, list(SOUND_CLASSES),
+        "How many different sounds are heard, one after another?",
+        "Several sounds follow each other. Which sound comes {which}?",
+    )  # fmt: skip
+    return audio, {"events": events}, text, answer, options
 
 
 def _mcq_music_hard(
@@ -207,14 +205,29 @@ def _mcq_music_hard(
         for inst in instruments
     ]
     audio = _sequence(rng, parts)
-    meta = {"instruments": instruments}
-    if category == "instrument_count":
-        text = "How many different instruments play, one after another?"
-        answer = str(n_inst)
-        return audio, meta, text, answer, _options(rng, answer, [], _COUNTS)
-    which, answer = ("first", instruments[0]) if category == "first_instrument" else ("last", instruments[-1])
-    text = f"Instruments play one after another. Which instrument plays {which}?"
-    return audio, meta, text, answer, _options(rng, answer, instruments, list(INSTRUMENTS))
+    text, answer, options = _order_question(
+        rng, category, instruments, list(INSTRUMENTS),
+        "How many different instruments play, one after another?",
+        "Instruments play one after another. Which instrument plays {which}?",
+    )  # fmt: skip
+    return audio, {"instruments": instruments}, text, answer, options
+
+
+def _order_question(
+    rng: np.random.Generator,
+    category: str,
+    heard: list[str],
+    pool: list[str],
+    count_text: str,
+    which_text: str,
+) -> tuple[str, str, list[str]]:
+    """A question about a sequence heard: how many (``*_count``), or which came first / last; its
+    text, answer and options (distractors from the other items heard, then the pool)."""
+    if category.endswith("_count"):
+        answer = str(len(heard))
+        return count_text, answer, _options(rng, answer, [], _COUNTS)
+    which, answer = ("first", heard[0]) if category.startswith("first_") else ("last", heard[-1])
+    return which_text.format(which=which), answer, _options(rng, answer, heard, pool)
 
 
 def _two_noun_sentence(rng: np.random.Generator) -> tuple[str, dict[str, Any]]:
