@@ -60,11 +60,12 @@ def run_stages(
     for i, stage in enumerate(stages):
         directory = stage_dir(run_dir, recipe, i)
         label = f"stage {i + 1}/{len(stages)} '{stage.name}'"
-        done = None if overwrite else finished_checkpoint(directory, stage.max_steps)
         if stage.max_steps == 0:
             say(f"{label}: 0 steps, skipped")
             continue
-        if done is not None and resume:
+        # only a resumed run skips finished stages (--overwrite with --resume is refused by the claim)
+        done = finished_checkpoint(directory, stage.max_steps) if resume and not overwrite else None
+        if done is not None:
             say(f"{label}: finished earlier ({done}), skipped")
             previous = done
             record.append(_stage_row(i, stage.name, stage.max_steps, None, done))
