@@ -514,6 +514,12 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             _override_stage(raw, parts, value, text)
             continue
         dotted = ".".join(parts)
+        if dotted == "train.max_steps" and (raw.get("train") or {}).get("stages"):
+            names = [s.get("name") for s in raw["train"]["stages"] if isinstance(s, dict)]
+            raise RecipeError(
+                f"override '{text}': this recipe trains in stages {names}, each with its own max_steps, so "
+                f"train.max_steps would change nothing; set train.stages.NAME.max_steps=... per stage"
+            )
         node = raw
         for i, part in enumerate(parts[:-1]):
             prefix = ".".join(parts[: i + 1])

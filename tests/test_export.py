@@ -15,7 +15,6 @@ from conftest import tiny_recipe, write_checkpoint
 from safetensors import safe_open
 from typer.testing import CliRunner
 
-from moeaudio.api import AudioModel
 from moeaudio.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,33 +39,37 @@ def _clips(corpus: Path, n: int = 2) -> list[str]:
     return [str(corpus / r["audio"]) for r in rows if r["task"] == "asr"][:n]
 
 
+def _probe(target: Path, clips: list[str], tmp_path: Path, env: dict[str, str]) -> dict:
+    """Greedy outputs and logits of ``moeaudio.load(target)`` in a fresh interpreter. The reference runs
+    this way too: a bit-for-bit comparison must not depend on what earlier tests did to this process."""
+    (tmp_path / "probe.py").write_text(_PROBE)
+    proc = subprocess.run(
+        [sys.executable, str(tmp_path / "probe.py"), str(target), PROMPT, *clips],
+        cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=600,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def _fresh_process(export: Path, clips: list[str], tmp_path: Path) -> tuple[dict, Path]:
+    """The export, loaded with every cache pointed at an empty folder and the hubs offline."""
     empty = tmp_path / "empty-caches"
     empty.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MOEAUDIO_", "HF_", "TRANSFORMERS_"))}
     env |= {
-        "PYTHONPATH": str(REPO),
         "MOEAUDIO_CACHE": str(empty / "moeaudio"),
         "HF_HOME": str(empty / "hf"),
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "XDG_CACHE_HOME": str(empty / "xdg"),
     }
-    (tmp_path / "probe.py").write_text(_PROBE)
-    proc = subprocess.run(
-        [sys.executable, str(tmp_path / "probe.py"), str(export), PROMPT, *clips],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1]), empty
+    return _probe(export, clips, tmp_path, env), empty
 
 
-def _reference(checkpoint: Path, clips: list[str]) -> dict:
-    model = AudioModel.from_pretrained(checkpoint, device="cpu")
-    return {
-        "greedy": model.generate(clips, PROMPT, max_new_tokens=12),
-        "logits": [model.logits(c, PROMPT).tolist() for c in clips],
-    }
+def _reference(checkpoint: Path, clips: list[str], tmp_path: Path) -> dict:
+    """The training checkpoint itself, loaded with this session's caches."""
+    return _probe(checkpoint, clips, tmp_path, dict(os.environ))
 
 
 def test_export_of_the_quickstart_model_loads_anywhere(
@@ -106,7 +109,7 @@ def test_export_of_the_quickstart_model_loads_anywhere(
     clips = _clips(tiny_corpus)
     got, empty = _fresh_process(out, clips, tmp_path)
     assert Path(got["file"]).is_relative_to(REPO)
-    want = _reference(quickstart_checkpoint, clips)
+    want = _reference(quickstart_checkpoint, clips, tmp_path)
     assert got["greedy"] == want["greedy"]
     assert got["logits"] == want["logits"]  # bit for bit
     assert not [p for p in empty.rglob("*") if p.is_file()], "the export reached for a cache"
@@ -150,7 +153,7 @@ def test_export_lora_as_peft_adapter_or_merged(
         assert manifest["lora"] == "merged" and "lora_r: 0" in recipe and not (out / "lora").exists()
     clips = _clips(tiny_corpus)
     got, _ = _fresh_process(out, clips, tmp_path)
-    want = _reference(lora_checkpoint, clips)
+    want = _reference(lora_checkpoint, clips, tmp_path)
     assert got["greedy"] == want["greedy"]
     if lora == "adapter":
         assert got["logits"] == want["logits"]  # the same computation, bit for bit

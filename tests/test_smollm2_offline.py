@@ -82,12 +82,21 @@ def test_smol_recipe_trains_a_few_steps(
             f"data.feature_cache={tmp_path / 'cache'}",
             f"train.output_dir={tmp_path / 'run'}",
             "data.micro_batch_size=4",
-            "train.max_steps=3",
             "train.warmup_steps=1",
+            # one step per stage: align (CTC, adapter alone), asr and mix (next-token, LoRA + adapter)
+            *(
+                f"train.stages.{name}.{key}"
+                for name in ("align", "asr", "mix")
+                for key in ("max_steps=1", "micro_batch_size=4", "warmup_steps=1", "save_every=0")
+            ),
         ],
     )
     result = train_recipe(recipe, evaluate=False)
     assert result.steps == 3 and all(math.isfinite(r["loss"]) for r in result.history)
+    assert [p.name for p in sorted((tmp_path / "run" / "stages").iterdir()) if p.is_dir()] == [
+        "1-align",
+        "2-asr",
+    ]
     model = load_model(result.checkpoint)
     assert type(model.llm.get_base_model()).__name__ == "LlamaForCausalLM"
     trainable = [n for n, p in model.llm.named_parameters() if p.requires_grad]

@@ -133,6 +133,9 @@ def test_stage_overrides_and_bad_stages_get_clear_errors(tiny_corpus, tmp_path):
         load_recipe(raw, ["train.stages.align.trainable=[adapter, lora]"])
     with pytest.raises(RecipeError, match="no stage 'aling'"):
         load_recipe(raw, ["train.stages.aling.lr=1"])
+    # a top-level step count would be silently ignored by a staged recipe: refused, naming the way
+    with pytest.raises(RecipeError, match=r"train.stages.NAME.max_steps"):
+        load_recipe(raw, ["train.max_steps=3"])
 
 
 def test_inspect_shows_the_stages_of_a_shipped_staged_recipe():
