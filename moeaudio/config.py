@@ -217,6 +217,9 @@ class StageConfig(_Section):
     # the adapter (and the encoder if listed) only.
     trainable: list[TrainablePart] | None = None
     tasks: list[str] | None = None  # None: data.tasks
+    # This stage's own data.mixture (e.g. the same manifest twice, split by tasks, to balance a corpus
+    # that is mostly one task); None: the recipe's data.mixture (or its train manifest).
+    mixture: list[MixtureSource] | None = None
     max_steps: int = Field(ge=0)
     lr: float | None = Field(None, gt=0, allow_inf_nan=False)
     warmup_steps: int | None = Field(None, ge=0)
@@ -235,6 +238,14 @@ class StageConfig(_Section):
                 )
         if self.trainable is not None and not self.trainable:
             raise ValueError(f"train.stages '{self.name}': trainable is empty; name at least one part")
+        if self.mixture is not None and self.tasks is not None:
+            raise ValueError(
+                f"train.stages '{self.name}': tasks and mixture both set; give each mixture source its tasks instead"
+            )
+        if self.mixture is not None and not self.mixture:
+            raise ValueError(
+                f"train.stages '{self.name}': mixture is empty; list at least one source, or remove it"
+            )
         return self
 
 

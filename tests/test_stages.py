@@ -150,7 +150,7 @@ def test_inspect_shows_the_stages_of_a_shipped_staged_recipe():
     assert (
         rows[0]["trains"] == ["adapter"]
         and rows[2]["trains"] == ["adapter", "lora"]
-        and rows[2]["tasks"] == "all"
+        and rows[2]["tasks"][0] == "speech 30%: asr"  # the mix stage balances its tasks
     )
     assert model_summary(load_recipe("quickstart"))["stages"] == []
 
@@ -190,3 +190,28 @@ def test_the_loss_curve_of_an_alignment_stage_draws_its_ctc_loss(tmp_path):
     history = [{"step": i, "loss": 5.0 / i, "ctc_loss": 5.0 / i, "aux_loss": 1.0} for i in range(1, 6)]
     path = plot_loss_curve(history, tmp_path / "loss.png")
     assert path.stat().st_size > 1000
+
+
+def test_a_stage_can_balance_its_tasks_with_its_own_mixture(tiny_corpus, tmp_path):
+    """The smol corpus is 80% open-vocabulary speech; a stage can draw its tasks in chosen shares from
+    the same manifest (a mixture source per group of tasks), the other stages untouched."""
+    raw = staged(tiny_corpus, tmp_path, tmp_path / "cache").model_dump(mode="json")
+    raw["train"]["stages"][1]["mixture"] = [
+        {"name": "speech", "manifest": "train.jsonl", "tasks": ["asr"], "weight": 1},
+        {"name": "labels", "manifest": "train.jsonl", "tasks": ["gender", "sound"], "weight": 3},
+    ]
+    recipe = load_recipe(raw)
+    align, tune = stage_recipe(recipe, 0), stage_recipe(recipe, 1)
+    assert align.data.mixture is None and align.data.tasks == ["asr"]
+    assert [(m.name, m.tasks) for m in tune.data.mixture] == [
+        ("speech", ["asr"]),
+        ("labels", ["gender", "sound"]),
+    ]
+    assert stage_summary(recipe)[1]["tasks"] == ["speech 25%: asr", "labels 75%: gender+sound"]
+    result = train_recipe(load_recipe(raw, ["train.stages.align.max_steps=1", "train.stages.tune.max_steps=2"]),
+                          evaluate=False)  # fmt: skip
+    assert result.steps == 3 and all("lm_loss" in r for r in load_trainer_state(result.checkpoint)["history"])
+
+    raw["train"]["stages"][1]["tasks"] = ["asr"]
+    with pytest.raises(RecipeError, match="tasks and mixture both set"):
+        load_recipe(raw)

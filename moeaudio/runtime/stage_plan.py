@@ -25,7 +25,9 @@ def stage_recipe(recipe: Recipe, index: int, output_dir: str | Path | None = Non
             train[key] = getattr(stage, key)
     run_dir = Path(output_dir or recipe.train.output_dir)
     train["output_dir"] = str(stage_dir(run_dir, recipe, index))
-    data = {"tasks": stage.tasks} if stage.tasks is not None else {}
+    data: dict[str, Any] = {"tasks": stage.tasks} if stage.tasks is not None else {}
+    if stage.mixture is not None:
+        data["mixture"] = stage.mixture
     if stage.micro_batch_size is not None:
         data["micro_batch_size"] = stage.micro_batch_size
     return recipe.model_copy(
@@ -55,7 +57,7 @@ def stage_summary(recipe: Recipe) -> list[dict[str, Any]]:
                 "stage": f"{i + 1}-{stage.name}",
                 "objective": stage.objective,
                 "trains": trains,
-                "tasks": r.data.tasks or "all",
+                "tasks": _tasks_label(r),
                 "steps": stage.max_steps,
                 "lr": r.train.lr,
                 "micro_batch_size": r.data.micro_batch_size,
@@ -72,3 +74,14 @@ def _default_trainable(recipe: Recipe) -> list[str]:
     elif not recipe.llm.freeze:
         parts.append("llm")
     return parts
+
+
+def _tasks_label(recipe: Recipe) -> str | list[str]:
+    """The tasks a stage trains on: its data.tasks, "all", or a mixture's sources and weights."""
+    if recipe.data.mixture:
+        total = sum(m.weight for m in recipe.data.mixture)
+        return [
+            f"{m.name} {m.weight / total:.0%}: {'+'.join(m.tasks) if m.tasks else 'all'}"
+            for m in recipe.data.mixture
+        ]
+    return recipe.data.tasks or "all"
