@@ -11,7 +11,7 @@ import copy
 import difflib
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -199,6 +199,7 @@ class LLMConfig(_Section):
 
 #: The parts of the model a training stage can train (``train.stages[].trainable``).
 TrainablePart = Literal["encoder", "adapter", "lora", "llm"]
+TRAINABLE_PARTS: tuple[str, ...] = get_args(TrainablePart)
 
 
 class StageConfig(_Section):
@@ -399,6 +400,22 @@ class Recipe(_Section):
     def audio_token_dim(self) -> int:
         """Width of one audio token entering the adapter (after stacking and optional projection)."""
         return self.encoder.projection_dim or self.encoder.frame_dim * self.encoder.stack
+
+    def trained_parts(self, stage: StageConfig | None = None) -> list[str]:
+        """The parts a training run of this recipe trains, in model order: ``stage``'s (default: the
+        active stage's) ``trainable`` where it lists them, else the freeze flags and ``llm.lora_r``
+        (LoRA, when set, in place of the whole LLM). The model's freezing and ``inspect`` both read it."""
+        stage = stage if stage is not None else self.train.stage
+        if stage is not None and stage.trainable is not None:
+            listed = set(stage.trainable)
+            return [p for p in TRAINABLE_PARTS if p in listed and (p != "lora" or self.llm.lora_r > 0)]
+        parts = [] if self.encoder.freeze else ["encoder"]
+        parts.append("adapter")
+        if self.llm.lora_r > 0:
+            parts.append("lora")
+        elif not self.llm.freeze:
+            parts.append("llm")
+        return parts
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -137,3 +137,17 @@ def test_inference_precision(tiny_checkpoint: Path, tmp_path: Path, monkeypatch)
     assert fp32["decoding"]["precision"] == "float32" and bf16["decoding"]["precision"] == "bfloat16"
     assert bf16["n"] == fp32["n"] > 0
     assert json.loads((tmp_path / "g16.json").read_text())["decoding"]["precision"] == "bfloat16"
+
+
+def test_a_quiet_run_prints_nothing_and_still_writes_its_files(
+    tiny_corpus: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """MOEAUDIO_QUIET=1 silences the console only: metrics, TensorBoard, the loss curve and the
+    validation results are the run's record and are written all the same."""
+    monkeypatch.setenv("MOEAUDIO_QUIET", "1")
+    run = tmp_path / "run"
+    _train(tiny_corpus, run, "train.report_to=[jsonl, tensorboard]")
+    assert capsys.readouterr().out == ""
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert (run / "tensorboard").is_dir() and (run / "loss.png").is_file() and (run / "recipe.yaml").is_file()
+    assert set(json.loads((run / "validation.json").read_text())) == {"asr", "gender"}

@@ -77,21 +77,16 @@ class AudioLLM(nn.Module):
     def apply_freezing(self) -> None:
         """Freeze flags per part: the active stage's ``trainable`` where it lists one, else the
         recipe's ``freeze`` flags and ``lora_r``. The encoder is also kept in eval mode when frozen."""
-        stage = self.recipe.train.stage
-        parts = set(stage.trainable) if stage is not None and stage.trainable is not None else None
-        lora = self.recipe.llm.lora_r > 0
-        train_encoder = "encoder" in parts if parts is not None else not self.recipe.encoder.freeze
-        train_lora = lora and ("lora" in parts if parts is not None else True)
-        train_llm = "llm" in parts if parts is not None else not (lora or self.recipe.llm.freeze)
-        self.encoder.requires_grad_(train_encoder)
+        parts = set(self.recipe.trained_parts())
+        self.encoder.requires_grad_("encoder" in parts)
         positions = getattr(getattr(self.encoder, "encoder", None), "embed_positions", None)
         if positions is not None:  # Whisper's sinusoidal table stays fixed, as in transformers
             positions.requires_grad_(False)
-        self.adapter.requires_grad_(parts is None or "adapter" in parts)
+        self.adapter.requires_grad_("adapter" in parts)
         if self.ctc_head is not None:
             self.ctc_head.requires_grad_(self.objective == "ctc_embed")
         for name, p in self.llm.named_parameters():
-            p.requires_grad_(train_lora if "lora_" in name else train_llm)
+            p.requires_grad_(("lora" if "lora_" in name else "llm") in parts)
 
     @property
     def objective(self) -> str:

@@ -54,7 +54,7 @@ from moeaudio.reproduce.plan import (
 from moeaudio.reproduce.plots import plot_differences
 from moeaudio.reproduce.report import build_results, render_markdown
 from moeaudio.reproduce.study import Analysis, StudyError, check_comparable, load_study
-from moeaudio.runtime.checkpoint import WEIGHTS, load_trainer_state
+from moeaudio.runtime.checkpoint import WEIGHTS, finished_checkpoint, load_trainer_state
 from moeaudio.runtime.device import pick_device
 from moeaudio.runtime.examples import manifest_path
 from moeaudio.runtime.run_dir import DONE, RunDir
@@ -128,10 +128,7 @@ def read_done(run: PlannedRun) -> dict[str, Any] | None:
 
 def final_checkpoint(run: PlannedRun) -> Path | None:
     """The run's checkpoint at ``train.max_steps``, if training got there."""
-    ckpt = RunDir(run.run_dir).latest()
-    if ckpt is None or load_trainer_state(ckpt, ("step",))["step"] < run.max_steps:
-        return None
-    return ckpt
+    return finished_checkpoint(run.run_dir, run.max_steps)
 
 
 def finished_twin(plan: StudyPlan, run: PlannedRun) -> tuple[Path, dict[str, Any]] | None:

@@ -38,7 +38,7 @@ Nothing here unpickles: weights are safetensors, state is JSON. The DeepSpeed sh
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -308,13 +308,30 @@ def load_model(
     model = build_audio_llm(
         recipe, tokenizer=saved_tokenizer(checkpoint) if recipe.llm.vocab == "corpus" else None
     )
+    load_weights_into(
+        model, checkpoint, stored_elsewhere, f"the weights do not belong to {checkpoint / 'recipe.yaml'}"
+    )
+    return (model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)).eval()
+
+
+def load_weights_into(
+    model: torch.nn.Module, checkpoint: Path, stored_elsewhere: Callable[[str], bool], mismatch: str
+) -> None:
+    """The checkpoint's weights file into ``model``, every shape checked first; a parameter the file
+    lacks must be one ``stored_elsewhere`` names (rebuilt from its reference, or in an export's own
+    folder), and the file may hold nothing the model lacks. ``mismatch`` says why, when they differ."""
     check_shapes(checkpoint / WEIGHTS, model, checkpoint / "recipe.yaml")
-    state = load_file(str(checkpoint / WEIGHTS))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = model.load_state_dict(load_file(str(checkpoint / WEIGHTS)), strict=False)
     missing = [k for k in missing if not stored_elsewhere(k)]
     if missing or unexpected:
         raise CheckpointError(
-            f"{checkpoint / WEIGHTS}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}: the weights "
-            f"do not belong to {checkpoint / 'recipe.yaml'}"
+            f"{checkpoint / WEIGHTS}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}: {mismatch}"
         )
-    return (model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)).eval()
+
+
+def finished_checkpoint(run_dir: str | Path, steps: int) -> Path | None:
+    """The run's latest checkpoint if training got to ``steps`` (a stage's or a study run's end), else None."""
+    ckpt = RunDir(run_dir).latest()
+    if ckpt is None or load_trainer_state(ckpt, ("step",))["step"] < steps:
+        return None
+    return ckpt

@@ -46,12 +46,15 @@ def stage_dir(run_dir: Path, recipe: Recipe, index: int) -> Path:
     return run_dir / STAGES_DIR / f"{index + 1}-{stages[index].name}"
 
 
-def stage_summary(recipe: Recipe) -> list[dict[str, Any]]:
-    """One row per stage, for ``inspect`` and the start of a run: name, objective, trains, tasks, steps, lr."""
+def stage_summary(recipe: Recipe, only: int | None = None) -> list[dict[str, Any]]:
+    """One row per stage (or stage ``only`` alone), for ``inspect`` and the start of a stage: name,
+    objective, trains, tasks, steps, lr."""
     rows = []
     for i, stage in enumerate(recipe.train.stages or []):
+        if only is not None and i != only:
+            continue
         r = stage_recipe(recipe, i)
-        trains = stage.trainable or _default_trainable(recipe)
+        trains = recipe.trained_parts(stage)
         rows.append(
             {
                 "stage": f"{i + 1}-{stage.name}",
@@ -64,16 +67,6 @@ def stage_summary(recipe: Recipe) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-def _default_trainable(recipe: Recipe) -> list[str]:
-    parts = [] if recipe.encoder.freeze else ["encoder"]
-    parts.append("adapter")
-    if recipe.llm.lora_r > 0:
-        parts.append("lora")
-    elif not recipe.llm.freeze:
-        parts.append("llm")
-    return parts
 
 
 def _tasks_label(recipe: Recipe) -> str | list[str]:

@@ -31,15 +31,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from moeaudio.errors import CheckpointError, DiskFullError, MoeaudioError, TrainingDivergedError
 from moeaudio.runtime.checkpoint import (
     FILES_MANIFEST,
     WEIGHTS,
-    check_shapes,
     describe_files,
     is_rebuilt,
+    load_weights_into,
     verify_checkpoint,
 )
 from moeaudio.runtime.run_dir import RunDir
@@ -85,14 +85,12 @@ def load_stage_weights(model: torch.nn.Module, checkpoint: Path) -> None:
     LoRA, CTC head, and whatever that stage trained) into ``model``; the frozen weights a checkpoint
     leaves out (:func:`is_rebuilt`) are already the model's own. Checked like any checkpoint first."""
     verify_checkpoint(checkpoint)
-    check_shapes(checkpoint / WEIGHTS, model, checkpoint / "recipe.yaml")
-    missing, unexpected = model.load_state_dict(load_file(str(checkpoint / WEIGHTS)), strict=False)
-    missing = [k for k in missing if not is_rebuilt(k, model.recipe)]
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{checkpoint / WEIGHTS}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}: the previous "
-            "stage's weights do not fit this stage's model (were train.stages changed after that stage ran?)"
-        )
+    load_weights_into(
+        model,
+        checkpoint,
+        lambda key: is_rebuilt(key, model.recipe),
+        "the previous stage's weights do not fit this stage's model (were train.stages changed after that stage ran?)",
+    )
 
 
 def save_checkpoint(

@@ -39,44 +39,64 @@ def _import_wandb():
 
 
 class Reporter:
-    """All user-facing output of `train` (silent on ranks other than 0)."""
+    """All output of `train`: the run's files (``writes``: rank 0 only) and the console (``prints``:
+    rank 0 unless ``MOEAUDIO_QUIET=1``). Quiet silences the console, never the metrics, loss curve,
+    TensorBoard events or validation results a run leaves behind."""
 
-    def __init__(self, recipe: Recipe, run_dir: Path, enabled: bool = True):
+    def __init__(self, recipe: Recipe, run_dir: Path, writes: bool = True, prints: bool = True):
         from rich.console import Console
 
         self.recipe = recipe
         self.run_dir = run_dir
-        self.enabled = enabled
+        self.writes = writes
+        self.prints = writes and prints
         self.console = Console()
         self.report_to = set(recipe.train.report_to)
         self.metrics_path = run_dir / "metrics.jsonl"
         self.tb = None
         self.wandb_run = None
         self._wandb = (
-            _import_wandb() if enabled and "wandb" in self.report_to else None
+            _import_wandb() if writes and "wandb" in self.report_to else None
         )  # fail before training
         self.status_suffix = ""
-        if enabled:
+        if writes:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
 
     def note(self, text: str) -> None:
-        if self.enabled:
+        if self.prints:
             self.console.print(text, highlight=False)
 
     def warn(self, text: str, status: str = "") -> None:
         """A warning line in the log (``warning: ...``) and, with ``status``, a mark on the progress
         bar that stays until the run ends."""
         self.status_suffix = f" {status}" if status else self.status_suffix
-        if self.enabled:
+        if self.prints:
             self.console.print(f"[bold yellow]warning:[/] {text}", highlight=False)
 
     def start(self, model, step: int = 0) -> None:
         """Start-up tables and loggers for a run that starts at ``step`` (the resumed checkpoint's, or
         0): the logs are first cut back to it (see the module docstring)."""
-        if not self.enabled:
+        if not self.writes:
             return
         self.cut_back(step)
+        if self.prints:
+            self._print_start(model)
+        if "tensorboard" in self.report_to:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step: TensorBoard hides the earlier files' events from this step on (a crashed run's)
+            self.tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=step + 1)
+        if self._wandb is not None:
+            self.wandb_run = self._wandb.init(
+                project=os.environ.get("WANDB_PROJECT", "moeaudio"),
+                name=self.run_dir.name,
+                dir=str(self.run_dir),
+                config=self.recipe.model_dump(mode="json"),
+            )
+
+    def _print_start(self, model) -> None:
+        """The recipe and the parameter table."""
         from rich.syntax import Syntax
         from rich.table import Table
 
@@ -93,18 +113,6 @@ class Reporter:
         counts = model.adapter.param_counts()
         table.caption = f"adapter active per audio token: {counts['active']:,} of {counts['total']:,}"
         self.console.print(table)
-        if "tensorboard" in self.report_to:
-            from torch.utils.tensorboard import SummaryWriter
-
-            # purge_step: TensorBoard hides the earlier files' events from this step on (a crashed run's)
-            self.tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=step + 1)
-        if self._wandb is not None:
-            self.wandb_run = self._wandb.init(
-                project=os.environ.get("WANDB_PROJECT", "moeaudio"),
-                name=self.run_dir.name,
-                dir=str(self.run_dir),
-                config=self.recipe.model_dump(mode="json"),
-            )
 
     def cut_back(self, step: int) -> int:
         """Drop the records of steps after ``step`` from ``metrics.jsonl`` (a crashed run logged them
@@ -130,7 +138,7 @@ class Reporter:
 
     @contextlib.contextmanager
     def progress(self, total: int, done: int):
-        if not self.enabled:
+        if not self.prints:
             yield None
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -147,7 +155,7 @@ class Reporter:
             yield (bar, task)
 
     def log(self, record: dict[str, float], progress) -> None:
-        if not self.enabled:
+        if not self.writes:
             return
         if "jsonl" in self.report_to:
             with open(self.metrics_path, "a") as f:
@@ -160,6 +168,8 @@ class Reporter:
             self.wandb_run.log(
                 {f"train/{k}": v for k, v in record.items() if k != "step"}, step=record["step"]
             )
+        if not self.prints:
+            return
         status = f"loss {record['loss']:.3f} lr {record['lr']:.2e} tok/s {record['tokens_per_s']:.0f}"
         if "aux_loss" in record:
             status += f" aux {record['aux_loss']:.3f}"
@@ -176,12 +186,12 @@ class Reporter:
             )
 
     def finish(self, history: list[dict[str, float]]) -> None:
-        if not self.enabled or not history:
+        if not self.writes or not history:
             return
         if self.tb is not None:
             self.tb.flush()  # closed after the validation numbers (final_table)
         path = plot_loss_curve(history, self.run_dir / "loss.png")
-        self.console.print(f"loss curve: {path}")
+        self.note(f"loss curve: {path}")
 
     def close(self) -> None:
         """Close the loggers (after the final validation, if any)."""
@@ -193,7 +203,7 @@ class Reporter:
             self.wandb_run = None
 
     def final_table(self, report: dict[str, Any], result) -> None:
-        if not self.enabled:
+        if not self.writes:
             return
         headlines = {}
         for task, r in report.items():
@@ -204,9 +214,10 @@ class Reporter:
                 self.tb.add_scalar(key, value, result.steps)
         if self.wandb_run is not None:
             self.wandb_run.log(headlines, step=result.steps)
-        (self.run_dir / "validation.json").write_text(json.dumps(report, indent=1))
-        self.console.print(render_report(report, title=f"validation after {result.steps} steps"))
-        self.console.print(f"checkpoint: {result.checkpoint}   wall time: {result.wall_seconds:.0f} s")
+        atomic_write_text(self.run_dir / "validation.json", json.dumps(report, indent=1))
+        if self.prints:
+            self.console.print(render_report(report, title=f"validation after {result.steps} steps"))
+            self.console.print(f"checkpoint: {result.checkpoint}   wall time: {result.wall_seconds:.0f} s")
 
 
 #: The loss terms of the training objectives (next-token, ``ctc_embed``): drawn with the total, not as balance terms.

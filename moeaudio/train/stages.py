@@ -25,21 +25,13 @@ import torch.distributed as dist
 
 from moeaudio.config import Recipe
 from moeaudio.io_utils import atomic_write_text
-from moeaudio.runtime.checkpoint import latest_checkpoint, load_trainer_state
+from moeaudio.runtime.checkpoint import finished_checkpoint, latest_checkpoint
 from moeaudio.runtime.stage_plan import stage_dir, stage_recipe, stage_summary
 from moeaudio.train.trainer import TrainResult, run_train
 
-__all__ = ["finished_checkpoint", "run_stages"]
+__all__ = ["run_stages"]
 
 STAGES_RECORD = "stages.json"
-
-
-def finished_checkpoint(directory: Path, steps: int) -> Path | None:
-    """The stage's final checkpoint (its latest, written at step ``steps``), or None if not there yet."""
-    ckpt = latest_checkpoint(directory)
-    if ckpt is None:
-        return None
-    return ckpt if load_trainer_state(ckpt).get("step") == steps else None
 
 
 def run_stages(
@@ -71,7 +63,7 @@ def run_stages(
             record.append(_stage_row(i, stage.name, stage.max_steps, None, done))
             continue
         r = stage_recipe(recipe, i, run_dir)
-        row = stage_summary(recipe)[i]
+        row = stage_summary(recipe, only=i)[0]
         say(
             f"{label}: {stage.objective}, trains {', '.join(row['trains'])}, tasks {row['tasks']}, "
             f"{stage.max_steps} steps at lr {r.train.lr:g}"

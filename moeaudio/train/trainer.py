@@ -162,7 +162,7 @@ def setup(
     budget = apply_budget(recipe, world)
     RunDir(run_dir).claim(resume, overwrite, rank, barrier)
     quiet = rank != 0 or os.environ.get("MOEAUDIO_QUIET") == "1"
-    reporter = Reporter(recipe, run_dir, enabled=not quiet)
+    reporter = Reporter(recipe, run_dir, writes=rank == 0, prints=not quiet)
     if recipe.train.global_batch_size is not None:
         reporter.note(
             f"budget: {budget.global_batch_size} examples per step = {budget.micro_batch_size} x "
