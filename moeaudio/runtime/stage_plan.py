@@ -9,7 +9,7 @@ from typing import Any
 
 from moeaudio.config import Recipe
 
-__all__ = ["STAGES_DIR", "stage_dir", "stage_recipe", "stage_summary"]
+__all__ = ["STAGES_DIR", "stage_dir", "stage_recipe", "stage_row", "stage_summary"]
 
 STAGES_DIR = "stages"
 
@@ -46,27 +46,24 @@ def stage_dir(run_dir: Path, recipe: Recipe, index: int) -> Path:
     return run_dir / STAGES_DIR / f"{index + 1}-{stages[index].name}"
 
 
-def stage_summary(recipe: Recipe, only: int | None = None) -> list[dict[str, Any]]:
-    """One row per stage (or stage ``only`` alone), for ``inspect`` and the start of a stage: name,
-    objective, trains, tasks, steps, lr."""
-    rows = []
-    for i, stage in enumerate(recipe.train.stages or []):
-        if only is not None and i != only:
-            continue
-        r = stage_recipe(recipe, i)
-        trains = recipe.trained_parts(stage)
-        rows.append(
-            {
-                "stage": f"{i + 1}-{stage.name}",
-                "objective": stage.objective,
-                "trains": trains,
-                "tasks": _tasks_label(r),
-                "steps": stage.max_steps,
-                "lr": r.train.lr,
-                "micro_batch_size": r.data.micro_batch_size,
-            }
-        )
-    return rows
+def stage_summary(recipe: Recipe) -> list[dict[str, Any]]:
+    """One row per stage, for ``inspect``: see :func:`stage_row`."""
+    return [stage_row(recipe, i) for i in range(len(recipe.train.stages or []))]
+
+
+def stage_row(recipe: Recipe, index: int) -> dict[str, Any]:
+    """Stage ``index`` as ``inspect`` and the start of the stage show it: name, objective, trains,
+    tasks, steps, lr, micro-batch."""
+    stage, r = recipe.train.stages[index], stage_recipe(recipe, index)
+    return {
+        "stage": f"{index + 1}-{stage.name}",
+        "objective": stage.objective,
+        "trains": recipe.trained_parts(stage),
+        "tasks": _tasks_label(r),
+        "steps": stage.max_steps,
+        "lr": r.train.lr,
+        "micro_batch_size": r.data.micro_batch_size,
+    }
 
 
 def _tasks_label(recipe: Recipe) -> str | list[str]:

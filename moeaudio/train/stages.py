@@ -26,7 +26,7 @@ import torch.distributed as dist
 from moeaudio.config import Recipe
 from moeaudio.io_utils import atomic_write_text
 from moeaudio.runtime.checkpoint import finished_checkpoint, latest_checkpoint
-from moeaudio.runtime.stage_plan import stage_dir, stage_recipe, stage_summary
+from moeaudio.runtime.stage_plan import stage_dir, stage_recipe, stage_row
 from moeaudio.train.trainer import TrainResult, run_train
 
 __all__ = ["run_stages"]
@@ -63,7 +63,7 @@ def run_stages(
             record.append(_stage_row(i, stage.name, stage.max_steps, None, done))
             continue
         r = stage_recipe(recipe, i, run_dir)
-        row = stage_summary(recipe, only=i)[0]
+        row = stage_row(recipe, i)
         say(
             f"{label}: {stage.objective}, trains {', '.join(row['trains'])}, tasks {row['tasks']}, "
             f"{stage.max_steps} steps at lr {r.train.lr:g}"
