@@ -67,6 +67,50 @@ def test_ctc_embed_loss_equals_hand_built_ctc_over_distance_logits():
     assert float(loss.detach()) == pytest.approx(sum(expected) / len(expected), rel=1e-5)
 
 
+def test_ctc_embed_gradients_equal_plain_autograd_through_a_padded_table():
+    """The loss scores the blank apart and pads with one masked write (for speed); its gradients for
+    the audio tokens, the blank and the temperature equal those of the plain formulation: a (V + 1, d)
+    table, pad_sequence, ctc_loss. And the cached |e_v|^2 follows the embeddings when they change."""
+    torch.manual_seed(1)
+    vocab, d = 7, 4
+    embeddings = torch.randn(vocab, d)
+    lengths = torch.tensor([5, 9, 3])
+    targets = [torch.tensor([1, 1, 6]), torch.tensor([0, 2, 3, 4]), torch.tensor([5])]
+    y0 = torch.randn(int(lengths.sum()), d)
+
+    def grads(plain: bool) -> list[torch.Tensor]:
+        head = EmbeddingCTCHead(d, init_scale=0.8)
+        with torch.no_grad():
+            head.blank.copy_(torch.linspace(-0.5, 0.5, d))
+        y = y0.clone().requires_grad_()
+        if plain:
+            table = torch.cat([head.blank[None], embeddings])
+            logp = (head.log_scale.exp() * (2 * y @ table.T - (table**2).sum(-1))).log_softmax(-1)
+            padded = torch.nn.utils.rnn.pad_sequence(list(torch.split(logp, lengths.tolist())))
+            loss = torch.nn.functional.ctc_loss(
+                padded,
+                torch.cat(targets) + 1,
+                lengths,
+                torch.tensor([len(t) for t in targets]),
+                zero_infinity=True,
+            )
+        else:
+            loss = ctc_embed_loss(head, y, lengths, targets, embeddings)
+        loss.backward()
+        return [loss.detach(), y.grad, head.blank.grad, head.log_scale.grad]
+
+    for got, want in zip(grads(plain=False), grads(plain=True), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+    head = EmbeddingCTCHead(d)
+    before = head.logits(y0, embeddings)
+    with torch.no_grad():
+        embeddings.mul_(2.0)  # an in-place change: same storage, new version
+    expected = 2 * y0 @ embeddings.T - (embeddings**2).sum(-1)
+    torch.testing.assert_close(head.logits(y0, embeddings)[:, 1:], expected)
+    assert not torch.allclose(before[:, 1:], expected)
+
+
 def test_ctc_embed_loss_is_zero_not_inf_for_a_clip_too_short_and_decodes_its_best_path():
     head = EmbeddingCTCHead(2)
     embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0]])

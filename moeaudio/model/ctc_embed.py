@@ -35,11 +35,30 @@ class EmbeddingCTCHead(nn.Module):
         # shape (1,), not a 0-dim scalar: DeepSpeed broadcasts parameters as bytes, which a 0-dim tensor cannot be viewed as
         self.log_scale = nn.Parameter(torch.full((1,), math.log(init_scale)))
 
+    def _neg_sq_norms(self, embeddings: Tensor, table: Tensor) -> Tensor:
+        """-|e_v|^2 of every row of ``table`` (``embeddings`` in fp32) as (V,), kept while the embeddings
+        are unchanged (same storage, same version): they are frozen, and squaring all V rows each
+        step was 6 % of it."""
+        key = (embeddings.data_ptr(), embeddings._version, tuple(embeddings.shape), embeddings.device)
+        if getattr(self, "_sq_key", None) != key:
+            self._sq_key, self._sq = key, (table**2).sum(-1).neg_()
+        return self._sq
+
     def logits(self, y: Tensor, embeddings: Tensor) -> Tensor:
-        """Scores of every class for each audio token: y (T, d), embeddings (V, d) -> (T, V + 1)."""
-        table = torch.cat([self.blank[None].to(embeddings.dtype), embeddings])  # (V + 1, d)
-        sq = (table.float() ** 2).sum(-1)  # (V + 1,)
-        return self.log_scale.exp() * (2 * y.float() @ table.float().T - sq)
+        """Scores of every class for each audio token: y (T, d), embeddings (V, d) -> (T, V + 1).
+
+        The blank is scored apart from the vocabulary: were it one row of a (V + 1, d) table, autograd
+        would compute a gradient for all V frozen rows too (a third of the step's matmul FLOPs, and a
+        (V, d) square and copy), only to keep the blank's row.
+        """
+        y = y.float()  # (T, d)
+        table = embeddings.detach().float()  # (V, d), frozen
+        vocab = torch.addmm(
+            self._neg_sq_norms(embeddings, table), y, table.T, alpha=2
+        )  # (T, V): 2 y.e_v - |e_v|^2
+        blank = self.blank.float()  # (d,)
+        blank_score = 2 * y @ blank - (blank**2).sum()  # (T,)
+        return self.log_scale.exp() * torch.cat([blank_score[:, None], vocab], dim=1)  # (T, V + 1)
 
 
 def ctc_targets(labels: Tensor, ignore: int, drop_ids: Sequence[int]) -> list[Tensor]:
@@ -67,13 +86,19 @@ def ctc_embed_loss(
     token_lengths: (batch,); targets: per clip, its LLM token ids; embeddings: (V, d), frozen.
     """
     logp = head.logits(y, embeddings.detach()).log_softmax(-1)  # (tokens, V + 1)
-    per_clip = torch.split(logp, [int(n) for n in token_lengths.tolist()])
-    padded = nn.utils.rnn.pad_sequence(list(per_clip))  # (T_max, batch, V + 1)
+    # Into (batch, T_max, V + 1) with one masked write (clips one after another is the mask's row-major
+    # order), whose backward is one gather: pad_sequence's backward copied the whole padded gradient
+    # once per clip, a third of a step at 16 clips x 49k classes. Padding is never read by ctc_loss.
+    lengths = token_lengths.to(torch.long).cpu()
+    mask = torch.arange(int(lengths.max()) if len(lengths) else 0)[None] < lengths[:, None]  # (batch, T_max)
+    padded = logp.new_zeros(*mask.shape, logp.shape[-1])
+    padded[mask.to(logp.device)] = logp
+    padded = padded.transpose(0, 1)  # (T_max, batch, V + 1), as ctc_loss takes it
     flat = torch.cat([t.to(y.device) + 1 for t in targets]) if targets else y.new_zeros(0, dtype=torch.long)
     return nn.functional.ctc_loss(
         padded,
         flat.long(),
-        token_lengths.to(torch.long).cpu(),
+        lengths,
         torch.tensor([len(t) for t in targets], dtype=torch.long),
         blank=BLANK,
         reduction="mean",
