@@ -150,7 +150,7 @@ def test_inspect_shows_the_stages_of_a_shipped_staged_recipe():
     assert (
         rows[0]["trains"] == ["adapter"]
         and rows[2]["trains"] == ["adapter", "lora"]
-        and rows[2]["tasks"][0] == "speech 30%: asr"  # the mix stage balances its tasks
+        and rows[2]["tasks"][0] == "speech 45%: asr"  # the mix stage balances its tasks
     )
     assert model_summary(load_recipe("quickstart"))["stages"] == []
 
