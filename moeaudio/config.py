@@ -542,12 +542,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             _override_stage(raw, parts, value, text)
             continue
         dotted = ".".join(parts)
-        if dotted == "train.max_steps" and (raw.get("train") or {}).get("stages"):
-            names = [s.get("name") for s in raw["train"]["stages"] if isinstance(s, dict)]
-            raise RecipeError(
-                f"override '{text}': this recipe trains in stages {names}, each with its own max_steps, so "
-                f"train.max_steps would change nothing; set train.stages.NAME.max_steps=... per stage"
-            )
+        _refuse_max_steps_of_a_staged_recipe(raw, dotted, f"override '{text}'")
         node = raw
         for i, part in enumerate(parts[:-1]):
             prefix = ".".join(parts[: i + 1])
@@ -560,6 +555,16 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             raise RecipeError(f"override '{text}': unknown key '{dotted}'{_nearest(dotted, valid)}")
         node[parts[-1]] = value
     return raw
+
+
+def _refuse_max_steps_of_a_staged_recipe(raw: dict[str, Any], dotted: str, what: str) -> None:
+    """A staged recipe's steps are its stages' own: setting ``train.max_steps`` would change nothing."""
+    if dotted == "train.max_steps" and (raw.get("train") or {}).get("stages"):
+        names = [s.get("name") for s in raw["train"]["stages"] if isinstance(s, dict)]
+        raise RecipeError(
+            f"{what}: this recipe trains in stages {names}, each with its own max_steps, so "
+            f"train.max_steps would change nothing; set train.stages.NAME.max_steps=... per stage"
+        )
 
 
 def _override_stage(raw: dict[str, Any], parts: list[str], value: Any, text: str) -> None:
@@ -614,6 +619,8 @@ def apply_overrides_dict(raw: dict[str, Any], settings: dict[str, Any]) -> dict[
         parts = dotted.split(".")
         if dotted not in valid and not _is_free_dict_key(parts):
             raise RecipeError(f"setting '{dotted}': unknown key{_nearest(dotted, valid)}")
+        if value is not None:
+            _refuse_max_steps_of_a_staged_recipe(raw, dotted, f"setting '{dotted}'")
         node = raw
         for part in parts[:-1]:
             node = node.setdefault(part, {})

@@ -136,6 +136,10 @@ def test_stage_overrides_and_bad_stages_get_clear_errors(tiny_corpus, tmp_path):
     # a top-level step count would be silently ignored by a staged recipe: refused, naming the way
     with pytest.raises(RecipeError, match=r"train.stages.NAME.max_steps"):
         load_recipe(raw, ["train.max_steps=3"])
+    from moeaudio.config import with_settings
+
+    with pytest.raises(RecipeError, match=r"setting 'train.max_steps'.*train.stages.NAME.max_steps"):
+        with_settings(load_recipe(raw), {"train.max_steps": 3})  # a command's flag, the same refusal
 
 
 def test_inspect_shows_the_stages_of_a_shipped_staged_recipe():
