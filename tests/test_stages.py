@@ -111,6 +111,10 @@ def test_resume_mid_stage_and_across_a_boundary_equals_the_uninterrupted_run(ful
     want = load_trainer_state(result.checkpoint)["history"]
     got = load_trainer_state(resumed.checkpoint)["history"]
     assert [r["loss"] for r in got] == pytest.approx([r["loss"] for r in want], rel=1e-5)
+    # stages.json says which stage this process continued (its wall time is then the continuation's)
+    rows = json.loads((resumed.run_dir / "stages.json").read_text())
+    resumed_at = {"mid_first_stage": [1, None], "at_the_boundary": [None, None], "mid_last_stage": [None, 2]}
+    assert [r.get("resumed_at_step") for r in rows] == resumed_at[where]
 
 
 def recipe_root(recipe) -> Path:

@@ -8,7 +8,8 @@ schedule, so everything a run has (DeepSpeed, checkpoints, exact ``--resume``, l
 
 Layout: stage ``k`` of ``n`` writes ``RUN/stages/k-NAME/`` (checkpoints, metrics, loss curve); the last
 stage writes ``RUN`` itself, so eval, export and the analyses read a staged run as any other.
-``RUN/stages.json`` records each finished stage's steps and wall time. ``--resume`` skips the stages
+``RUN/stages.json`` records each finished stage's steps and wall time (a stage continued by ``--resume``
+also its ``resumed_at_step``: its time is then the continuing process's only). ``--resume`` skips the stages
 whose final checkpoint is there, continues the one that was interrupted, and starts the next one from
 the previous stage's final weights, so a resumed run equals an uninterrupted one.
 """
@@ -26,6 +27,7 @@ import torch.distributed as dist
 from moeaudio.config import Recipe
 from moeaudio.io_utils import atomic_write_text
 from moeaudio.runtime.checkpoint import finished_checkpoint, latest_checkpoint
+from moeaudio.runtime.run_dir import RunDir
 from moeaudio.runtime.stage_plan import stage_dir, stage_recipe, stage_row
 from moeaudio.train.trainer import TrainResult, run_train
 
@@ -69,7 +71,8 @@ def run_stages(
             f"{stage.max_steps} steps at lr {r.train.lr:g}"
             + (f", from {previous}" if previous is not None else "")
         )
-        continuing = resume and latest_checkpoint(directory) is not None
+        latest = latest_checkpoint(directory) if resume else None
+        continuing = latest is not None
         t0 = time.time()
         last = i == len(stages) - 1
         result = run_train(
@@ -84,6 +87,8 @@ def run_stages(
         history.extend(result.history)
         previous = result.checkpoint
         record.append(_stage_row(i, stage.name, result.steps, time.time() - t0, result.checkpoint))
+        if continuing:
+            record[-1]["resumed_at_step"] = RunDir.step_of(latest)
         if _is_rank0():
             _write_record(run_dir, record)
     if result is None:  # every stage had finished earlier: nothing left to train
