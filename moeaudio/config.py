@@ -227,9 +227,18 @@ class StageConfig(_Section):
     decay_fraction: float | None = Field(None, ge=0, le=1)
     micro_batch_size: int | None = Field(None, ge=1)
     save_every: int | None = Field(None, ge=0)
+    # An ntp stage may keep the alignment's CTC as a second loss on its transcription rows (task asr):
+    # loss = next-token + ctc_weight * ctc_embed (joint CTC/attention training, as ESPnet's hybrid
+    # ASR). Without it the next-token loss moves the adapter away from the embeddings (CHANGELOG).
+    ctc_weight: float = Field(0.0, ge=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _check_trainable(self) -> StageConfig:
+        if self.ctc_weight and self.objective != "ntp":
+            raise ValueError(
+                f"train.stages '{self.name}': ctc_weight adds the ctc_embed loss to a next-token stage; "
+                f"this stage's objective is {self.objective} already"
+            )
         if self.objective == "ctc_embed" and self.trainable is not None:
             extra = sorted(set(self.trainable) & {"lora", "llm"})
             if extra:

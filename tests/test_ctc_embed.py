@@ -147,3 +147,46 @@ def test_a_ctc_embed_stage_trains_the_adapter_and_head_only_and_starts_at_the_em
     tuned = build_audio_llm(_staged_tiny("ntp"))
     names = {n.split(".")[0] for n, p in tuned.named_parameters() if p.requires_grad}
     assert "ctc_head" not in names and {"adapter", "llm"} <= names  # the tiny LLM is not frozen
+
+
+def test_an_ntp_stage_with_ctc_weight_adds_the_ctc_of_its_transcription_rows_only(tiny_corpus, tmp_path):
+    from conftest import tiny_recipe
+
+    from moeaudio.data.manifest import read_manifest
+    from moeaudio.runtime.batching import Collator
+    from moeaudio.runtime.examples import load_examples, manifest_path
+
+    raw = tiny_recipe(tiny_corpus, tmp_path).model_dump(mode="json")
+    raw["train"]["stages"] = [
+        {"name": "align", "objective": "ctc_embed", "trainable": ["adapter"], "max_steps": 2},
+        {"name": "tune", "objective": "ntp", "max_steps": 2, "ctc_weight": 0.5},
+    ]
+    raw["train"]["active_stage"] = 1
+    recipe = load_recipe(raw)
+    torch.manual_seed(0)
+    model = build_audio_llm(recipe).eval()
+    manifest = manifest_path(recipe, "train")
+    items = read_manifest(manifest)
+    asr = [i for i in items if i.task == "asr"][:2]
+    other = [i for i in items if i.task != "asr"][:2]
+    examples = load_examples(
+        model, manifest, recipe, progress=False, items=[asr[0], other[0], asr[1], other[1]]
+    )
+    batch = Collator(model)(examples)
+    out = model(batch)
+
+    # by hand: the adapter outputs of rows 0 and 2 (the transcriptions), CTC over their response tokens
+    y, lengths, _ = model.adapt(model.encoder_states(batch), batch.frame_lengths)
+    per_clip = torch.split(y, lengths.tolist())
+    targets = ctc_targets(batch.labels[[0, 2]], IGNORE, model.tokenizer.all_special_ids)
+    embeddings = model.llm.get_input_embeddings().weight
+    want = ctc_embed_loss(
+        model.ctc_head, torch.cat([per_clip[0], per_clip[2]]), lengths[[0, 2]], targets, embeddings
+    )
+    assert float(out["ctc_loss"]) == pytest.approx(float(want.detach()), rel=1e-5)
+    model.recipe.train.stages[1].ctc_weight = 0.0
+    plain = model(batch)
+    assert "ctc_loss" not in plain
+    assert float(out["loss"].detach()) == pytest.approx(
+        float(plain["loss"].detach()) + 0.5 * float(want.detach()), rel=1e-5
+    )

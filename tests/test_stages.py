@@ -135,6 +135,8 @@ def test_stage_overrides_and_bad_stages_get_clear_errors(tiny_corpus, tmp_path):
         load_recipe(raw, ["train.stages.tune.max_steps=0"])
     with pytest.raises(RecipeError, match="runs no LLM forward"):
         load_recipe(raw, ["train.stages.align.trainable=[adapter, lora]"])
+    with pytest.raises(RecipeError, match="objective is ctc_embed already"):
+        load_recipe(raw, ["train.stages.align.ctc_weight=0.3"])
     with pytest.raises(RecipeError, match="no stage 'aling'"):
         load_recipe(raw, ["train.stages.aling.lr=1"])
     # a top-level step count would be silently ignored by a staged recipe: refused, naming the way

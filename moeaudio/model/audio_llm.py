@@ -67,7 +67,8 @@ class AudioLLM(nn.Module):
         init_output_gain(self.adapter, recipe.adapter.output_gain, llm.get_input_embeddings().weight)
         stages = recipe.train.stages or []
         # the CTC head of a ctc_embed stage lives in every stage's model, so all stages share one layout
-        self.ctc_head = EmbeddingCTCHead(d_llm) if any(s.objective == "ctc_embed" for s in stages) else None
+        uses_ctc = any(s.objective == "ctc_embed" or s.ctc_weight for s in stages)
+        self.ctc_head = EmbeddingCTCHead(d_llm) if uses_ctc else None
         self.llm = llm
         self.tokenizer = tokenizer
         self.audio_token_id = tokenizer.convert_tokens_to_ids(recipe.llm.audio_placeholder)
@@ -130,31 +131,54 @@ class AudioLLM(nn.Module):
         out = self.adapter(tokens[valid])  # y: (valid_tokens, d_llm)
         return out.y, token_lengths, out.losses
 
-    def embed(self, batch: AudioBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Token embeddings with the audio placeholders replaced by adapter outputs."""
+    def embed(self, batch: AudioBatch, keep_audio: bool = False):
+        """Token embeddings with the audio placeholders replaced by adapter outputs: (embeds (batch,
+        seq, d_llm), the adapter's aux losses), and with ``keep_audio`` also (adapter outputs of every
+        valid audio token, tokens per clip), or None for a text-only batch."""
         embeds = self.llm.get_input_embeddings()(batch.input_ids)  # (batch, seq, d_llm)
         if batch.encoder_inputs is None and batch.encoder_states is None:  # text-only batch
-            return embeds, {}
-        audio, losses = self.encode_audio(batch)
+            return (embeds, {}, None) if keep_audio else (embeds, {})
+        audio, token_lengths, losses = self.adapt(self.encoder_states(batch), batch.frame_lengths)
         slots = batch.input_ids == self.audio_token_id  # (batch, seq)
         if int(slots.sum()) != audio.shape[0]:
             raise ValueError(
                 f"prompt has {int(slots.sum())} audio placeholders but the audio gives {audio.shape[0]} tokens"
             )
         embeds = embeds.masked_scatter(slots[..., None], audio.to(embeds.dtype))
-        return embeds, losses
+        return (embeds, losses, (audio, token_lengths)) if keep_audio else (embeds, losses)
 
     def forward(self, batch: AudioBatch) -> dict[str, torch.Tensor]:
         """Loss = NTP on the response (or ``ctc_embed`` in such a stage) + sum(coef * aux loss).
         Returns every term for logging."""
         if self.objective == "ctc_embed":
             return self.ctc_forward(batch)
-        embeds, losses = self.embed(batch)
+        ctc_weight = self.recipe.train.stage.ctc_weight if self.recipe.train.stage is not None else 0.0
+        embeds, losses, audio = self.embed(batch, keep_audio=True)
         token_loss = self.response_nll(embeds, batch)  # (response_tokens,)
         lm_loss = (token_loss * self.response_weights(batch.labels[:, 1:])).sum()
         total = lm_loss + losses["total"] if "total" in losses else lm_loss  # coefficient-weighted aux terms
         logged = {k: v.detach() for k, v in losses.items() if k != "total"}
+        if ctc_weight and audio is not None:
+            ctc = self.transcription_ctc(audio, batch)
+            if ctc is not None:
+                total = total + ctc_weight * ctc
+                logged["ctc_loss"] = ctc.detach()
         return {"loss": total, "lm_loss": lm_loss, **logged}
+
+    def transcription_ctc(
+        self, audio: tuple[torch.Tensor, torch.Tensor], batch: AudioBatch
+    ) -> torch.Tensor | None:
+        """The ``ctc_embed`` loss of the batch's transcription rows (task ``asr``: their response is
+        what the audio says), from the adapter outputs the next-token loss used; None without such rows."""
+        y, token_lengths = audio  # (valid_tokens, d_llm), (batch,)
+        rows = [i for i, m in enumerate(batch.meta) if (m or {}).get("task") == "asr"]
+        if not rows or batch.labels is None:
+            return None
+        starts = torch.cumsum(token_lengths, 0) - token_lengths  # (batch,)
+        picked = torch.cat([torch.arange(int(starts[i]), int(starts[i] + token_lengths[i])) for i in rows])
+        targets = ctc_targets(batch.labels[rows], IGNORE, self.tokenizer.all_special_ids)
+        embeddings = self.llm.get_input_embeddings().weight  # (vocab, d_llm)
+        return ctc_embed_loss(self.ctc_head, y[picked.to(y.device)], token_lengths[rows], targets, embeddings)
 
     def ctc_forward(self, batch: AudioBatch) -> dict[str, torch.Tensor]:
         """The ``ctc_embed`` objective (:mod:`moeaudio.model.ctc_embed`): adapter outputs against the

@@ -57,7 +57,7 @@ def stage_row(recipe: Recipe, index: int) -> dict[str, Any]:
     stage, r = recipe.train.stages[index], stage_recipe(recipe, index)
     return {
         "stage": f"{index + 1}-{stage.name}",
-        "objective": stage.objective,
+        "objective": stage.objective + (f" + {stage.ctc_weight:g} ctc_embed" if stage.ctc_weight else ""),
         "trains": recipe.trained_parts(stage),
         "tasks": _tasks_label(r),
         "steps": stage.max_steps,

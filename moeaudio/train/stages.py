@@ -67,7 +67,7 @@ def run_stages(
         r = stage_recipe(recipe, i, run_dir)
         row = stage_row(recipe, i)
         say(
-            f"{label}: {stage.objective}, trains {', '.join(row['trains'])}, tasks {row['tasks']}, "
+            f"{label}: {row['objective']}, trains {', '.join(row['trains'])}, tasks {row['tasks']}, "
             f"{stage.max_steps} steps at lr {r.train.lr:g}"
             + (f", from {previous}" if previous is not None else "")
         )
