@@ -11,7 +11,7 @@ token it says: CTC (Graves et al., 2006) over the response's LLM tokens, where t
 plus a learned blank vector ``b`` scored the same way (CTC's "no token here"), and a learned
 temperature ``s``. Being nearest to ``e_v`` is what makes the audio token read as ``v`` to the LLM,
 which a separate output layer (a CTC head of its own) would not give. A step costs one
-(audio tokens x vocabulary) product, about a second for 16 clips against SmolLM2's 49k embeddings on
+(audio tokens x vocabulary) product, about half a second for 16 clips against SmolLM2's 49k embeddings on
 two CPU cores, against several for one LLM step.
 """
 
