@@ -131,13 +131,19 @@ class AudioLLM(nn.Module):
         out = self.adapter(tokens[valid])  # y: (valid_tokens, d_llm)
         return out.y, token_lengths, out.losses
 
-    def embed(self, batch: AudioBatch, keep_audio: bool = False):
-        """Token embeddings with the audio placeholders replaced by adapter outputs: (embeds (batch,
-        seq, d_llm), the adapter's aux losses), and with ``keep_audio`` also (adapter outputs of every
-        valid audio token, tokens per clip), or None for a text-only batch."""
+    def embed(self, batch: AudioBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Token embeddings with the audio placeholders replaced by adapter outputs."""
+        embeds, losses, _ = self.embed_with_audio(batch)
+        return embeds, losses
+
+    def embed_with_audio(
+        self, batch: AudioBatch
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
+        """:meth:`embed`, plus the adapter outputs it placed (every valid audio token, flattened in batch
+        order (valid_tokens, d_llm); tokens per clip (batch,)), or None for a text-only batch."""
         embeds = self.llm.get_input_embeddings()(batch.input_ids)  # (batch, seq, d_llm)
         if batch.encoder_inputs is None and batch.encoder_states is None:  # text-only batch
-            return (embeds, {}, None) if keep_audio else (embeds, {})
+            return embeds, {}, None
         audio, token_lengths, losses = self.adapt(self.encoder_states(batch), batch.frame_lengths)
         slots = batch.input_ids == self.audio_token_id  # (batch, seq)
         if int(slots.sum()) != audio.shape[0]:
@@ -145,40 +151,39 @@ class AudioLLM(nn.Module):
                 f"prompt has {int(slots.sum())} audio placeholders but the audio gives {audio.shape[0]} tokens"
             )
         embeds = embeds.masked_scatter(slots[..., None], audio.to(embeds.dtype))
-        return (embeds, losses, (audio, token_lengths)) if keep_audio else (embeds, losses)
+        return embeds, losses, (audio, token_lengths)
 
     def forward(self, batch: AudioBatch) -> dict[str, torch.Tensor]:
-        """Loss = NTP on the response (or ``ctc_embed`` in such a stage) + sum(coef * aux loss).
-        Returns every term for logging."""
+        """Loss = NTP on the response (or ``ctc_embed`` in such a stage) + sum(coef * aux loss), plus
+        the stage's ``ctc_weight`` x ``ctc_embed`` of its transcription rows. Returns every term for logging."""
         if self.objective == "ctc_embed":
             return self.ctc_forward(batch)
-        ctc_weight = self.recipe.train.stage.ctc_weight if self.recipe.train.stage is not None else 0.0
-        embeds, losses, audio = self.embed(batch, keep_audio=True)
+        embeds, losses, audio = self.embed_with_audio(batch)
         token_loss = self.response_nll(embeds, batch)  # (response_tokens,)
         lm_loss = (token_loss * self.response_weights(batch.labels[:, 1:])).sum()
         total = lm_loss + losses["total"] if "total" in losses else lm_loss  # coefficient-weighted aux terms
         logged = {k: v.detach() for k, v in losses.items() if k != "total"}
+        ctc_weight = self.recipe.train.stage.ctc_weight if self.recipe.train.stage is not None else 0.0
         if ctc_weight and audio is not None:
-            ctc = self.transcription_ctc(audio, batch)
+            ctc = self.transcription_ctc(*audio, batch)
             if ctc is not None:
                 total = total + ctc_weight * ctc
                 logged["ctc_loss"] = ctc.detach()
         return {"loss": total, "lm_loss": lm_loss, **logged}
 
     def transcription_ctc(
-        self, audio: tuple[torch.Tensor, torch.Tensor], batch: AudioBatch
+        self, y: torch.Tensor, token_lengths: torch.Tensor, batch: AudioBatch
     ) -> torch.Tensor | None:
         """The ``ctc_embed`` loss of the batch's transcription rows (task ``asr``: their response is
-        what the audio says), from the adapter outputs the next-token loss used; None without such rows."""
-        y, token_lengths = audio  # (valid_tokens, d_llm), (batch,)
+        what the audio says), from the adapter outputs the next-token loss used (y: (valid_tokens,
+        d_llm), token_lengths: (batch,)); None without such rows."""
         rows = [i for i, m in enumerate(batch.meta) if (m or {}).get("task") == "asr"]
         if not rows or batch.labels is None:
             return None
-        starts = torch.cumsum(token_lengths, 0) - token_lengths  # (batch,)
-        picked = torch.cat([torch.arange(int(starts[i]), int(starts[i] + token_lengths[i])) for i in rows])
-        targets = ctc_targets(batch.labels[rows], IGNORE, self.tokenizer.all_special_ids)
-        embeddings = self.llm.get_input_embeddings().weight  # (vocab, d_llm)
-        return ctc_embed_loss(self.ctc_head, y[picked.to(y.device)], token_lengths[rows], targets, embeddings)
+        per_clip = torch.split(y, token_lengths.tolist())
+        return self._ctc_embed(
+            torch.cat([per_clip[i] for i in rows]), token_lengths[rows], batch.labels[rows]
+        )
 
     def ctc_forward(self, batch: AudioBatch) -> dict[str, torch.Tensor]:
         """The ``ctc_embed`` objective (:mod:`moeaudio.model.ctc_embed`): adapter outputs against the
@@ -186,12 +191,17 @@ class AudioLLM(nn.Module):
         if self.ctc_head is None or batch.labels is None:
             raise ValueError("ctc_embed needs a recipe with a ctc_embed stage and a training batch (labels)")
         y, token_lengths, losses = self.adapt(self.encoder_states(batch), batch.frame_lengths)
-        targets = ctc_targets(batch.labels, IGNORE, self.tokenizer.all_special_ids)
-        embeddings = self.llm.get_input_embeddings().weight  # (vocab, d_llm)
-        ctc = ctc_embed_loss(self.ctc_head, y, token_lengths, targets, embeddings)
+        ctc = self._ctc_embed(y, token_lengths, batch.labels)
         total = ctc + losses["total"] if "total" in losses else ctc
         logged = {k: v.detach() for k, v in losses.items() if k != "total"}
         return {"loss": total, "ctc_loss": ctc, **logged}
+
+    def _ctc_embed(self, y: torch.Tensor, token_lengths: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """:func:`ctc_embed_loss` of these clips' adapter outputs against their responses' tokens
+        (special tokens dropped) and the LLM's token embeddings."""
+        targets = ctc_targets(labels, IGNORE, self.tokenizer.all_special_ids)
+        embeddings = self.llm.get_input_embeddings().weight  # (vocab, d_llm)
+        return ctc_embed_loss(self.ctc_head, y, token_lengths, targets, embeddings)
 
     def response_weights(self, shift_labels: torch.Tensor) -> torch.Tensor:
         """Weight of each response token in the loss, summing to 1: (response_tokens,).
