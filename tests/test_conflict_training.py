@@ -7,13 +7,16 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import tiny_recipe
+from safetensors.torch import load_file
 
 from moeaudio.analyze import measure
 from moeaudio.analyze.conflict import conflict_curve_summary, plot_conflict_over_training
 from moeaudio.analyze.measure import adapter_part, domain_examples, training_conflict
-from moeaudio.runtime.checkpoint import load_model
+from moeaudio.runtime.checkpoint import WEIGHTS, load_model
 from moeaudio.runtime.examples import load_examples, manifest_path
+from moeaudio.runtime.run_dir import RunDir
 from moeaudio.train.launch import train_recipe
 
 DOMAINS = ("music", "sound", "speech")
@@ -27,26 +30,49 @@ def test_adapter_parts_by_parameter_name() -> None:
     assert adapter_part("mlp.fc1.weight") == "shared"  # a dense adapter is all shared path
 
 
+def _train(corpus: Path, cache: Path, run: Path, kind: str, *overrides: str) -> Path:
+    """A tiny recipe, 4 steps on three domains' tasks."""
+    recipe = tiny_recipe(
+        corpus,
+        run,
+        kind,
+        "data.tasks=[gender, instrument, sound]",
+        f"data.feature_cache={cache}",
+        "train.max_steps=4",
+        "train.log_every=1",
+        *overrides,
+    )
+    return train_recipe(recipe, evaluate=False).checkpoint
+
+
 @pytest.fixture(scope="module")
-def runs(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_corpus: Path, cache: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The tiny MoE and dense recipes, 4 steps each, the probe every 2 steps."""
     out = {}
-    cache = tmp_path_factory.mktemp("cache")
     for kind in ("moe", "dense"):
         run = tmp_path_factory.mktemp(f"conflict_{kind}")
-        recipe = tiny_recipe(
-            tiny_corpus,
-            run,
-            kind,
-            "data.tasks=[gender, instrument, sound]",
-            f"data.feature_cache={cache}",
-            "train.max_steps=4",
-            "train.conflict_every=2",
-            "train.log_every=1",
-        )
-        train_recipe(recipe, evaluate=False)
+        _train(tiny_corpus, cache, run, kind, "train.conflict_every=2")
         out[kind] = run
     return out
+
+
+def test_probe_leaves_training_unchanged(
+    runs: dict[str, Path], tiny_corpus: Path, cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The probe only observes (its own batches and seed, autograd.grad, eval mode): the weights after
+    4 steps with a probe every 2 steps equal those without, bit for bit. Why it matters: a study's run
+    with ``train.conflict_every`` is the same run as its twin without, so studies share it
+    (``recipe_fingerprint`` leaves the setting out)."""
+    probed = RunDir(runs["moe"]).latest()
+    plain = _train(tiny_corpus, cache, tmp_path_factory.mktemp("conflict_off"), "moe")
+    a, b = load_file(str(probed / WEIGHTS)), load_file(str(plain / WEIGHTS))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def _logged(run: Path) -> list[dict]:

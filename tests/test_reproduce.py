@@ -204,9 +204,11 @@ def test_a_sibling_study_reuses_finished_twins(
     study_run: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Same recipe and seed in another study beside this one (Table 3's balance arm is Table 1's moe):
-    evaluated from the twin's checkpoint, never trained again; --no-reuse trains."""
+    evaluated from the twin's checkpoint, never trained again; --no-reuse trains. The sibling does not
+    log the conflict probe (as Table 3 does not): a setting that only observes makes no other run."""
     data = yaml.safe_load(study_run["study_file"].read_text())
     data["name"] = "sibling"
+    data["overrides"]["cpu"].remove("train.conflict_every=1")
     for arm in data["arms"]:
         arm["name"] = "twin_" + arm["name"]
     data["baseline"] = "twin_dense"
@@ -245,6 +247,18 @@ def test_a_sibling_study_reuses_finished_twins(
                 sibling / f"twin_{arm}" / f"seed-{seed}" / record["checkpoint"] / "model.safetensors"
             ).exists()
     assert (sibling / "results.md").exists()
+
+
+def test_a_record_of_an_older_fingerprint_is_the_same_run(study_run: dict[str, Any]) -> None:
+    """A done record written before a setting counted as observation-only holds a fingerprint this
+    version does not compute; the recipe its checkpoint saved decides, so finished studies stay valid."""
+    run_dir = study_run["out"] / "moe" / "seed-0"
+    record = json.loads((run_dir / runner.DONE).read_text())
+    ckpt = run_dir / record["checkpoint"]
+    now = recipe_fingerprint(load_recipe(ckpt / "recipe.yaml"))
+    assert runner._same_run({**record, "fingerprint": "written-by-an-older-version"}, ckpt, now)
+    other = recipe_fingerprint(load_recipe(ckpt / "recipe.yaml", ["adapter.top_k=1"]))
+    assert not runner._same_run({**record, "fingerprint": "written-by-an-older-version"}, ckpt, other)
 
 
 def test_a_changed_study_is_refused(study_run: dict[str, Any], tmp_path: Path) -> None:

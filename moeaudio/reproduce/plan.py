@@ -35,13 +35,22 @@ __all__ = [
 DEFAULT_ROOT = Path("runs") / "studies"
 
 
+#: ``train`` settings that watch a run without changing its weights, so runs that differ only there are
+#: one run (Table 3's ``balance`` arm is Table 1's ``moe``, which also logs the conflict probe).
+#: ``conflict_every``: tests/test_conflict_training.py trains with and without it to equal weights.
+OBSERVATION_ONLY: tuple[str, ...] = ("conflict_every",)
+
+
 def recipe_fingerprint(recipe: Recipe) -> str:
-    """sha256 of the resolved recipe without ``train.output_dir`` (where a run is, not what it is) and
+    """sha256 of the resolved recipe without ``train.output_dir`` (where a run is, not what it is), the
+    settings that only observe a run (:data:`OBSERVATION_ONLY`), and
     without what a launch derives from the world size: ``train.grad_accum`` under
     ``train.global_batch_size`` and ``train.max_steps`` under ``train.max_tokens``
     (:mod:`moeaudio.runtime.budget`), so a run trained on 16 GPUs is the run the study planned on 8."""
     data = recipe.model_dump(mode="json")
     data["train"].pop("output_dir", None)
+    for key in OBSERVATION_ONLY:
+        data["train"].pop(key, None)
     if recipe.train.global_batch_size is not None:
         data["train"].pop("grad_accum", None)
     if recipe.train.max_tokens is not None:

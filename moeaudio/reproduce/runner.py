@@ -116,7 +116,7 @@ def read_done(run: PlannedRun) -> dict[str, Any] | None:
     record = RunDir(run.run_dir).read_done()
     if record is None:
         return None
-    if record.get("fingerprint") != run.fingerprint:
+    if not _same_run(record, run.run_dir / record.get("checkpoint", ""), run.fingerprint):
         raise StudyError(
             f"{run.run_dir} was trained with a different recipe than the study now asks for "
             "(edited study or other overrides): use another --output, or delete that folder to retrain it"
@@ -148,9 +148,19 @@ def finished_twin(plan: StudyPlan, run: PlannedRun) -> tuple[Path, dict[str, Any
         except (OSError, ValueError):
             continue
         ckpt = done.parent / record.get("checkpoint", "")
-        if record.get("fingerprint") == run.fingerprint and (ckpt / WEIGHTS).exists():
+        if (ckpt / WEIGHTS).exists() and _same_run(record, ckpt, run.fingerprint):
             return ckpt.resolve(), record
     return None
+
+
+def _same_run(record: dict[str, Any], ckpt: Path, fingerprint: str) -> bool:
+    """Whether a done record's run is the run of ``fingerprint``: its recorded fingerprint, or else the
+    fingerprint of the recipe its checkpoint saved, as this version computes it (a record written
+    before :data:`~moeaudio.reproduce.plan.OBSERVATION_ONLY` grew still matches its twins)."""
+    if record.get("fingerprint") == fingerprint:
+        return True
+    saved = ckpt / "recipe.yaml"
+    return saved.exists() and recipe_fingerprint(load_recipe(saved)) == fingerprint
 
 
 def _relative(path: Path, start: Path) -> str:
