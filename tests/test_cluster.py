@@ -69,3 +69,13 @@ def test_fingerprint_ignores_what_the_world_size_derives() -> None:
     assert recipe_fingerprint(planned) == recipe_fingerprint(launched)
     tiny = load_recipe("tiny/moe")  # no global batch: grad_accum is what the recipe says
     assert recipe_fingerprint(tiny) != recipe_fingerprint(load_recipe("tiny/moe", ["train.grad_accum=2"]))
+
+
+def test_fingerprint_ignores_what_only_observes_a_run() -> None:
+    """The conflict probe watches training without changing it (tests/test_conflict_training.py), so
+    a run with it is the run without; anything that trains differently is another run."""
+    tiny = load_recipe("tiny/moe")
+    assert recipe_fingerprint(tiny) == recipe_fingerprint(
+        load_recipe("tiny/moe", ["train.conflict_every=100"])
+    )
+    assert recipe_fingerprint(tiny) != recipe_fingerprint(load_recipe("tiny/moe", ["train.seed=1"]))
