@@ -11,7 +11,7 @@ import torch
 from conftest import tiny_recipe
 from safetensors.torch import load_file
 
-from moeaudio.analyze import measure
+from moeaudio.analyze import conflict, measure
 from moeaudio.analyze.conflict import conflict_curve_summary, plot_conflict_over_training
 from moeaudio.analyze.measure import adapter_part, domain_examples, training_conflict
 from moeaudio.runtime.checkpoint import WEIGHTS, load_model
@@ -135,3 +135,21 @@ def test_curve_figure_from_the_logs(runs: dict[str, Path], tmp_path: Path) -> No
     png = plot_conflict_over_training(curves, tmp_path / "c.png")
     assert png is not None and png.read_bytes()[:4] == b"\x89PNG"
     assert plot_conflict_over_training({}, tmp_path / "none.png") is None
+
+
+def test_curve_figure_legend_names_every_arm(
+    runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dense arm has no routed-experts panel, which used to hold the only legend: dense's curves
+    were drawn without a name."""
+    figures = []
+    monkeypatch.setattr(conflict, "save_figure", lambda fig, path: figures.append(fig) or Path(path))
+    curves = {
+        kind: {r["step"]: conflict_curve_summary(r) for r in _logged(run) if conflict_curve_summary(r)}
+        for kind, run in runs.items()
+    }
+    plot_conflict_over_training(curves, tmp_path / "c.png")
+    labels = {t.get_text() for ax in figures[0].axes if ax.get_legend() for t in ax.get_legend().get_texts()}
+    assert labels == {
+        f"{kind}: {what}" for kind in runs for what in ("across domains", "same domain (floor)")
+    }
