@@ -14,6 +14,7 @@ from pathlib import Path
 from moeaudio.data.manifest import read_manifest
 from moeaudio.eval.ctc import ctc_transcribe
 from moeaudio.eval.metrics import wer_cer
+from moeaudio.eval.tasks import get_task
 from moeaudio.runtime.checkpoint import load_model, resolve_checkpoint
 from moeaudio.runtime.examples import load_examples
 
@@ -29,7 +30,8 @@ def main() -> None:
     model = load_model(resolve_checkpoint(args.checkpoint))
     items = [it for it in read_manifest(args.manifest) if it.task == "asr"]
     if args.vocab != "all":
-        items = [it for it in items if ((it.meta or {}).get("vocab") == "open") == (args.vocab == "open")]
+        open_vocabulary = get_task("asr_open").selects  # eval's own choice of the open-vocabulary clips
+        items = [it for it in items if open_vocabulary(it) == (args.vocab == "open")]
     items = items[: args.max_items]
     examples = load_examples(model, args.manifest, model.recipe, progress=True, items=items)
     hyps = ctc_transcribe(model, examples, args.batch_size, progress=True)

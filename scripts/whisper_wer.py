@@ -21,6 +21,7 @@ from transformers.utils import logging as hf_logging
 from moeaudio.data.audio import load_audio
 from moeaudio.data.manifest import read_manifest
 from moeaudio.eval.metrics import wer_cer
+from moeaudio.eval.tasks import get_task
 from moeaudio.model.whisper_offline import offline_whisper_dir
 from moeaudio.progress import progress_bar
 
@@ -39,7 +40,8 @@ def main() -> None:
     model = WhisperForConditionalGeneration.from_pretrained(source).eval()
     items = [it for it in read_manifest(args.manifest) if it.task == "asr"]
     if args.vocab != "all":
-        items = [it for it in items if ((it.meta or {}).get("vocab") == "open") == (args.vocab == "open")]
+        open_vocabulary = get_task("asr_open").selects  # eval's own choice of the open-vocabulary clips
+        items = [it for it in items if open_vocabulary(it) == (args.vocab == "open")]
     items = items[: args.max_items]
     hyps: list[str] = []
     with progress_bar("whisper", len(items)) as advance:

@@ -127,11 +127,16 @@ def test_floor_of_one_batch_with_itself_is_one(
     assert out["conflict_by_part/all/music-sound"] == pytest.approx(out["conflict/music-sound"], abs=1e-5)
 
 
-def test_curve_figure_from_the_logs(runs: dict[str, Path], tmp_path: Path) -> None:
-    curves = {
+def _curves(runs: dict[str, Path]) -> dict[str, dict[int, dict]]:
+    """Each run's logged probes as the figure takes them: step -> per-part summary."""
+    return {
         kind: {r["step"]: conflict_curve_summary(r) for r in _logged(run) if conflict_curve_summary(r)}
         for kind, run in runs.items()
     }
+
+
+def test_curve_figure_from_the_logs(runs: dict[str, Path], tmp_path: Path) -> None:
+    curves = _curves(runs)
     png = plot_conflict_over_training(curves, tmp_path / "c.png")
     assert png is not None and png.read_bytes()[:4] == b"\x89PNG"
     assert plot_conflict_over_training({}, tmp_path / "none.png") is None
@@ -144,10 +149,7 @@ def test_curve_figure_legend_names_every_arm(
     were drawn without a name."""
     figures = []
     monkeypatch.setattr(conflict, "save_figure", lambda fig, path: figures.append(fig) or Path(path))
-    curves = {
-        kind: {r["step"]: conflict_curve_summary(r) for r in _logged(run) if conflict_curve_summary(r)}
-        for kind, run in runs.items()
-    }
+    curves = _curves(runs)
     plot_conflict_over_training(curves, tmp_path / "c.png")
     labels = {t.get_text() for ax in figures[0].axes if ax.get_legend() for t in ax.get_legend().get_texts()}
     assert labels == {

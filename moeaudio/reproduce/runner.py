@@ -116,12 +116,13 @@ def read_done(run: PlannedRun) -> dict[str, Any] | None:
     record = RunDir(run.run_dir).read_done()
     if record is None:
         return None
-    if not _same_run(record, run.run_dir / record.get("checkpoint", ""), run.fingerprint):
+    ckpt = run.run_dir / record.get("checkpoint", "")
+    if not _same_run(record, ckpt, run.fingerprint):
         raise StudyError(
             f"{run.run_dir} was trained with a different recipe than the study now asks for "
             "(edited study or other overrides): use another --output, or delete that folder to retrain it"
         )
-    if not (run.run_dir / record["checkpoint"] / WEIGHTS).exists():
+    if not (ckpt / WEIGHTS).exists():
         return None
     return record
 
@@ -157,10 +158,13 @@ def _same_run(record: dict[str, Any], ckpt: Path, fingerprint: str) -> bool:
     """Whether a done record's run is the run of ``fingerprint``: its recorded fingerprint, or else the
     fingerprint of the recipe its checkpoint saved, as this version computes it (a record written
     before :data:`~moeaudio.reproduce.plan.OBSERVATION_ONLY` grew still matches its twins)."""
-    if record.get("fingerprint") == fingerprint:
-        return True
+    return record.get("fingerprint") == fingerprint or _saved_fingerprint(ckpt) == fingerprint
+
+
+def _saved_fingerprint(ckpt: Path) -> str | None:
+    """The fingerprint of the recipe a checkpoint saved (as this version computes it), or None."""
     saved = ckpt / "recipe.yaml"
-    return saved.exists() and recipe_fingerprint(load_recipe(saved)) == fingerprint
+    return recipe_fingerprint(load_recipe(saved)) if saved.exists() else None
 
 
 def _relative(path: Path, start: Path) -> str:
@@ -169,8 +173,8 @@ def _relative(path: Path, start: Path) -> str:
 
 
 def _check_trained_recipe(run: PlannedRun, ckpt: Path) -> None:
-    saved = ckpt / "recipe.yaml"
-    if saved.exists() and recipe_fingerprint(load_recipe(saved)) != run.fingerprint:
+    saved = _saved_fingerprint(ckpt)
+    if saved is not None and saved != run.fingerprint:
         raise StudyError(
             f"{ckpt} was trained with a different recipe than the study now asks for: use another "
             "--output, or delete that run folder to retrain it"
