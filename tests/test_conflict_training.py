@@ -151,7 +151,8 @@ def test_curve_figure_legend_names_every_arm(
     monkeypatch.setattr(conflict, "save_figure", lambda fig, path: figures.append(fig) or Path(path))
     curves = _curves(runs)
     plot_conflict_over_training(curves, tmp_path / "c.png")
-    labels = {t.get_text() for ax in figures[0].axes if ax.get_legend() for t in ax.get_legend().get_texts()}
+    labels = {t.get_text() for legend in figures[0].legends for t in legend.get_texts()}
+    assert not any(ax.get_legend() for ax in figures[0].axes)  # below the panels, over no curve
     assert labels == {
         f"{kind}: {what}" for kind in runs for what in ("across domains", "same domain (floor)")
     }

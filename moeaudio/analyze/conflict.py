@@ -512,11 +512,20 @@ def plot_conflict_over_training(
         ax.set_title(PART_TITLES[part], fontsize=9)
         ax.set_xlabel("training step")
     axes[0][0].set_ylabel("gradient cosine (single batches)")
-    # one legend naming every arm (a dense adapter has no routed-experts panel, so no one panel has all)
+    # one legend naming every arm (a dense adapter has no routed-experts panel, so no one panel has
+    # all), below the panels so that it hides no curve; one column per arm
     labelled = {}
     for ax in axes[0]:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             labelled.setdefault(label, handle)
-    axes[0][-1].legend(labelled.values(), labelled.keys(), fontsize=7, loc="best")
+    fig.legend(
+        labelled.values(),
+        labelled.keys(),
+        fontsize=7,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=max(1, len(curves)),
+        frameon=False,
+    )
     fig.suptitle(title or "Gradient agreement between domains during training", fontsize=10)
     return save_figure(fig, path)
