@@ -130,7 +130,7 @@ def test_floor_of_one_batch_with_itself_is_one(
 def _curves(runs: dict[str, Path]) -> dict[str, dict[int, dict]]:
     """Each run's logged probes as the figure takes them: step -> per-part summary."""
     return {
-        kind: {r["step"]: conflict_curve_summary(r) for r in _logged(run) if conflict_curve_summary(r)}
+        kind: {r["step"]: summary for r in _logged(run) if (summary := conflict_curve_summary(r))}
         for kind, run in runs.items()
     }
 
