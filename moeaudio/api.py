@@ -124,12 +124,16 @@ class AudioModel:
         max_new_tokens: int = 64,
         num_beams: int = 1,
         batch_size: int = 8,
+        ctc_weight: float | None = None,
     ) -> str | list[str]:
         """The model's answer to ``prompt`` about ``audio`` (a file path, or a mono waveform at the encoder's
         sample rate, 16 kHz); a list of clips gives a list of answers. Greedy unless ``num_beams`` > 1.
-        Without a prompt the model is asked to transcribe."""
+        Without a prompt the model is asked to transcribe. ``ctc_weight`` (a model trained with a
+        ``ctc_embed`` stage, transcription): joint CTC/LLM rescoring (moeaudio.eval.joint_ctc)."""
         examples, many = self._examples(audio, prompt)
-        texts, _ = generate_all(self.model, examples, batch_size, max_new_tokens, num_beams, progress=False)
+        texts, _ = generate_all(
+            self.model, examples, batch_size, max_new_tokens, num_beams, progress=False, ctc_weight=ctc_weight
+        )
         return texts if many else texts[0]
 
     @torch.no_grad()

@@ -369,6 +369,9 @@ class EvalConfig(_Section):
     # read by training's validation and by `moeaudio eval` (--max-new-tokens overrides it there)
     max_new_tokens: int | None = Field(None, ge=1)
     num_beams: int = Field(1, ge=1)
+    # Transcription after a ctc_embed stage: joint CTC/LLM rescoring of both readers' num_beams-best with
+    # this weight on the CTC score (moeaudio/eval/joint_ctc.py); None = the LLM's answer alone
+    ctc_weight: float | None = Field(None, ge=0.0, le=1.0)
     few_shot: int = Field(0, ge=0)
     # Where the shots (and each benchmark's prompt template) come from: None = the train manifest's
     # items of the task; a shot-pool YAML (path, or "paper": recipes/studies/shots/paper.yaml) fixes

@@ -35,4 +35,5 @@ def transcribe_command(opts: TranscribeOptions) -> list[Transcript]:
     return run_transcribe(
         opts.audio, opts.checkpoint, opts.prompt, fmt, opts.output_dir, opts.window, opts.batch_size,
         device=opts.device, precision=opts.precision, nonfinite="repair" if opts.repair_audio else "error",
+        num_beams=opts.num_beams, ctc_weight=opts.ctc_weight,
     )  # fmt: skip

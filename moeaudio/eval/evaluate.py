@@ -131,6 +131,7 @@ class EvalPlan:
     long_audio: LongAudio | None = None  # what was done with them (set when the plan runs)
     logprobs: list[dict[str, float]] | None = None  # --scoring loglik/cloze: each candidate's, per item
     shot_pool: str | None = None  # --shot-pool: fixed shots and prompt templates (moeaudio.eval.shots)
+    ctc_weight: float | None = None  # --ctc-weight: joint CTC/LLM rescoring (moeaudio.eval.joint_ctc)
 
 
 def resolve_manifest(spec: EvalTask, recipe: Recipe, manifest: str | Path | None) -> tuple[Path, list[Item]]:
@@ -203,6 +204,7 @@ def plan(opts: EvalOptions) -> EvalPlan:
     manifest, items = resolve_manifest(spec, recipe, opts.manifest)
     n_available = len(items)
     decoding = recipe.eval
+    check_ctc_weight(decoding.ctc_weight, spec, opts, trained, ckpt)
     name = output_name(opts.task, opts.modality, opts.scoring)
     items = items[: decoding.max_items] if decoding.max_items else items
     return EvalPlan(
@@ -227,7 +229,26 @@ def plan(opts: EvalOptions) -> EvalPlan:
         n_longer_than_training_max=sum((i.duration or 0) > trained.data.max_audio_seconds for i in items),
         long_audio_policy=decoding.long_audio,
         shot_pool=decoding.shot_pool,
+        ctc_weight=decoding.ctc_weight if spec.kind == "asr" else None,
     )
+
+
+def check_ctc_weight(
+    weight: float | None, spec: EvalTask, opts: EvalOptions, trained: Recipe, ckpt: Path
+) -> None:
+    """``--ctc-weight`` rescores transcripts with the adapter's CTC head: refused where there is no
+    transcript (not an asr task, or in writing) or no head (no ctc_embed stage in the checkpoint's recipe)."""
+    if weight is None:
+        return
+    if opts.ctc_weight is not None and spec.kind != "asr":
+        raise EvalError(f"--ctc-weight rescores transcripts: it is for asr tasks, not '{spec.name}'")
+    if spec.kind == "asr" and not any(
+        s.objective == "ctc_embed" or s.ctc_weight for s in trained.train.stages or []
+    ):
+        raise EvalError(
+            f"--ctc-weight / eval.ctc_weight needs the adapter's CTC head, and {ckpt} was trained without a "
+            "ctc_embed stage; drop it"
+        )
 
 
 def output_name(task: str, modality: str, scoring: str) -> str:
@@ -376,8 +397,9 @@ def generate(
 ) -> tuple[list[str], dict[str, float]]:
     start = time.time()
     predictions, rate = generate_all(
-        model, examples, p.batch_size, p.max_new_tokens, p.num_beams, progress, collate=collate
-    )
+        model, examples, p.batch_size, p.max_new_tokens, p.num_beams, progress, collate=collate,
+        ctc_weight=p.ctc_weight,
+    )  # fmt: skip
     return predictions, {"items_per_s": rate, "seconds": time.time() - start}
 
 
@@ -512,8 +534,9 @@ def write_results(
         "prompts": sorted({e.instruction for e in examples})[:50],
         "normalizer": p.handler.normalizer(p.spec, examples),
         "decoding": {
-            "strategy": p.scoring if p.scoring != "generate" else "beam" if p.num_beams > 1 else "greedy",
+            "strategy": decoding_strategy(p),
             "num_beams": p.num_beams,
+            "ctc_weight": p.ctc_weight,
             "do_sample": False,
             "max_new_tokens": p.max_new_tokens,
             "batch_size": p.batch_size,
@@ -536,6 +559,15 @@ def write_results(
     }
     _write_json(p.output, result)
     return result
+
+
+def decoding_strategy(p: EvalPlan) -> str:
+    """What produced the answers: the ranking rule, joint CTC/LLM rescoring, beam search or greedy."""
+    if p.scoring != "generate":
+        return p.scoring
+    if p.ctc_weight is not None:
+        return "joint_ctc"
+    return "beam" if p.num_beams > 1 else "greedy"
 
 
 def _write_json(path: Path, result: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 import torch
 from transformers.generation.streamers import BaseStreamer
 
+from moeaudio.eval.joint_ctc import joint_ctc_transcribe
 from moeaudio.model.audio_llm import AudioLLM
 from moeaudio.progress import progress_bar
 from moeaudio.runtime.batching import Collator, Example, iter_batches
@@ -59,15 +60,22 @@ def generate_all(
     progress: bool,
     collate: Collator | None = None,
     on_token: TokenCallback | None = None,
+    ctc_weight: float | None = None,
 ) -> tuple[list[str], float]:
     """Texts generated for every example (input order) and the rate in items/s.
 
     ``collate`` builds the prompts (default: one user turn, left-padded; few-shot evaluation passes
     a collator with shots). ``on_token`` (greedy only) receives each new token as it is decoded.
+    ``ctc_weight`` (transcription after a ``ctc_embed`` stage): joint CTC/LLM rescoring of both
+    readers' n-best (:mod:`moeaudio.eval.joint_ctc`) instead of the LLM's answer alone.
     """
-    if on_token is not None and num_beams != 1:
-        raise ValueError("on_token streams greedy decoding only (num_beams=1)")
+    if on_token is not None and (num_beams != 1 or ctc_weight is not None):
+        raise ValueError("on_token streams greedy decoding only (num_beams=1, no ctc_weight)")
     collate = collate or Collator(model, for_generation=True)
+    if ctc_weight is not None:
+        return joint_ctc_transcribe(
+            model, examples, batch_size, max_new_tokens, num_beams, ctc_weight, progress, collate
+        )
     device = next(model.parameters()).device
     outputs: list[str] = [""] * len(examples)
     start = time.time()

@@ -120,6 +120,7 @@ def window_long_items(
     batch_size: int,
     max_new_tokens: int,
     num_beams: int,
+    ctc_weight: float | None = None,
     nonfinite: str = "error",
     progress: bool = False,
 ) -> list[str]:
@@ -142,7 +143,16 @@ def window_long_items(
                 Example(item_prompt(item), None, wave=wave[a:b], meta={"id": f"{item.id}@{a / sr:.2f}"})
             )
             owner.append(k)
-    texts, _ = generate_all(model, windows, batch_size, max_new_tokens, num_beams, progress, collate=collate)
+    texts, _ = generate_all(
+        model,
+        windows,
+        batch_size,
+        max_new_tokens,
+        num_beams,
+        progress,
+        collate=collate,
+        ctc_weight=ctc_weight,
+    )
     out = list(predictions)
     for k in dict.fromkeys(owner):
         out[k] = " ".join(t.strip() for t, o in zip(texts, owner, strict=True) if o == k and t.strip())
@@ -169,6 +179,7 @@ def windowed_predictions(
         return predictions
     return window_long_items(
         model, p.items, p.manifest, predictions, p.long_audio, collate=collate, batch_size=p.batch_size,
-        max_new_tokens=p.max_new_tokens, num_beams=p.num_beams, nonfinite=p.recipe.data.nonfinite_audio,
+        max_new_tokens=p.max_new_tokens, num_beams=p.num_beams, ctc_weight=p.ctc_weight,
+        nonfinite=p.recipe.data.nonfinite_audio,
         progress=progress,
     )  # fmt: skip

@@ -25,6 +25,12 @@ class EvalOptions:
         "default: the recipe's eval.shot_pool): the shots come from the pool, not the train manifest",
     )
     num_beams: int | None = option(None, "1 = greedy")
+    ctc_weight: float | None = option(
+        None,
+        "transcription by a model with a ctc_embed stage: rescore the LLM's and the adapter's CTC "
+        "num-beams-best with this weight on the CTC score, 0-1 (default: the recipe's eval.ctc_weight; "
+        "none: the LLM's answer alone)",
+    )
     max_items: int | None = option(None, "score only the first N items")
     modality: str = option("audio", "audio | text (spoken-question MCQ)")
     scoring: str = option(
@@ -64,6 +70,7 @@ class EvalOptions:
             "eval.few_shot": self.few_shot,
             "eval.shot_pool": self.shot_pool,
             "eval.num_beams": self.num_beams,
+            "eval.ctc_weight": self.ctc_weight,
             "eval.batch_size": self.batch_size,
             "eval.max_items": self.max_items,
             "eval.max_new_tokens": self.max_new_tokens,
@@ -86,6 +93,12 @@ class TranscribeOptions:
     output_dir: str | None = option(None, "one file per input (default: stdout)")
     window: float | None = option(None, "seconds per window (default 30, the encoder limit)")
     batch_size: int = option(8, "windows per generate call")
+    num_beams: int = option(1, "1 = greedy")
+    ctc_weight: float | None = option(
+        None,
+        "a model with a ctc_embed stage: rescore the LLM's and the adapter's CTC num-beams-best with "
+        "this weight on the CTC score, 0-1 (default: the LLM's answer alone)",
+    )
     device: str | None = option(None, "cpu | cuda (default: cuda when available)")
     precision: str = option("auto", "auto | fp32 | bf16 (auto: bf16 on a GPU, fp32 on CPU)")
     repair_audio: bool = option(

@@ -245,6 +245,7 @@ def run_transcribe(
     runs_dir: str | Path = "runs",
     max_new_tokens: int = TRANSCRIBE_MAX_NEW_TOKENS,
     num_beams: int = 1,
+    ctc_weight: float | None = None,
     device: str | None = None,
     precision: str = "auto",
     progress: bool = False,
@@ -266,6 +267,10 @@ def run_transcribe(
         raise UsageError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     if batch_size < 1:
         raise UsageError("--batch-size must be >= 1")
+    if num_beams < 1:
+        raise UsageError(f"--num-beams must be >= 1 (got {num_beams})")
+    if ctc_weight is not None and not 0.0 <= ctc_weight <= 1.0:
+        raise UsageError(f"--ctc-weight must be within 0 and 1 (got {ctc_weight:g})")
     if window is not None and window <= 0:
         raise UsageError(f"--window must be a positive number of seconds (got {window:g})")
     check_output_dir(output_dir, "--output-dir")
@@ -278,6 +283,11 @@ def run_transcribe(
         target = pick_device(device)
         model = load_model(ckpt, device=target, dtype=inference_dtype(target, precision))
     model.eval()
+    if ctc_weight is not None and model.ctc_head is None:
+        raise UsageError(
+            "--ctc-weight rescores with the adapter's CTC head, which a model trained without a ctc_embed "
+            "stage does not have; drop --ctc-weight"
+        )
     prompt = prompt or TASK_INSTRUCTIONS["asr"]
     window_s = window_seconds(model, window)
 
@@ -288,7 +298,9 @@ def run_transcribe(
         check_clip_length(model, wave, path)
     names = [str(p) for p in paths]
     examples, owners = window_examples(waves, names, sr, window_s, prompt)
-    texts, _ = generate_all(model, examples, batch_size, max_new_tokens, num_beams, progress)
+    texts, _ = generate_all(
+        model, examples, batch_size, max_new_tokens, num_beams, progress, ctc_weight=ctc_weight
+    )
     elapsed = time.time() - start_time
     transcripts = stitch_windows(waves, names, sr, owners, texts, elapsed)
     total_audio = sum(len(w) for w in waves) / sr

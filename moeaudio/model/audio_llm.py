@@ -289,18 +289,25 @@ class AudioLLM(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, batch: AudioBatch, max_new_tokens: int = 32, num_beams: int = 1, streamer=None
+        self,
+        batch: AudioBatch,
+        max_new_tokens: int = 32,
+        num_beams: int = 1,
+        streamer=None,
+        num_return_sequences: int = 1,
     ) -> list[str]:
         """Greedy (or beam) decoding from the prompt; batch must be left-padded (see Collator).
 
         ``streamer``: a transformers ``BaseStreamer`` handed each step's new tokens (greedy only;
-        ``moeaudio serve`` streams answers with it)."""
+        ``moeaudio serve`` streams answers with it). ``num_return_sequences`` (<= ``num_beams``): the
+        beam search's n best per row, row after row, best first."""
         embeds, _ = self.embed(batch)
         out = self.llm.generate(
             inputs_embeds=embeds,
             attention_mask=batch.attention_mask,
             max_new_tokens=max_new_tokens,
             num_beams=num_beams,
+            num_return_sequences=num_return_sequences,
             do_sample=False,
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
