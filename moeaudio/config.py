@@ -413,6 +413,12 @@ class Recipe(_Section):
         """Width of one audio token entering the adapter (after stacking and optional projection)."""
         return self.encoder.projection_dim or self.encoder.frame_dim * self.encoder.stack
 
+    def has_ctc_head(self) -> bool:
+        """Whether the model carries the CTC head of ``ctc_embed`` (a stage with that objective, or a
+        next-token stage with ``ctc_weight``): every stage's model has it then, and joint CTC/LLM
+        decoding (``eval.ctc_weight``) can use it."""
+        return any(s.objective == "ctc_embed" or s.ctc_weight for s in self.train.stages or [])
+
     def trained_parts(self, stage: StageConfig | None = None) -> list[str]:
         """The parts a training run of this recipe trains, in model order: ``stage``'s (default: the
         active stage's) ``trainable`` where it lists them, else the freeze flags and ``llm.lora_r``

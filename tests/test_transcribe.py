@@ -85,7 +85,9 @@ def test_stitching_and_subtitle_files(
 
     seen: list[int] = []
 
-    def fake_generate(model, examples, batch_size, max_new_tokens, num_beams, progress, collate=None, ctc_weight=None):
+    def fake_generate(
+        model, examples, batch_size, max_new_tokens, num_beams, progress, collate=None, ctc_weight=None
+    ):
         seen.append(len(examples))
         return [f"window {i} says {len(e.wave) / SR:.0f}" for i, e in enumerate(examples)], 1.0
 

@@ -242,9 +242,7 @@ def check_ctc_weight(
         return
     if opts.ctc_weight is not None and spec.kind != "asr":
         raise EvalError(f"--ctc-weight rescores transcripts: it is for asr tasks, not '{spec.name}'")
-    if spec.kind == "asr" and not any(
-        s.objective == "ctc_embed" or s.ctc_weight for s in trained.train.stages or []
-    ):
+    if spec.kind == "asr" and not trained.has_ctc_head():
         raise EvalError(
             f"--ctc-weight / eval.ctc_weight needs the adapter's CTC head, and {ckpt} was trained without a "
             "ctc_embed stage; drop it"

@@ -61,7 +61,7 @@ def ctc_log_probs(model: AudioLLM, examples: Sequence[Example]) -> list[Tensor]:
     if model.ctc_head is None:
         raise ValueError(
             "joint CTC decoding needs a model trained with a ctc_embed stage (its recipe has none); "
-            "use --ctc-weight 0"
+            "drop ctc_weight"
         )
     batch = Collator(model)(list(examples)).to(next(model.parameters()).device)
     y, token_lengths, _ = model.adapt(model.encoder_states(batch), batch.frame_lengths)

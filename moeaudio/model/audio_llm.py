@@ -65,10 +65,8 @@ class AudioLLM(nn.Module):
         d_llm = llm.get_input_embeddings().embedding_dim
         self.adapter = build_adapter(recipe.adapter, self.stacker.out_dim, d_llm)
         init_output_gain(self.adapter, recipe.adapter.output_gain, llm.get_input_embeddings().weight)
-        stages = recipe.train.stages or []
         # the CTC head of a ctc_embed stage lives in every stage's model, so all stages share one layout
-        uses_ctc = any(s.objective == "ctc_embed" or s.ctc_weight for s in stages)
-        self.ctc_head = EmbeddingCTCHead(d_llm) if uses_ctc else None
+        self.ctc_head = EmbeddingCTCHead(d_llm) if recipe.has_ctc_head() else None
         self.llm = llm
         self.tokenizer = tokenizer
         self.audio_token_id = tokenizer.convert_tokens_to_ids(recipe.llm.audio_placeholder)
