@@ -154,8 +154,8 @@ def test_inspect_shows_the_stages_of_a_shipped_staged_recipe():
     rows = model_summary(load_recipe("smol"))["stages"]
     assert [(r["stage"], r["objective"]) for r in rows] == [
         ("1-align", "ctc_embed"),
-        ("2-asr", "ntp"),
-        ("3-mix", "ntp"),
+        ("2-asr", "ntp + 0.3 ctc_embed"),  # the alignment's CTC kept as a second loss
+        ("3-mix", "ntp + 0.3 ctc_embed"),
     ]
     assert (
         rows[0]["trains"] == ["adapter"]
