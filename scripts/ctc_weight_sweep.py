@@ -2,10 +2,11 @@
 each weight's pick scored, beside the LLM's own greedy transcript and the CTC best path.
 
     python scripts/ctc_weight_sweep.py runs/smol data/synth_smol/valid.jsonl --num-beams 4 \
-        --weights 0,0.1,0.2,0.3,0.5,0.7,1 --max-items 250
+        --weights 0,0.1,0.2,0.3,0.5,0.7,1 --length-bonuses 0,0.5,1,1.5,2 --max-items 250
 
 Prints one JSON object (WER and CER per weight; WER after Whisper's English normaliser, as
-``moeaudio eval`` scores ASR). Decoding with the chosen weight: ``moeaudio eval --task asr_open
+``moeaudio eval`` scores ASR), for every weight and length bonus (per LLM token). ``--dump F``
+writes every candidate with its scores (JSON lines) for further study. Decoding with the chosen weight: ``moeaudio eval --task asr_open
 --num-beams 4 --ctc-weight W`` (moeaudio.eval.joint_ctc).
 """
 
@@ -32,6 +33,8 @@ def main() -> None:
     ap.add_argument("manifest", type=Path)
     ap.add_argument("--vocab", choices=["open", "all"], default="open")
     ap.add_argument("--weights", default="0,0.1,0.2,0.3,0.5,0.7,1")
+    ap.add_argument("--length-bonuses", default="0")
+    ap.add_argument("--dump", type=Path, default=None, help="write each clip's candidates and scores here")
     ap.add_argument("--num-beams", type=int, default=4)
     ap.add_argument("--max-items", type=int, default=250)
     ap.add_argument("--max-new-tokens", type=int, default=None)
@@ -61,6 +64,19 @@ def main() -> None:
     out["joint"] = {
         w: scored([best_transcript(s, float(w)) for s in scores]) for w in args.weights.split(",")
     }
+    out["joint_by_length_bonus"] = {
+        b: {
+            w: scored([best_transcript(s, float(w), float(b)) for s in scores])
+            for w in args.weights.split(",")
+        }
+        for b in args.length_bonuses.split(",")
+    }
+    if args.dump:
+        rows = [
+            {"id": e.meta["id"], "target": e.target, "candidates": {c: list(v) for c, v in s.items()}}
+            for e, s in zip(examples, scores, strict=True)
+        ]
+        args.dump.write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(json.dumps(out, indent=1))
 
 

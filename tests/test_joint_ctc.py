@@ -75,11 +75,13 @@ def test_joint_score_weights_and_extremes():
     assert joint_score(0.3, -10.0, -2.0) == pytest.approx(0.3 * -10.0 + 0.7 * -2.0)
     assert joint_score(0.0, -math.inf, -2.0) == -2.0  # weight 0 ignores an impossible CTC score
     assert joint_score(1.0, -4.0, -math.inf) == -4.0
-    scores = {"a hat": (-1.0, -9.0), "a cat": (-5.0, -2.0)}
+    assert joint_score(0.3, -10.0, -2.0, 4, 0.5) == pytest.approx(0.3 * -10.0 + 0.7 * -2.0 + 2.0)
+    scores = {"a hat": (-1.0, -9.0, 2), "a cat": (-5.0, -2.0, 2), "a cat sat": (-6.0, -3.5, 3)}
     assert best_transcript(scores, 0.0) == "a cat"
     assert best_transcript(scores, 1.0) == "a hat"
-    assert best_transcript(scores, 0.5) == "a cat"  # -5.5 vs -3.5
+    assert best_transcript(scores, 0.5) == "a cat"  # -5.5 vs -3.5 vs -4.75
     assert best_transcript(scores, 0.9) == "a hat"  # -1.8 vs -4.7
+    assert best_transcript(scores, 0.5, length_bonus=2.0) == "a cat sat"  # -1.0 vs 0.5 vs 1.25
 
 
 def _ctc_model():
@@ -109,8 +111,9 @@ def test_nbest_holds_both_readers_candidates_scored_by_hand(tiny_corpus, tmp_pat
         logp = ctc_log_probs(model, [example])[0]  # (audio tokens, vocab + 1)
         ctc_best = tok.decode(ctc_prefix_beam_search(logp, 2)[0][0], skip_special_tokens=True).strip()
         assert ctc_best in cands or not ctc_best
-        for text, (ctc, llm) in cands.items():
+        for text, (ctc, llm, length) in cands.items():
             ids = tok(text, add_special_tokens=False).input_ids
+            assert length == len(ids)
             assert ctc == pytest.approx(_exhaustive_or_forward(logp, ids), rel=1e-5)
             # the LLM's: the candidate as the response (then the end of turn), log-probabilities summed by hand
             batch = Collator(model)([type(example)(example.instruction, text, example.wave, example.states)])

@@ -15,6 +15,10 @@ speak the same tokens here, combining them is n-best rescoring:
 * the best one is the transcript. ``w = 0`` keeps the LLM's own ranking of the union (it may still
   prefer a CTC candidate), ``w = 1`` the CTC's.
 
+Both scores are sums of log-probabilities, so a shorter candidate is favoured; a length bonus
+``b * len(y)`` (``y`` in LLM tokens; ESPnet's ``penalty``) offsets that. Both are chosen on a
+validation split.
+
 The weight is a decoding setting (``eval.ctc_weight``, ``--ctc-weight``), chosen on a validation split
 as ESPnet's ``ctc_weight`` is.
 """
@@ -104,14 +108,18 @@ def ctc_prefix_beam_search(logp: Tensor, beam: int, prune: int = 8) -> list[tupl
     return sorted(out, key=lambda x: x[1], reverse=True)
 
 
-def joint_score(ctc_weight: float, ctc: float, llm: float) -> float:
-    """``w * ctc + (1 - w) * llm``, where a weight of 0 ignores the CTC score (even an impossible one)
-    and a weight of 1 the LLM's."""
+def joint_score(
+    ctc_weight: float, ctc: float, llm: float, length: int = 0, length_bonus: float = 0.0
+) -> float:
+    """``w * ctc + (1 - w) * llm + b * length``, where a weight of 0 ignores the CTC score (even an
+    impossible one) and a weight of 1 the LLM's."""
     if ctc_weight == 0.0:
-        return llm
-    if ctc_weight == 1.0:
-        return ctc
-    return ctc_weight * ctc + (1 - ctc_weight) * llm
+        score = llm
+    elif ctc_weight == 1.0:
+        score = ctc
+    else:
+        score = ctc_weight * ctc + (1 - ctc_weight) * llm
+    return score + length_bonus * length
 
 
 def ctc_sequence_logprob(logp: Tensor, ids: Sequence[Sequence[int]]) -> list[float]:
@@ -134,6 +142,9 @@ def ctc_sequence_logprob(logp: Tensor, ids: Sequence[Sequence[int]]) -> list[flo
     return [-float(v) for v in loss]
 
 
+Scores = dict[str, tuple[float, float, int]]  # candidate -> (log p_ctc, log p_llm, its LLM tokens)
+
+
 def nbest_scores(
     model: AudioLLM,
     examples: Sequence[Example],
@@ -142,14 +153,16 @@ def nbest_scores(
     num_beams: int,
     progress: bool,
     collate: Collator | None = None,
-) -> list[dict[str, tuple[float, float]]]:
-    """Per example, every candidate transcript with its (CTC, LLM) log-probabilities: the LLM's
-    ``num_beams``-best and the CTC prefix beam search's, merged (module docstring)."""
+) -> list[Scores]:
+    """Per example, every candidate transcript with its CTC and LLM log-probabilities and its length
+    in LLM tokens: the LLM's ``num_beams``-best and the CTC prefix beam search's, merged (module
+    docstring)."""
     collate = collate or Collator(model, for_generation=True)
     device = next(model.parameters()).device
     tok = model.tokenizer
     candidates: list[list[str]] = [[] for _ in examples]
     ctc_scores: list[list[float]] = [[] for _ in examples]
+    lengths: list[list[int]] = [[] for _ in examples]
     with torch.no_grad(), progress_bar("joint CTC/LLM n-best", len(examples), progress) as advance:
         for idx, batch in iter_batches(examples, batch_size, collate, device):
             llm_nbest = model.generate(
@@ -165,17 +178,18 @@ def nbest_scores(
                 candidates[i] = [t for t in dict.fromkeys(texts) if t] or [""]  # merged, in order
                 ids = [tok(t, add_special_tokens=False).input_ids for t in candidates[i]]
                 ctc_scores[i] = ctc_sequence_logprob(logp, ids)
+                lengths[i] = [len(x) for x in ids]
             advance(len(idx))
     _, llm_scores, _ = rank_all(model, examples, candidates, batch_size, progress=False, shots=collate.shots)
     return [
-        {c: (cs, lp[c]) for c, cs in zip(cands, ctc, strict=True)}
-        for cands, ctc, lp in zip(candidates, ctc_scores, llm_scores, strict=True)
+        {c: (cs, lp[c], n) for c, cs, n in zip(cands, ctc, lens, strict=True)}
+        for cands, ctc, lp, lens in zip(candidates, ctc_scores, llm_scores, lengths, strict=True)
     ]
 
 
-def best_transcript(scores: dict[str, tuple[float, float]], ctc_weight: float) -> str:
+def best_transcript(scores: Scores, ctc_weight: float, length_bonus: float = 0.0) -> str:
     """The candidate of highest :func:`joint_score` (the first listed on a tie)."""
-    return max(scores, key=lambda c: joint_score(ctc_weight, *scores[c]))
+    return max(scores, key=lambda c: joint_score(ctc_weight, *scores[c], length_bonus=length_bonus))
 
 
 def joint_ctc_transcribe(
