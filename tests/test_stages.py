@@ -168,10 +168,12 @@ def test_inspect_shows_the_stages_of_a_shipped_staged_recipe():
 def test_bench_train_of_a_staged_recipe_times_each_stage_and_counts_its_flops(tiny_corpus, tmp_path):
     from moeaudio.bench.train_step import bench_train
 
-    recipe = staged(tiny_corpus, tmp_path, tmp_path / "cache")
-    result = bench_train(recipe, steps=1, rounds=1, warmup=1)
+    raw = staged(tiny_corpus, tmp_path, tmp_path / "cache").model_dump(mode="json")
+    raw["train"]["stages"][1]["ctc_weight"] = 0.3  # the tune stage keeps the alignment's CTC
+    result = bench_train(load_recipe(raw), steps=1, rounds=1, warmup=1)
     rows = {r["stage"]: r for r in result["stages"]}
     assert set(rows) == {"align", "tune"} and result["gemm_gflops"] > 0
+    assert [rows[s]["objective"] for s in ("align", "tune")] == ["ctc_embed", "ntp + 0.3 ctc_embed"]
     for r in rows.values():
         assert r["gflop_per_step"] > 0 and 0 < r["share_of_gemm"] < 10
         assert r["projected_minutes"] == pytest.approx(r["max_steps"] * r["seconds_per_step"] / 60, abs=0.06)

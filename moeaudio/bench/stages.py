@@ -29,7 +29,7 @@ from moeaudio.data.loader import BucketBatchSampler
 from moeaudio.model.audio_llm import build_audio_llm
 from moeaudio.runtime.batching import Collator, example_length
 from moeaudio.runtime.examples import ensure_corpus, load_examples, manifest_path, recipe_items
-from moeaudio.runtime.stage_plan import stage_recipe
+from moeaudio.runtime.stage_plan import objective_label, stage_recipe
 from moeaudio.runtime.vocabulary import recipe_tokenizer
 from moeaudio.train.distributed import init_distributed
 from moeaudio.train.engine import build_engine, seed_everything
@@ -126,7 +126,7 @@ def bench_stages(recipe: Recipe, steps: int = 4, rounds: int = 3, warmup: int = 
         rows.append(
             {
                 "stage": s.stage.name,
-                "objective": s.stage.objective,
+                "objective": objective_label(s.stage),
                 "micro_batch_size": s.recipe.data.micro_batch_size,
                 "seconds_per_step": round(per_step, 4),
                 "steps_per_s": round(1 / per_step, 3),

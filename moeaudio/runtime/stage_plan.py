@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from moeaudio.config import Recipe
+from moeaudio.config import Recipe, StageConfig
 
-__all__ = ["STAGES_DIR", "stage_dir", "stage_recipe", "stage_row", "stage_summary"]
+__all__ = ["STAGES_DIR", "objective_label", "stage_dir", "stage_recipe", "stage_row", "stage_summary"]
 
 STAGES_DIR = "stages"
 
@@ -51,13 +51,18 @@ def stage_summary(recipe: Recipe) -> list[dict[str, Any]]:
     return [stage_row(recipe, i) for i in range(len(recipe.train.stages or []))]
 
 
+def objective_label(stage: StageConfig) -> str:
+    """A stage's loss as people read it: ``ntp + 0.3 ctc_embed`` when it keeps the alignment's CTC."""
+    return stage.objective + (f" + {stage.ctc_weight:g} ctc_embed" if stage.ctc_weight else "")
+
+
 def stage_row(recipe: Recipe, index: int) -> dict[str, Any]:
     """Stage ``index`` as ``inspect`` and the start of the stage show it: name, objective, trains,
     tasks, steps, lr, micro-batch."""
     stage, r = recipe.train.stages[index], stage_recipe(recipe, index)
     return {
         "stage": f"{index + 1}-{stage.name}",
-        "objective": stage.objective + (f" + {stage.ctc_weight:g} ctc_embed" if stage.ctc_weight else ""),
+        "objective": objective_label(stage),
         "trains": recipe.trained_parts(stage),
         "tasks": _tasks_label(r),
         "steps": stage.max_steps,
