@@ -4,10 +4,10 @@ each weight's pick scored, beside the LLM's own greedy transcript and the CTC be
     python scripts/ctc_weight_sweep.py runs/smol data/synth_smol/valid.jsonl --num-beams 4 \
         --weights 0,0.1,0.2,0.3,0.5,0.7,1 --length-bonuses 0,0.5,1,1.5,2 --max-items 250
 
-Prints one JSON object (WER and CER per weight; WER after Whisper's English normaliser, as
-``moeaudio eval`` scores ASR), for every weight and length bonus (per LLM token). ``--dump F``
-writes every candidate with its scores (JSON lines) for further study. Decoding with the chosen weight: ``moeaudio eval --task asr_open
---num-beams 4 --ctc-weight W`` (moeaudio.eval.joint_ctc).
+Prints one JSON object: WER and CER (after Whisper's English normaliser, as ``moeaudio eval`` scores
+ASR) for every weight, and for every weight and length bonus (per LLM token). ``--dump F`` writes
+every candidate with its scores (JSON lines) for further study. Decoding with the chosen weight:
+``moeaudio eval --task asr_open --num-beams 4 --ctc-weight W`` (moeaudio.eval.joint_ctc).
 """
 
 from __future__ import annotations
@@ -61,15 +61,15 @@ def main() -> None:
     out["nbest_seconds"] = round(time.time() - start, 1)
     out["num_beams"] = args.num_beams
     out["mean_candidates"] = round(sum(len(s) for s in scores) / max(1, len(scores)), 2)
-    out["joint"] = {
-        w: scored([best_transcript(s, float(w)) for s in scores]) for w in args.weights.split(",")
-    }
-    out["joint_by_length_bonus"] = {
-        b: {
-            w: scored([best_transcript(s, float(w), float(b)) for s in scores])
-            for w in args.weights.split(",")
+
+    def picks(bonus: float) -> dict[str, dict[str, float]]:
+        return {
+            w: scored([best_transcript(s, float(w), bonus) for s in scores]) for w in args.weights.split(",")
         }
-        for b in args.length_bonuses.split(",")
+
+    out["joint"] = picks(0.0)
+    out["joint_by_length_bonus"] = {
+        b: out["joint"] if float(b) == 0.0 else picks(float(b)) for b in args.length_bonuses.split(",")
     }
     if args.dump:
         rows = [

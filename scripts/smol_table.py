@@ -38,9 +38,10 @@ def rows(run: Path) -> dict[str, str]:
     asr_open = _read(run, "asr_open").get("metrics", {})
     out["open-vocabulary WER (held-out voices and sentences)"] = _cell(asr_open.get("wer"))
     joint = _read(run, "asr_open.joint")
-    weight = joint.get("decoding", {}).get("ctc_weight") if isinstance(joint.get("decoding"), dict) else None
-    wer = joint.get("metrics", {}).get("wer")
-    out["same, joint CTC/LLM decoding (4 beams, weight W)"] = "-" if wer is None else f"{wer:.3f} (W {weight:g})"
+    wer, decoding = joint.get("metrics", {}).get("wer"), joint.get("decoding", {})
+    out["same, joint CTC/LLM decoding"] = (
+        "-" if wer is None else f"{wer:.3f} (W {decoding['ctc_weight']:g}, {decoding['num_beams']} beams)"
+    )
     qa = _read(run, "spoken_qa.cloze")
     m, t = qa.get("metrics", {}), qa.get("text_metrics", {})
     out["spoken questions, audio, cloze acc"] = _cell(m.get("accuracy"))

@@ -15,12 +15,11 @@ speak the same tokens here, combining them is n-best rescoring:
 * the best one is the transcript. ``w = 0`` keeps the LLM's own ranking of the union (it may still
   prefer a CTC candidate), ``w = 1`` the CTC's.
 
-Both scores are sums of log-probabilities, so a shorter candidate is favoured; a length bonus
-``b * len(y)`` (``y`` in LLM tokens; ESPnet's ``penalty``) offsets that. Both are chosen on a
-validation split.
+Both scores are sums of log-probabilities, so a shorter candidate is favoured; an optional length
+bonus ``b * len(y)`` (``y`` in LLM tokens; ESPnet's ``penalty``) offsets that.
 
 The weight is a decoding setting (``eval.ctc_weight``, ``--ctc-weight``), chosen on a validation split
-as ESPnet's ``ctc_weight`` is.
+as ESPnet's ``ctc_weight`` is (``scripts/ctc_weight_sweep.py``, which sweeps the bonus too).
 """
 
 from __future__ import annotations
